@@ -1,0 +1,1 @@
+//! IMDSv2 instance discovery.

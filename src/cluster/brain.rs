@@ -1,0 +1,1 @@
+//! The failover brain: a pure state machine from inputs to actions.

@@ -1,0 +1,1 @@
+//! Heartbeat datagram encoding, HMAC-SHA256 authentication and replay protection.
