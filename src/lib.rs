@@ -8,5 +8,9 @@
 //! path: they read the snapshot or publish state into atomics, never the other way round.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod cloud;
 pub mod cluster;
+pub mod config;
+pub mod proxy;
+pub mod runtime;

@@ -1,0 +1,487 @@
+//! The configuration model: one TOML file, typed and validated.
+//!
+//! This module owns the types (with their HAProxy/Heartbeat defaults as named constants) and
+//! `load`, which turns a file into a `Config` or a list of every problem with `file:line: reason`.
+//! Nothing here opens sockets or touches runtime state; `runtime` builds from a validated `Config`.
+
+mod load;
+mod spans;
+mod validate;
+
+pub use load::{load_file, load_str, ConfigError, ConfigProblem, Loaded};
+pub use validate::resolve_address;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// `timeout connect` of the seed (HAProxy `timeout connect 10s`).
+pub const DEFAULT_TIMEOUT_CONNECT: Duration = Duration::from_secs(10);
+/// `timeout client` of the seed (30 s). Also the default for `timeout_http_request` and
+/// `timeout_http_keep_alive`, as in HAProxy when those are unset.
+pub const DEFAULT_TIMEOUT_CLIENT: Duration = Duration::from_secs(30);
+/// `timeout server` of the seed (30 s).
+pub const DEFAULT_TIMEOUT_SERVER: Duration = Duration::from_secs(30);
+/// `retries 3`: connection attempts after the first one.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Per-process connection limit (HAProxy `maxconn`).
+pub const DEFAULT_MAXCONN: u32 = 20_000;
+/// Idle upstream connections are closed after this long: below node.js's 5 s keep-alive so we never
+/// send a request on a socket the backend is closing.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Health check `inter 2s`, `rise 2`, `fall 3` (HAProxy defaults for a plain `check`).
+pub const DEFAULT_CHECK_INTER: Duration = Duration::from_secs(2);
+pub const DEFAULT_CHECK_RISE: u32 = 2;
+pub const DEFAULT_CHECK_FALL: u32 = 3;
+/// Graceful stop: how long in-flight requests may take after SIGTERM.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Largest request or response head accepted (HAProxy's default `tune.bufsize` is 16 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Config {
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub global: GlobalSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub listen: Vec<Listen>,
+    #[serde(default)]
+    pub stats: Option<StatsSection>,
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+    #[serde(default)]
+    pub aws: Option<AwsSection>,
+    #[serde(default)]
+    pub eip: Vec<EipSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct NodeSection {
+    /// This node's name in the cluster. Defaults to the host name, so one file can serve every
+    /// node; `edgelb run --node NAME` overrides it.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct GlobalSection {
+    /// Worker threads of the runtime (HAProxy `nbthread`); default: number of CPUs.
+    pub workers: Option<usize>,
+    /// Process-wide limit of concurrent client connections (HAProxy `maxconn`).
+    pub maxconn: Option<u32>,
+    /// Seconds in-flight requests may take to finish after SIGTERM.
+    #[serde(default, with = "humantime_serde::option")]
+    pub grace: Option<Duration>,
+    /// Largest accepted request/response head in bytes.
+    pub max_header_bytes: Option<usize>,
+    /// Idle upstream connection lifetime in the pool.
+    #[serde(default, with = "humantime_serde::option")]
+    pub pool_idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogSection {
+    /// `"stdout"`, `"stderr"`, `"syslog"` (the local /dev/log), `"udp://HOST:PORT"` (remote
+    /// syslog, like HAProxy's `log 127.0.0.1 local0`), a file path, or `"off"`.
+    #[serde(default = "default_log_access")]
+    pub access: String,
+    /// Only `"httplog"` (HAProxy's `option httplog` line) is supported.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// HAProxy `option dontlognull`: connections that sent nothing are not logged.
+    #[serde(default = "default_true")]
+    pub dontlognull: bool,
+    /// Syslog facility for syslog targets (HAProxy `local0`).
+    #[serde(default = "default_facility")]
+    pub facility: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            access: default_log_access(),
+            format: default_log_format(),
+            dontlognull: true,
+            facility: default_facility(),
+        }
+    }
+}
+
+fn default_log_access() -> String {
+    "stdout".into()
+}
+fn default_log_format() -> String {
+    "httplog".into()
+}
+fn default_facility() -> String {
+    "local0".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Settings every `[[listen]]` inherits unless it sets its own.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Defaults {
+    #[serde(flatten)]
+    pub proxy: ProxySettings,
+}
+
+/// The per-listen tunables shared by `[defaults]` and `[[listen]]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ProxySettings {
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout_connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout_client: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout_server: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout_http_request: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout_http_keep_alive: Option<Duration>,
+    pub retries: Option<u32>,
+    pub redispatch: Option<bool>,
+    pub maxconn: Option<u32>,
+}
+
+/// Fully resolved timeouts and retry policy of one listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    pub timeout_connect: Duration,
+    pub timeout_client: Duration,
+    pub timeout_server: Duration,
+    pub timeout_http_request: Duration,
+    pub timeout_http_keep_alive: Duration,
+    pub retries: u32,
+    pub redispatch: bool,
+    pub maxconn: u32,
+}
+
+impl ProxySettings {
+    /// Listen value, else `[defaults]`, else HAProxy's seed value.
+    pub fn resolve(&self, defaults: &ProxySettings, global_maxconn: u32) -> Resolved {
+        let client = self
+            .timeout_client
+            .or(defaults.timeout_client)
+            .unwrap_or(DEFAULT_TIMEOUT_CLIENT);
+        Resolved {
+            timeout_connect: self
+                .timeout_connect
+                .or(defaults.timeout_connect)
+                .unwrap_or(DEFAULT_TIMEOUT_CONNECT),
+            timeout_client: client,
+            timeout_server: self
+                .timeout_server
+                .or(defaults.timeout_server)
+                .unwrap_or(DEFAULT_TIMEOUT_SERVER),
+            timeout_http_request: self
+                .timeout_http_request
+                .or(defaults.timeout_http_request)
+                .unwrap_or(client),
+            timeout_http_keep_alive: self
+                .timeout_http_keep_alive
+                .or(defaults.timeout_http_keep_alive)
+                .unwrap_or(client),
+            retries: self.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+            redispatch: self.redispatch.or(defaults.redispatch).unwrap_or(true),
+            maxconn: self.maxconn.or(defaults.maxconn).unwrap_or(global_maxconn),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Listen {
+    pub name: String,
+    /// Addresses to accept on: `"0.0.0.0:80"`, `"[::]:80"`, `"*:80"` (= 0.0.0.0), `"127.0.0.1:8080"`.
+    #[serde(default)]
+    pub bind: Vec<String>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// `forwardfor = { except = ["127.0.0.0/8"] }`, `forwardfor = true`, or absent/false.
+    #[serde(default)]
+    pub forwardfor: Option<ForwardFor>,
+    #[serde(default)]
+    pub cookie: Option<CookieSettings>,
+    #[serde(flatten)]
+    pub proxy: ProxySettings,
+    #[serde(default)]
+    pub health: HealthSettings,
+    #[serde(default)]
+    pub server: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    #[default]
+    Roundrobin,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Roundrobin => "roundrobin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ForwardFor {
+    Enabled(bool),
+    Options {
+        /// Client source networks for which no header is added (HAProxy `except`).
+        #[serde(default)]
+        except: Vec<IpNet>,
+    },
+}
+
+impl ForwardFor {
+    pub fn enabled(&self) -> bool {
+        !matches!(self, ForwardFor::Enabled(false))
+    }
+    pub fn except(&self) -> &[IpNet] {
+        match self {
+            ForwardFor::Options { except } => except,
+            ForwardFor::Enabled(_) => &[],
+        }
+    }
+}
+
+/// HAProxy `cookie NAME insert indirect nocache`: the only cookie mode edgelb implements (the
+/// others are reported by `edgelb import`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CookieSettings {
+    pub name: String,
+    #[serde(default = "default_true")]
+    pub insert: bool,
+    #[serde(default = "default_true")]
+    pub indirect: bool,
+    #[serde(default = "default_true")]
+    pub nocache: bool,
+    #[serde(default)]
+    pub httponly: bool,
+    #[serde(default)]
+    pub secure: bool,
+    pub domain: Option<String>,
+}
+
+/// Health check settings of a listen (`check` with HAProxy's defaults).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct HealthSettings {
+    #[serde(default, with = "humantime_serde::option")]
+    pub inter: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub fastinter: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub downinter: Option<Duration>,
+    /// Per-probe timeout; default = `inter`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    /// `observe layer4`: failed proxied connects count toward `fall`.
+    #[serde(default)]
+    pub observe_layer4: bool,
+    /// HTTP check instead of a TCP connect (HAProxy `option httpchk`).
+    pub http: Option<HttpCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HttpCheck {
+    #[serde(default = "default_check_method")]
+    pub method: String,
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    pub host: Option<String>,
+    /// Accepted status range, `"200-399"` (HAProxy's default for httpchk is 2xx/3xx).
+    #[serde(default = "default_check_expect")]
+    pub expect_status: String,
+}
+
+fn default_check_method() -> String {
+    "GET".into()
+}
+fn default_check_path() -> String {
+    "/".into()
+}
+fn default_check_expect() -> String {
+    "200-399".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerConfig {
+    pub name: String,
+    /// `IP:PORT` or `host:port` (resolved once at load).
+    pub address: String,
+    /// 0..=256 like HAProxy; 0 = no round-robin traffic, cookie holders still served.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Persistence cookie value; defaults to the server name (the seed uses the name).
+    pub cookie: Option<String>,
+    /// Health-check this server. HAProxy needs `check` spelled out; edgelb checks by default.
+    #[serde(default = "default_true")]
+    pub check: bool,
+    /// Health-check port when it differs from the traffic port.
+    pub check_port: Option<u16>,
+    /// Start in maintenance (HAProxy `disabled`).
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `[stats]`: the dashboard (9022) and the API (9023).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StatsSection {
+    #[serde(default = "default_dashboard_bind")]
+    pub dashboard_bind: String,
+    #[serde(default = "default_api_bind")]
+    pub api_bind: String,
+    /// File holding the admin bearer token (also accepted as the Basic-auth password). Without it
+    /// the admin actions are disabled (403).
+    pub admin_token_file: Option<String>,
+    /// How often the dashboard refreshes.
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+fn default_dashboard_bind() -> String {
+    "0.0.0.0:9022".into()
+}
+fn default_api_bind() -> String {
+    "0.0.0.0:9023".into()
+}
+fn default_refresh() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// `[cluster]`: the Heartbeat replacement. Timers default to the seed's ha.cf.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ClusterSection {
+    #[serde(default = "default_cluster_bind")]
+    pub bind: String,
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
+    #[serde(default = "default_deadtime", with = "humantime_serde")]
+    pub deadtime: Duration,
+    /// Default: deadtime / 2 (Heartbeat's implicit warntime).
+    #[serde(default, with = "humantime_serde::option")]
+    pub warntime: Option<Duration>,
+    #[serde(default = "default_initdead", with = "humantime_serde")]
+    pub initdead: Duration,
+    #[serde(default = "default_true")]
+    pub auto_failback: bool,
+    /// How long a returning owner must be steadily alive before its EIP goes back.
+    #[serde(default, with = "humantime_serde::option")]
+    pub failback_hold: Option<Duration>,
+    /// Shared secret file (must not be readable by group/other).
+    pub auth_key_file: String,
+    /// Partition witness through EC2 tags on each node's ENI.
+    #[serde(default = "default_true")]
+    pub witness: bool,
+    #[serde(default)]
+    pub node: Vec<ClusterNode>,
+}
+
+fn default_cluster_bind() -> String {
+    "0.0.0.0:694".into()
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_deadtime() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_initdead() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ClusterNode {
+    pub name: String,
+    /// Heartbeat destinations of this node (`IP:PORT`); several = several paths.
+    #[serde(default)]
+    pub address: Vec<String>,
+    /// EC2 identity of this node. Only needed for the *local* node off EC2 (tests, demo); on EC2
+    /// it comes from IMDSv2. For peers it lets the witness be read without discovery.
+    pub instance_id: Option<String>,
+    pub eni_id: Option<String>,
+    pub primary_ip: Option<std::net::Ipv4Addr>,
+    pub secondary_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// `[aws]`: how to reach the EC2 API.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AwsSection {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub attempt_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub operation_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub connect_timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub reconcile_interval: Option<Duration>,
+    /// EC2 calls this node may make per minute (all kinds together).
+    pub api_budget_per_minute: Option<u32>,
+    /// Assign a secondary private IP to the ENI at start when it has none.
+    #[serde(default = "default_true")]
+    pub ensure_secondary_ip: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EipSection {
+    pub allocation_id: String,
+    /// The node whose EIP this is (it holds it on its primary IP when healthy).
+    pub owner: String,
+    /// For display only.
+    pub public_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// A bind string parsed: `*:80` means all IPv4 addresses, like HAProxy's `bind *:80`.
+pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let normalized;
+    let s = if let Some(port) = s.strip_prefix("*:") {
+        normalized = format!("0.0.0.0:{port}");
+        normalized.as_str()
+    } else {
+        s
+    };
+    s.parse::<SocketAddr>().map_err(|e| {
+        format!("invalid bind address {s:?}: {e} (expected IP:PORT, [IPv6]:PORT or *:PORT)")
+    })
+}
+
+/// Whether `[log] access` names a target edgelb can write to.
+pub fn log_target_is_valid(s: &str) -> bool {
+    matches!(s, "stdout" | "stderr" | "syslog" | "off")
+        || s.strip_prefix("udp://")
+            .map(|a| a.parse::<SocketAddr>().is_ok())
+            .unwrap_or(false)
+        || s.starts_with('/')
+}
+
+/// `"200"` or `"200-399"` to an inclusive range.
+pub fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let v = s.trim().parse().ok()?;
+            (v, v)
+        }
+    };
+    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo, hi))
+}
