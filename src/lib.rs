@@ -8,9 +8,12 @@
 //! path: they read the snapshot or publish state into atomics, never the other way round.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod balance;
 pub mod cloud;
 pub mod cluster;
 pub mod config;
+pub mod health_hooks;
+pub mod ops;
 pub mod proxy;
 pub mod runtime;

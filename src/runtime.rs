@@ -21,6 +21,7 @@ use ipnet::IpNet;
 
 use crate::balance::Balancer;
 use crate::config::{self, Config, HealthSettings, Resolved};
+use crate::proxy::access_log::{AccessLog, Target};
 use crate::proxy::pool::Pool;
 
 /// Milliseconds since the Unix epoch (for "last change" style timestamps shown to humans).
@@ -414,6 +415,8 @@ pub struct ServerRt {
     /// Precomputed `Set-Cookie` header value for insertion.
     pub set_cookie: Option<bytes::Bytes>,
     pub check: bool,
+    /// Weight from the config (applied to the live state by `Snapshot::activate`).
+    pub config_weight: u32,
     pub check_addr: SocketAddr,
     pub live: Arc<ServerLive>,
     pub pool: Arc<Pool>,
@@ -481,6 +484,7 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub global: GlobalRt,
     pub listens: Vec<Arc<ListenRt>>,
+    pub access_log: Arc<AccessLog>,
 }
 
 impl Snapshot {
@@ -516,16 +520,9 @@ impl Snapshot {
                     .map_err(|e| format!("listen {:?} server {:?}: {e}", l.name, s.name))?;
                 let prev_server = prev_listen.and_then(|p| p.server_by_name(&s.name));
                 let live = match prev_server {
-                    Some(ps) => {
-                        // Kept server: keep health and counters; apply a changed config weight.
-                        ps.live.set_weight(s.weight);
-                        if !s.check && ps.check {
-                            ps.live.set_up(true);
-                        }
-                        ps.live
-                            .set_check_enabled(s.check && ps.live.check_enabled());
-                        ps.live.clone()
-                    }
+                    // Kept server: health and counters carry over; `activate` applies the new
+                    // config weight once this snapshot is published.
+                    Some(ps) => ps.live.clone(),
                     None => Arc::new(ServerLive::new(
                         shared.clone(),
                         s.weight,
@@ -561,6 +558,7 @@ impl Snapshot {
                     cookie,
                     set_cookie,
                     check: s.check,
+                    config_weight: s.weight,
                     check_addr,
                     live,
                     pool,
@@ -594,7 +592,21 @@ impl Snapshot {
                 shared,
             }));
         }
+        let target = Target::parse(&config.log.access);
+        let access_log = match prev {
+            Some(p)
+                if p.access_log.target == target
+                    && p.access_log.facility == config.log.facility =>
+            {
+                p.access_log.clone()
+            }
+            _ => Arc::new(
+                AccessLog::start(target, &config.log.facility)
+                    .map_err(|e| format!("log.access {:?}: {e}", config.log.access))?,
+            ),
+        };
         Ok(Snapshot {
+            access_log,
             generation: prev.map(|p| p.generation + 1).unwrap_or(1),
             loaded_at: SystemTime::now(),
             source: source.to_string(),
@@ -603,6 +615,21 @@ impl Snapshot {
             global,
             listens,
         })
+    }
+
+    /// Applies config-owned settings of kept servers to their live state. Called right after
+    /// the snapshot is published, so a failed reload changes nothing.
+    pub fn activate(&self) {
+        for l in &self.listens {
+            for s in &l.servers {
+                s.live.set_weight(s.config_weight);
+                if !s.check {
+                    s.live.set_check_enabled(false);
+                    s.live.set_up(true);
+                }
+            }
+            l.shared.version.fetch_add(1, Ordering::Release);
+        }
     }
 
     pub fn listen_by_name(&self, name: &str) -> Option<&Arc<ListenRt>> {

@@ -1,0 +1,257 @@
+//! The running node: loads the config, publishes the runtime, starts listeners and the side
+//! tasks, and applies reloads and the graceful stop. `main` is a thin CLI over this; tests drive
+//! it in-process.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, ConfigError, Loaded};
+use crate::ops::notify;
+use crate::proxy::listener::Listeners;
+use crate::runtime::{unix_ms, ReloadStatus, Runtime, Snapshot};
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    /// In-memory TOML (tests); reload re-reads the same text unless replaced.
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub source: Source,
+    /// Overrides `[node] name`.
+    pub node: Option<String>,
+}
+
+/// The node name: CLI flag, else `[node] name`, else the host name.
+pub fn node_name(cfg: &config::Config, flag: Option<&str>) -> String {
+    if let Some(n) = flag {
+        return n.to_string();
+    }
+    if let Some(n) = &cfg.node.name {
+        return n.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edgelb".into())
+}
+
+/// Loads and validates; `check` and `run` share this path.
+pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
+    match source {
+        Source::File(p) => config::load_file(p),
+        Source::Text(t) => config::load_str(t, "<config>"),
+    }
+}
+
+pub struct App {
+    pub rt: Arc<Runtime>,
+    opts: Options,
+    listeners: Listeners,
+    side_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Build(String),
+    #[error("{0}")]
+    Bind(#[from] std::io::Error),
+}
+
+impl App {
+    /// Loads the config, binds every listener and starts serving.
+    pub async fn start(opts: Options) -> Result<App, StartError> {
+        let loaded = load(&opts.source)?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let node = node_name(&loaded.config, opts.node.as_deref());
+        let snap = Snapshot::build(Arc::new(loaded.config), &loaded.source, node, None)
+            .map_err(StartError::Build)?;
+        snap.activate();
+        let rt = Runtime::new(
+            snap,
+            loaded.warnings.iter().map(|w| w.to_string()).collect(),
+        );
+        let mut listeners = Listeners::new(rt.clone());
+        listeners.sync(&rt.load())?;
+        rt.listeners_ready.store(true, Ordering::Release);
+        let side_tasks = vec![tokio::spawn(sweep_pools(rt.clone()))];
+        Ok(App {
+            rt,
+            opts,
+            listeners,
+            side_tasks,
+        })
+    }
+
+    /// (configured, actual) listener addresses.
+    pub fn listener_addresses(&self) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+        self.listeners.addresses()
+    }
+
+    /// The actual address of the first bind of listen `name`.
+    pub fn listen_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        let snap = self.rt.load();
+        let l = snap.listen_by_name(name)?;
+        let want = l.binds.first()?;
+        self.listeners
+            .addresses()
+            .into_iter()
+            .find(|(k, _)| k == want)
+            .map(|(_, a)| a)
+    }
+
+    pub fn set_source(&mut self, source: Source) {
+        self.opts.source = source;
+    }
+
+    /// Parse -> validate -> build -> bind new sockets -> swap. Any failure leaves the running
+    /// configuration untouched and is recorded for the stats API.
+    pub fn reload(&mut self) -> Result<u64, Vec<String>> {
+        notify::reloading();
+        let result = self.try_reload();
+        let prev = self.rt.reload.load_full();
+        let status = match &result {
+            Ok(generation) => ReloadStatus {
+                ok: true,
+                at_unix_ms: unix_ms(),
+                generation: *generation,
+                problems: Vec::new(),
+                warnings: prev.warnings.clone(),
+            },
+            Err(problems) => {
+                for p in problems {
+                    tracing::error!(
+                        "reload rejected, still serving generation {}: {p}",
+                        self.rt.load().generation
+                    );
+                }
+                ReloadStatus {
+                    ok: false,
+                    at_unix_ms: unix_ms(),
+                    generation: self.rt.load().generation,
+                    problems: problems.clone(),
+                    warnings: Vec::new(),
+                }
+            }
+        };
+        self.rt.reload.store(Arc::new(status));
+        notify::ready();
+        result
+    }
+
+    fn try_reload(&mut self) -> Result<u64, Vec<String>> {
+        let loaded = load(&self.opts.source).map_err(|e| {
+            e.problems()
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        })?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let prev = self.rt.load();
+        let node = node_name(&loaded.config, self.opts.node.as_deref());
+        let snap = Snapshot::build(Arc::new(loaded.config), &loaded.source, node, Some(&prev))
+            .map_err(|e| vec![e])?;
+        let fresh = self
+            .listeners
+            .bind_new(&snap)
+            .map_err(|e| vec![e.to_string()])?;
+        let snap = Arc::new(snap);
+        self.rt.snapshot.store(snap.clone());
+        snap.activate();
+        self.listeners.commit(&snap, fresh);
+        let generation = snap.generation;
+        tracing::info!(
+            "configuration reloaded: generation {generation} from {}",
+            snap.source
+        );
+        Ok(generation)
+    }
+
+    /// Graceful stop: stop accepting, let in-flight requests finish (keep-alive connections
+    /// close after their current response), give up after `grace`.
+    pub async fn drain(&mut self, grace: Option<Duration>) {
+        notify::stopping();
+        self.rt.stopping.store(true, Ordering::Release);
+        let grace = grace.unwrap_or(self.rt.load().global.grace);
+        self.listeners.stop_accepting();
+        let deadline = Instant::now() + grace;
+        while self.rt.process.actconn.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.rt.process.actconn.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!("grace period over: closing {left} connections");
+        }
+        for t in self.side_tasks.drain(..) {
+            t.abort();
+        }
+    }
+
+    pub fn config_path(&self) -> Option<&Path> {
+        match &self.opts.source {
+            Source::File(p) => Some(p),
+            Source::Text(_) => None,
+        }
+    }
+}
+
+/// Closes idle upstream connections past their idle timeout, every second.
+async fn sweep_pools(rt: Arc<Runtime>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let snap = rt.load();
+        for l in &snap.listens {
+            for s in &l.servers {
+                s.pool.sweep();
+            }
+        }
+    }
+}
+
+/// Runs until SIGTERM/SIGINT; SIGHUP reloads. A second stop signal exits at once.
+pub async fn run(opts: Options) -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut app = App::start(opts).await?;
+    notify::ready();
+    notify::spawn_watchdog();
+    let snap = app.rt.load();
+    tracing::info!(
+        "edgelb {} node {} serving generation {} ({} listen sections)",
+        env!("CARGO_PKG_VERSION"),
+        snap.node_name,
+        snap.generation,
+        snap.listens.len()
+    );
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = app.reload();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: draining connections");
+    tokio::select! {
+        _ = app.drain(None) => {}
+        _ = term.recv() => tracing::warn!("second stop signal: exiting now"),
+        _ = int.recv() => tracing::warn!("second stop signal: exiting now"),
+    }
+    Ok(())
+}

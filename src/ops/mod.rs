@@ -1,0 +1,3 @@
+//! Daemon plumbing: systemd notification, signals, reload and graceful drain.
+
+pub mod notify;

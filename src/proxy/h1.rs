@@ -1,0 +1,691 @@
+//! HTTP/1.x message heads and body framing, strict enough that nothing ambiguous is forwarded.
+//!
+//! Requests are parsed with `httparse` and then checked against the rules request smuggling
+//! relies on being loose (RFC 9112): bare LF, control bytes in values, Content-Length together
+//! with Transfer-Encoding, differing Content-Lengths, transfer codings other than a lone
+//! `chunked`, duplicate Host. A rejected request is answered 400 and the connection closed.
+//! Heads are kept as byte ranges into the connection buffer so nothing is copied until the
+//! upstream head is written.
+
+use std::ops::Range;
+
+/// Most header lines accepted in one head (HAProxy's limit is 101).
+pub const MAX_HEADERS: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    Length(u64),
+    Chunked,
+    /// Response body delimited by the server closing the connection.
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Trace,
+    Connect,
+    Other,
+}
+
+impl Method {
+    fn parse(m: &[u8]) -> Method {
+        match m {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+    /// RFC 9110 idempotent methods: safe to replay when a reused connection died before any
+    /// response byte.
+    pub fn idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
+        )
+    }
+    /// Methods whose responses HAProxy's `nocache` considers cacheable.
+    pub fn cacheable(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Options | Method::Trace
+        )
+    }
+}
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// 400 Bad Request.
+    Bad(&'static str),
+    /// 405: CONNECT is not proxied.
+    Method,
+    /// 501: a transfer coding we can't frame.
+    NotImplemented(&'static str),
+}
+
+/// What a hop-by-hop `Connection` header asked for.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnTokens {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+/// A parsed and validated request head.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    pub head_len: usize,
+    pub method: Option<Method>,
+    pub method_r: Range<usize>,
+    /// Request target as received.
+    pub target_r: Range<usize>,
+    /// For absolute-form targets: the origin-form path to forward and the authority to use as
+    /// Host (RFC 9112 3.2.2: the target's authority wins over any Host header).
+    pub abs_path_r: Option<Range<usize>>,
+    pub abs_authority_r: Option<Range<usize>>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    pub framing: Option<Framing>,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    pub expect_continue: bool,
+    /// Header names listed in `Connection` (to drop), as ranges.
+    pub conn_listed: Vec<Range<usize>>,
+}
+
+impl RequestHead {
+    pub fn method(&self) -> Method {
+        self.method.unwrap_or(Method::Other)
+    }
+    pub fn framing(&self) -> Framing {
+        self.framing.unwrap_or(Framing::None)
+    }
+}
+
+fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Bare LF line endings are refused: every `\n` in a head must follow `\r`.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// RFC 9110 5.5: field values may not carry NUL or other controls (HTAB aside).
+fn bad_value_byte(v: &[u8]) -> bool {
+    v.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let s = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let e = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map(|p| p + 1)
+        .unwrap_or(s);
+    &v[s..e.max(s)]
+}
+
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+/// Parses a Content-Length value list; all members must be the same decimal number.
+fn parse_content_length(v: &[u8], acc: &mut Option<u64>) -> Result<(), &'static str> {
+    let mut any = false;
+    for t in v.split(|&b| b == b',') {
+        let t = trim_ows(t);
+        if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
+            return Err("invalid Content-Length");
+        }
+        let mut n: u64 = 0;
+        for &d in t {
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add((d - b'0') as u64))
+                .ok_or("Content-Length overflows")?;
+        }
+        match acc {
+            Some(prev) if *prev != n => return Err("conflicting Content-Length values"),
+            _ => *acc = Some(n),
+        }
+        any = true;
+    }
+    if any {
+        Ok(())
+    } else {
+        Err("empty Content-Length")
+    }
+}
+
+pub enum Parsed {
+    Complete,
+    Partial,
+}
+
+/// Parses a request head at the start of `buf` into `out` (reused between requests).
+pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject> {
+    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut hdrs);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::Bad("too many headers")),
+        Err(_) => return Err(Reject::Bad("malformed request head")),
+    };
+    if has_bare_lf(&buf[..head_len]) {
+        return Err(Reject::Bad("bare LF in request head"));
+    }
+    let method = req.method.ok_or(Reject::Bad("no method"))?;
+    let target = req.path.ok_or(Reject::Bad("no target"))?;
+    let minor = req.version.ok_or(Reject::Bad("no version"))?;
+    out.head_len = head_len;
+    out.method = Some(Method::parse(method.as_bytes()));
+    out.method_r = offset(buf, method.as_bytes());
+    out.target_r = offset(buf, target.as_bytes());
+    out.minor = minor;
+    out.headers.clear();
+    out.conn_listed.clear();
+    out.abs_path_r = None;
+    out.abs_authority_r = None;
+    out.upgrade = false;
+    out.expect_continue = false;
+
+    if out.method() == Method::Connect {
+        return Err(Reject::Method);
+    }
+    let t = target.as_bytes();
+    if t.first() == Some(&b'/') {
+        // origin-form
+    } else if t == b"*" {
+        if out.method() != Method::Options {
+            return Err(Reject::Bad("asterisk-form target outside OPTIONS"));
+        }
+    } else {
+        let lower_starts = |p: &[u8]| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p);
+        let scheme_len = if lower_starts(b"http://") {
+            7
+        } else if lower_starts(b"https://") {
+            8
+        } else {
+            return Err(Reject::Bad("invalid request target"));
+        };
+        let rest = &t[scheme_len..];
+        let auth_end = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let authority = &rest[..auth_end];
+        if authority.is_empty() || authority.contains(&b'@') {
+            return Err(Reject::Bad("invalid authority in absolute-form target"));
+        }
+        out.abs_authority_r = Some(offset(buf, authority));
+        out.abs_path_r = Some(offset(buf, &rest[auth_end..]));
+    }
+
+    let mut conn = ConnTokens::default();
+    let mut cl: Option<u64> = None;
+    let mut te_seen = false;
+    let mut te_chunked_only = true;
+    let mut te_count = 0usize;
+    let mut hosts = 0usize;
+    let mut upgrade_hdr = false;
+    for h in req.headers.iter() {
+        let v = h.value;
+        if bad_value_byte(v) {
+            return Err(Reject::Bad("control character in a header value"));
+        }
+        let name = h.name.as_bytes();
+        let nr = offset(buf, name);
+        let vr = offset(buf, v);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            parse_content_length(v, &mut cl).map_err(Reject::Bad)?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            for tok in tokens(v) {
+                te_count += 1;
+                if !tok.eq_ignore_ascii_case(b"chunked") {
+                    te_chunked_only = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for tok in tokens(v) {
+                if tok.eq_ignore_ascii_case(b"close") {
+                    conn.close = true;
+                } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                    conn.keep_alive = true;
+                } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                    conn.upgrade = true;
+                } else {
+                    out.conn_listed.push(offset(buf, tok));
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_hdr = true;
+        } else if name.eq_ignore_ascii_case(b"expect")
+            && trim_ows(v).eq_ignore_ascii_case(b"100-continue")
+        {
+            out.expect_continue = true;
+        }
+        out.headers.push((nr, vr));
+    }
+    if hosts > 1 {
+        return Err(Reject::Bad("more than one Host header"));
+    }
+    if hosts == 0 && minor == 1 && out.abs_authority_r.is_none() {
+        return Err(Reject::Bad("HTTP/1.1 request without Host"));
+    }
+    out.framing = Some(if te_seen {
+        if minor == 0 {
+            return Err(Reject::Bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if cl.is_some() {
+            return Err(Reject::Bad("both Content-Length and Transfer-Encoding"));
+        }
+        if !te_chunked_only || te_count != 1 {
+            if te_count == 0 {
+                return Err(Reject::Bad("empty Transfer-Encoding"));
+            }
+            return Err(Reject::NotImplemented(
+                "only a single `chunked` coding is accepted",
+            ));
+        }
+        Framing::Chunked
+    } else {
+        match cl {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    });
+    out.keep_alive = if minor == 0 {
+        conn.keep_alive && !conn.close
+    } else {
+        !conn.close
+    };
+    out.upgrade = conn.upgrade && upgrade_hdr && minor == 1;
+    Ok(Parsed::Complete)
+}
+
+/// A parsed response head.
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    pub head_len: usize,
+    pub status: u16,
+    pub minor: u8,
+    pub reason_r: Range<usize>,
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    pub framing: Option<Framing>,
+    /// The server will keep the connection open (reusable once the body is done).
+    pub keep_alive: bool,
+    pub conn_listed: Vec<Range<usize>>,
+}
+
+impl ResponseHead {
+    pub fn framing(&self) -> Framing {
+        self.framing.unwrap_or(Framing::None)
+    }
+}
+
+/// Parses a response head; `Err` means the server sent something invalid (502).
+pub fn parse_response(
+    buf: &[u8],
+    request_method: Method,
+    out: &mut ResponseHead,
+) -> Result<Parsed, &'static str> {
+    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut hdrs);
+    let head_len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err("malformed response head"),
+    };
+    let status = res.code.ok_or("no status")?;
+    if !(100..=999).contains(&status) {
+        return Err("invalid status code");
+    }
+    out.head_len = head_len;
+    out.status = status;
+    out.minor = res.version.unwrap_or(1);
+    out.reason_r = offset(buf, res.reason.unwrap_or("").as_bytes());
+    out.headers.clear();
+    out.conn_listed.clear();
+    let mut cl: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_other = false;
+    let mut conn = ConnTokens::default();
+    for h in res.headers.iter() {
+        let v = h.value;
+        if bad_value_byte(v) {
+            return Err("control character in a response header");
+        }
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            parse_content_length(v, &mut cl)?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            for tok in tokens(v) {
+                chunked = tok.eq_ignore_ascii_case(b"chunked");
+                if !chunked {
+                    te_other = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for tok in tokens(v) {
+                if tok.eq_ignore_ascii_case(b"close") {
+                    conn.close = true;
+                } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                    conn.keep_alive = true;
+                } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                    conn.upgrade = true;
+                } else {
+                    out.conn_listed.push(offset(buf, tok));
+                }
+            }
+        }
+        out.headers.push((offset(buf, name), offset(buf, v)));
+    }
+    let no_body = request_method == Method::Head
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304;
+    out.framing = Some(if no_body {
+        Framing::None
+    } else if chunked {
+        // RFC 9112 6.3: chunked as the final coding wins over Content-Length.
+        Framing::Chunked
+    } else if te_other {
+        Framing::UntilClose
+    } else {
+        match cl {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    });
+    out.keep_alive = if out.minor == 0 {
+        conn.keep_alive && !conn.close
+    } else {
+        !conn.close
+    } && out.framing() != Framing::UntilClose;
+    Ok(Parsed::Complete)
+}
+
+/// Names of hop-by-hop headers never forwarded as received (RFC 9110 7.6.1).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Appends `name` lower-cased (HAProxy lower-cases every forwarded header name).
+pub fn push_lower(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend(name.iter().map(u8::to_ascii_lowercase));
+}
+
+/// Streaming validator of a chunked body. Bytes are copied to `out` either verbatim
+/// (re-forwarded as chunked) or as payload only (de-chunked for HTTP/1.0 clients).
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    size: u64,
+    digits: u32,
+    line_len: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// After the size digits: extensions or CR.
+    SizeExt,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// Trailer section: at the start of a line.
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+/// Longest chunk-size line or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl ChunkedDecoder {
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes bytes from `input`, appending to `out`; returns how many were consumed (stops at
+    /// the end of the body, leaving what follows).
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        raw: bool,
+    ) -> Result<usize, &'static str> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < input.len() && self.state != Done {
+            let b = input[i];
+            match self.state {
+                Data => {
+                    let n = (input.len() - i).min(self.size as usize);
+                    out.extend_from_slice(&input[i..i + n]);
+                    self.size -= n as u64;
+                    i += n;
+                    if self.size == 0 {
+                        self.state = DataCr;
+                    }
+                    continue;
+                }
+                Size => {
+                    let d = match b {
+                        b'0'..=b'9' => b - b'0',
+                        b'a'..=b'f' => b - b'a' + 10,
+                        b'A'..=b'F' => b - b'A' + 10,
+                        _ if self.digits > 0 => {
+                            self.state = SizeExt;
+                            continue;
+                        }
+                        _ => return Err("invalid chunk size"),
+                    };
+                    self.digits += 1;
+                    if self.digits > 15 {
+                        return Err("chunk size too large");
+                    }
+                    self.size = self.size * 16 + d as u64;
+                }
+                SizeExt => match b {
+                    b'\r' => self.state = SizeLf,
+                    b';' | b' ' | b'\t' | b'=' | b'"' | 0x21..=0x7e => {}
+                    _ => return Err("invalid chunk extension"),
+                },
+                SizeLf => {
+                    if b != b'\n' {
+                        return Err("chunk size line not ended by CRLF");
+                    }
+                    self.digits = 0;
+                    self.state = if self.size == 0 { TrailerStart } else { Data };
+                }
+                DataCr => {
+                    if b != b'\r' {
+                        return Err("chunk data not followed by CRLF");
+                    }
+                    self.state = DataLf;
+                }
+                DataLf => {
+                    if b != b'\n' {
+                        return Err("chunk data not followed by CRLF");
+                    }
+                    self.state = Size;
+                    self.line_len = 0;
+                }
+                TrailerStart => {
+                    if b == b'\r' {
+                        self.state = FinalLf;
+                    } else if b < 0x20 || b == 0x7f || b == b' ' || b == b'\t' {
+                        return Err("invalid trailer");
+                    } else {
+                        self.state = TrailerLine;
+                    }
+                }
+                TrailerLine => match b {
+                    b'\r' => self.state = TrailerLf,
+                    b'\t' => {}
+                    _ if b < 0x20 || b == 0x7f => return Err("invalid trailer"),
+                    _ => {}
+                },
+                TrailerLf => {
+                    if b != b'\n' {
+                        return Err("trailer line not ended by CRLF");
+                    }
+                    self.line_len = 0;
+                    self.state = TrailerStart;
+                }
+                FinalLf => {
+                    if b != b'\n' {
+                        return Err("chunked body not ended by CRLF");
+                    }
+                    self.state = Done;
+                }
+                Done => break,
+            }
+            if raw {
+                out.push(b);
+            }
+            self.line_len += 1;
+            if self.line_len > MAX_CHUNK_LINE {
+                return Err("chunk line too long");
+            }
+            if self.state == Data || self.state == Size {
+                self.line_len = 0;
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<RequestHead, Reject> {
+        let mut h = RequestHead::default();
+        match parse_request(s.as_bytes(), &mut h)? {
+            Parsed::Complete => Ok(h),
+            Parsed::Partial => Err(Reject::Bad("partial")),
+        }
+    }
+
+    #[test]
+    fn smuggling_shapes_are_rejected() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "GET / HTTP/1.1\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET x HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for c in cases {
+            assert!(matches!(req(c), Err(Reject::Bad(_))), "{c:?}");
+        }
+        for c in [
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(req(c).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn identical_content_lengths_are_one() {
+        let h = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n").unwrap();
+        assert_eq!(h.framing(), Framing::Length(5));
+    }
+
+    #[test]
+    fn absolute_form_uses_its_authority() {
+        let s = "GET http://example.com:81/a?b HTTP/1.1\r\nHost: other\r\n\r\n";
+        let h = req(s).unwrap();
+        assert_eq!(&s[h.abs_authority_r.clone().unwrap()], "example.com:81");
+        assert_eq!(&s[h.abs_path_r.clone().unwrap()], "/a?b");
+    }
+
+    #[test]
+    fn chunked_decoder_validates_and_reframes() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for split in 1..body.len() {
+            let mut d = ChunkedDecoder::default();
+            let mut raw = Vec::new();
+            let mut n = d.feed(&body[..split], &mut raw, true).unwrap();
+            if !d.is_done() {
+                n = split + d.feed(&body[split..], &mut raw, true).unwrap();
+            }
+            assert!(d.is_done());
+            assert_eq!(&body[n..], b"NEXT");
+            assert_eq!(raw, &body[..body.len() - 4]);
+        }
+        let mut d = ChunkedDecoder::default();
+        let mut data = Vec::new();
+        d.feed(body, &mut data, false).unwrap();
+        assert_eq!(data, b"Wikipedia");
+        for bad in [
+            &b"zz\r\n"[..],
+            b"4\nWiki",
+            b"4\r\nWikiX\r\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            let mut d = ChunkedDecoder::default();
+            assert!(d.feed(bad, &mut Vec::new(), true).is_err(), "{bad:?}");
+        }
+    }
+}

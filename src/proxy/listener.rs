@@ -1,0 +1,220 @@
+//! Listening sockets and accept loops.
+//!
+//! `Listeners::sync` makes the set of bound sockets match a snapshot: sockets for addresses the
+//! new snapshot still uses are kept as they are (never re-bound, so no connection is refused
+//! during a reload), new ones are bound before old ones are dropped. Each accepted connection
+//! finds its listen in the current snapshot by the address it came in on.
+//!
+//! The process-wide `maxconn` is a semaphore taken before `accept`: at the limit edgelb simply
+//! stops accepting and new connections wait in the kernel backlog, as HAProxy does. Accept errors
+//! (EMFILE, ENFILE, ENOBUFS) back off instead of spinning.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::service::Conn;
+use crate::runtime::{Runtime, Snapshot};
+
+/// Accept backlog of every listening socket.
+const BACKLOG: i32 = 4096;
+/// Pause after an accept error such as EMFILE.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Binds a listening socket the way HAProxy does (SO_REUSEADDR; IPv6 sockets v6-only so `[::]`
+/// and `0.0.0.0` can both be bound).
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+struct Bound {
+    actual: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The set of listening sockets and the global connection limit.
+pub struct Listeners {
+    rt: Arc<Runtime>,
+    bound: HashMap<SocketAddr, Bound>,
+    maxconn: Arc<Semaphore>,
+    maxconn_now: u32,
+    /// Flips to true on graceful stop: idle keep-alive connections close at once.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Listeners {
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        let maxconn_now = rt.load().global.maxconn;
+        Self {
+            rt,
+            bound: HashMap::new(),
+            maxconn: Arc::new(Semaphore::new(maxconn_now as usize)),
+            maxconn_now,
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    /// (configured, actually bound) addresses; they differ when the config asked for port 0.
+    pub fn addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.bound.iter().map(|(k, b)| (*k, b.actual)).collect()
+    }
+
+    /// Binds what `snap` needs that is not bound yet, then drops what it no longer needs.
+    /// On a bind error nothing is dropped and the error is returned (the caller keeps the old
+    /// snapshot).
+    pub fn bind_new(&mut self, snap: &Snapshot) -> std::io::Result<Vec<(SocketAddr, TcpListener)>> {
+        let mut fresh = Vec::new();
+        for l in &snap.listens {
+            for &addr in &l.binds {
+                if self.bound.contains_key(&addr) || fresh.iter().any(|(a, _)| *a == addr) {
+                    continue;
+                }
+                let std_listener = bind(addr).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot bind {addr} for listen {:?}: {e}", l.name),
+                    )
+                })?;
+                fresh.push((addr, TcpListener::from_std(std_listener)?));
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Starts accept loops for freshly bound sockets and stops the ones `snap` doesn't use.
+    pub fn commit(&mut self, snap: &Snapshot, fresh: Vec<(SocketAddr, TcpListener)>) {
+        for (addr, listener) in fresh {
+            let actual = listener.local_addr().unwrap_or(addr);
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(accept_loop(
+                self.rt.clone(),
+                listener,
+                addr,
+                self.maxconn.clone(),
+                stop_rx,
+                self.shutdown.subscribe(),
+            ));
+            self.bound.insert(addr, Bound { actual, stop, task });
+        }
+        let wanted: Vec<SocketAddr> = snap.listens.iter().flat_map(|l| l.binds.clone()).collect();
+        let gone: Vec<SocketAddr> = self
+            .bound
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(b) = self.bound.remove(&addr) {
+                let _ = b.stop.send(true);
+            }
+        }
+        let want = snap.global.maxconn;
+        if want > self.maxconn_now {
+            self.maxconn.add_permits((want - self.maxconn_now) as usize);
+            self.maxconn_now = want;
+        } else if want < self.maxconn_now {
+            let shrink = self.maxconn.clone();
+            let n = self.maxconn_now - want;
+            self.maxconn_now = want;
+            tokio::spawn(async move {
+                if let Ok(p) = shrink.acquire_many(n).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+
+    /// Binds and starts everything `snap` needs.
+    pub fn sync(&mut self, snap: &Snapshot) -> std::io::Result<()> {
+        let fresh = self.bind_new(snap)?;
+        self.commit(snap, fresh);
+        Ok(())
+    }
+
+    /// Stops accepting on every socket and tells idle keep-alive connections to close.
+    pub fn stop_accepting(&mut self) {
+        for (_, b) in self.bound.drain() {
+            let _ = b.stop.send(true);
+            b.task.abort();
+        }
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn accept_loop(
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    maxconn: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = maxconn.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer): (TcpStream, SocketAddr) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(listener = %addr, error = %e, "accept failed; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let snap = rt.load();
+        let Some(listen) = snap
+            .listens
+            .iter()
+            .find(|l| l.binds.contains(&addr))
+            .cloned()
+        else {
+            continue;
+        };
+        rt.process.actconn.fetch_add(1, Ordering::Relaxed);
+        rt.process.cum_conns.fetch_add(1, Ordering::Relaxed);
+        listen.shared.frontend.session_start();
+        let conn = Conn {
+            rt: rt.clone(),
+            listen_name: listen.name.clone(),
+            peer,
+            shutdown: shutdown.clone(),
+        };
+        let rt2 = rt.clone();
+        tokio::spawn(async move {
+            conn.serve(stream).await;
+            listen.shared.frontend.session_end();
+            rt2.process.actconn.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}

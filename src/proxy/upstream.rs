@@ -1,0 +1,158 @@
+//! Getting a connection to a backend: pooled reuse, connect with `timeout_connect`, and HAProxy's
+//! `retries` + `option redispatch` policy.
+//!
+//! Only connection failures are retried (nothing has been sent yet, so every retry is safe):
+//! - a request that was not pinned by a cookie is redispatched to the next round-robin server on
+//!   every retry, without waiting, when another server can take it;
+//! - a cookie-pinned request retries its own server (after a 1 s turn-around when the failure
+//!   was a refusal, none after a connect timeout) and is redispatched only on the last retry;
+//! - with `redispatch = false`, every retry goes to the same server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::runtime::ListenRt;
+
+/// HAProxy waits `min(timeout connect, 1s)` before retrying the same server after an error.
+const TURNAROUND_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct Connected {
+    pub stream: TcpStream,
+    pub server: usize,
+    pub reused: bool,
+    pub retries: u32,
+    pub redispatched: bool,
+    /// Time spent in retry turn-arounds (HAProxy counts it in Tw).
+    pub wait: Duration,
+    /// Connect time of the last attempt (zero for a reused connection).
+    pub connect: Duration,
+}
+
+#[derive(Debug)]
+pub struct Exhausted {
+    pub server: usize,
+    pub retries: u32,
+    pub redispatched: bool,
+    pub wait: Duration,
+    /// The last failure was a connect timeout (log `sC`) rather than a refusal (`SC`).
+    pub timed_out: bool,
+}
+
+async fn connect_once(addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let stream = sock.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Connects to `first` (or a pooled connection to it), retrying per the listen's policy.
+/// `direct` is true when the server was chosen by a valid persistence cookie.
+pub async fn connect(
+    listen: &ListenRt,
+    first: usize,
+    mut direct: bool,
+    allow_pooled: bool,
+) -> Result<Connected, Exhausted> {
+    let settings = &listen.settings;
+    let mut server = first;
+    let mut retries = 0u32;
+    let mut redispatched = false;
+    let mut wait = Duration::ZERO;
+    loop {
+        let Some(srv) = listen.servers.get(server) else {
+            return Err(Exhausted {
+                server,
+                retries,
+                redispatched,
+                wait,
+                timed_out: false,
+            });
+        };
+        if allow_pooled {
+            if let Some(stream) = srv.pool.take() {
+                return Ok(Connected {
+                    stream,
+                    server,
+                    reused: true,
+                    retries,
+                    redispatched,
+                    wait,
+                    connect: Duration::ZERO,
+                });
+            }
+        }
+        let t0 = Instant::now();
+        let result = tokio::time::timeout(settings.timeout_connect, connect_once(srv.addr)).await;
+        let timed_out = match result {
+            Ok(Ok(stream)) => {
+                crate::health_hooks::observe_connect(listen, srv, true);
+                return Ok(Connected {
+                    stream,
+                    server,
+                    reused: false,
+                    retries,
+                    redispatched,
+                    wait,
+                    connect: t0.elapsed(),
+                });
+            }
+            Ok(Err(_)) => false,
+            Err(_) => true,
+        };
+        crate::health_hooks::observe_connect(listen, srv, false);
+        if retries >= settings.retries {
+            return Err(Exhausted {
+                server,
+                retries,
+                redispatched,
+                wait,
+                timed_out,
+            });
+        }
+        retries += 1;
+        let last_retry = retries == settings.retries;
+        let still_usable = if direct {
+            srv.live.eligible_cookie()
+        } else {
+            srv.live.eligible_rr()
+        };
+        let may_redispatch = settings.redispatch && (!direct || last_retry || !still_usable);
+        let other = if may_redispatch {
+            listen
+                .balancer
+                .pick(&listen.shared, &listen.servers, Some(server))
+        } else {
+            None
+        };
+        match other {
+            Some(next) => {
+                srv.live.counters.wredis.fetch_add(1, Ordering::Relaxed);
+                listen.shared.backend.wredis.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = listen.servers.get(next) {
+                    n.live.counters.lbtot.fetch_add(1, Ordering::Relaxed);
+                }
+                server = next;
+                redispatched = true;
+                direct = false;
+            }
+            None => {
+                srv.live.counters.wretr.fetch_add(1, Ordering::Relaxed);
+                listen.shared.backend.wretr.fetch_add(1, Ordering::Relaxed);
+                if !timed_out {
+                    let pause = settings.timeout_connect.min(TURNAROUND_MAX);
+                    tokio::time::sleep(pause).await;
+                    wait += pause;
+                }
+            }
+        }
+    }
+}
