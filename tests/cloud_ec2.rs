@@ -586,3 +586,81 @@ async fn recorder_counts_moves_in_a_three_node_world() {
         assert_eq!(h[0].placement, Some(n.home()));
     }
 }
+
+/// Set in the environment of the child process `child_process_*` tests spawn.
+const CHILD_MODE: &str = "EDGELB_TEST_CHILD_MODE";
+const CHILD_ALLOC: &str = "EDGELB_TEST_CHILD_ALLOC";
+
+/// Not a test of its own: the body of the child process spawned by
+/// `child_process_reaches_only_the_harness`, which exercises the *non-hermetic* path (SDK
+/// environment handling, default credential chain, IMDS endpoint from the environment) the way
+/// the real binary will, without touching this process's environment.
+#[tokio::test]
+#[ignore = "runs only as the child of child_process_reaches_only_the_harness"]
+async fn child_mode() {
+    let Ok(mode) = std::env::var(CHILD_MODE) else {
+        return;
+    };
+    let alloc = std::env::var(CHILD_ALLOC).expect("allocation id");
+    let identity = imds::discover(None).await;
+    let region = match (&identity, mode.as_str()) {
+        (Ok(id), "imds") => Some(id.region.clone()),
+        (Err(IdentityError::Disabled(_)), "no-imds") => None,
+        (other, _) => panic!("mode {mode}: unexpected identity result {other:?}"),
+    };
+    let ec2 = Ec2Client::new(&AwsSettings::default(), region.as_deref())
+        .await
+        .expect("client from the environment");
+    let states = ec2.describe_addresses(&[alloc]).await.expect("describe");
+    let placement = states[0].placement.as_ref().expect("associated");
+    let eni = identity.map(|i| i.eni_id).unwrap_or_default();
+    println!("CHILD-RESULT eni={eni} placement={}", placement.eni_id);
+}
+
+fn run_child(mode: &str, env: &support::ChildAwsEnv, alloc: &str) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "child_mode",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    env.apply(&mut cmd);
+    cmd.env(CHILD_MODE, mode).env(CHILD_ALLOC, alloc);
+    let out = cmd.output().expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("CHILD-RESULT ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no result line in {stdout}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn child_process_reaches_only_the_harness() {
+    let (moto, world, _) = setup(2).await;
+    let (a, b) = (world.node(0), world.node(1));
+    let proxy = FaultProxy::start(moto.endpoint());
+    let stub = ImdsStub::for_node(&world, 0);
+
+    // IMDS allowed, at the stub only; EC2 through the proxy only.
+    let env = support::ChildAwsEnv::new(proxy.endpoint()).with_imds(stub.endpoint());
+    let line = run_child("imds", &env, &b.allocation_id);
+    assert_eq!(line, format!("eni={} placement={}", a.eni_id, b.eni_id));
+    assert!(stub.token_requests() >= 1);
+    assert_eq!(proxy.calls("DescribeAddresses"), 1);
+
+    // IMDS disabled: discovery refuses at once, EC2 still reachable with env credentials.
+    let env = support::ChildAwsEnv::new(proxy.endpoint());
+    let before = stub.requests();
+    let line = run_child("no-imds", &env, &a.allocation_id);
+    assert_eq!(line, format!("eni= placement={}", a.eni_id));
+    assert_eq!(stub.requests(), before);
+    assert_eq!(proxy.calls("DescribeAddresses"), 2);
+}

@@ -485,6 +485,22 @@ pub fn format_witness(node: &str, now: SystemTime) -> String {
     format!("{node}@{secs}")
 }
 
+/// `outer: cause: root cause`, without the Debug dumps `DisplayErrorContext` appends (they carry
+/// whole HTTP responses and make log lines unreadable).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
+}
+
 const THROTTLING_CODES: &[&str] = &[
     "RequestLimitExceeded",
     "Throttling",
@@ -522,7 +538,7 @@ where
         let code = code.unwrap_or_else(|| "ServerError".into());
         return CloudError::Unavailable(format!("HTTP {}: {code}: {message}", status.unwrap_or(0)));
     }
-    let detail = aws_sdk_ec2::error::DisplayErrorContext(&err).to_string();
+    let detail = error_chain(&err);
     match err {
         SdkError::TimeoutError(_) => CloudError::Unavailable(format!("timeout: {detail}")),
         SdkError::DispatchFailure(_) => CloudError::Unavailable(format!("dispatch: {detail}")),

@@ -120,7 +120,7 @@ impl Imds {
             Err(e) => Err(IdentityError::Unreachable {
                 endpoint: self.endpoint.clone(),
                 path: full,
-                detail: aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+                detail: super::aws::error_chain(&e),
             }),
         }
     }

@@ -63,6 +63,7 @@ impl Moto {
             .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
             .env("AWS_DEFAULT_REGION", REGION)
             .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("EDGELB_MOTO_PARENT_PID", std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))

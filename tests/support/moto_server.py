@@ -145,7 +145,28 @@ def _associate_response(self):
 
 Responses.associate_address = _associate_response
 
+
+
+def _exit_with_parent(parent_pid):
+    # A test process killed hard (SIGKILL on a timeout) cannot run its Drop; without this the
+    # server would outlive it and keep its port. Reparenting means the parent is gone.
+    import os
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 if __name__ == "__main__":
+    import os
+
     from moto.server import main
 
+    if os.environ.get("EDGELB_MOTO_PARENT_PID", "").isdigit():
+        _exit_with_parent(int(os.environ["EDGELB_MOTO_PARENT_PID"]))
     main(sys.argv[1:])
