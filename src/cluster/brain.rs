@@ -480,6 +480,8 @@ struct EipTrack {
     /// Issue time of the last observation that showed the EIP somewhere other than its current
     /// holder: a holder's "I hold it" announcement only proves anything if heard after this.
     elsewhere_at: Duration,
+    /// Issue time of the first observation that showed it on its current holder.
+    arrived_seen_at: Duration,
     /// Describes issued before this call id predate our last associate of this EIP.
     ignore_describes_before: u64,
     pending: Option<CallId>,
@@ -686,6 +688,7 @@ impl Brain {
                 owner,
                 observed: None,
                 elsewhere_at: Duration::ZERO,
+                arrived_seen_at: Duration::ZERO,
                 ignore_describes_before: 0,
                 pending: None,
                 attempts: 0,
@@ -1300,11 +1303,9 @@ impl Brain {
         match p.state {
             PeerState::Leaving | PeerState::Unhealthy => true,
             PeerState::Dead => {
-                let t = &self.eips[eip];
                 p.last_heard.is_none()
                     || matches!(p.witness, Some(Verdict::Stale))
-                    || (p.last_heard.is_some_and(|h| h >= t.elsewhere_at)
-                        && p.last.held_eips.contains(&t.allocation_id))
+                    || self.held_while_heard(h, eip)
             }
             _ => false,
         }
@@ -1315,9 +1316,20 @@ impl Brain {
     fn moved_while_silent(&self, h: usize, eip: usize) -> bool {
         let p = &self.peers[h];
         p.state == PeerState::Dead
+            && p.last_heard.is_some()
             && !matches!(p.witness, Some(Verdict::Stale))
-            && p.last_heard
-                .is_some_and(|l| l < self.eips[eip].elsewhere_at)
+            && !self.held_while_heard(h, eip)
+    }
+
+    /// Evidence that `h` already held the EIP while we could still hear it: we observed it
+    /// there by then, or `h` announced it after we last saw it elsewhere.
+    fn held_while_heard(&self, h: usize, eip: usize) -> bool {
+        let p = &self.peers[h];
+        let t = &self.eips[eip];
+        p.last_heard.is_some_and(|l| {
+            l >= t.arrived_seen_at
+                || (l >= t.elsewhere_at && p.last.held_eips.contains(&t.allocation_id))
+        })
     }
 
     fn failback_ready(&self, owner: usize, holder: usize) -> bool {
@@ -1669,10 +1681,13 @@ impl Brain {
                     let holder_of =
                         |p: Option<&Placement>| p.and_then(|p| self.locate(p)).map(|l| l.0);
                     let new_holder = holder_of(a.placement.as_ref());
-                    if let Some(o) = &self.eips[e].observed {
-                        if holder_of(o.placement.as_ref()) != new_holder {
+                    match &self.eips[e].observed {
+                        Some(o) if holder_of(o.placement.as_ref()) == new_holder => {}
+                        Some(o) => {
                             self.eips[e].elsewhere_at = o.issued;
+                            self.eips[e].arrived_seen_at = issued;
                         }
+                        None => self.eips[e].arrived_seen_at = issued,
                     }
                     if prev.as_ref() != Some(&a.placement) {
                         let msg = format!(
@@ -1726,6 +1741,7 @@ impl Brain {
                 let t = &mut self.eips[e];
                 t.attempts = 0;
                 t.elsewhere_at = t.observed.as_ref().map_or(Duration::ZERO, |o| o.issued);
+                t.arrived_seen_at = self.now;
                 t.observed = Some(Observed {
                     placement: Some(target.clone()),
                     issued: self.now,
