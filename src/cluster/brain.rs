@@ -641,6 +641,9 @@ pub struct Brain {
     describe_not_before: Duration,
     next_witness_write: Duration,
     witness_write_attempts: u32,
+    /// Our own last successful witness write: if even we could not write recently, a peer's
+    /// stale stamp says more about the API than about the peer.
+    witness_write_ok: Option<Duration>,
     witness_read_attempts: u32,
     witness_read_not_before: Duration,
     tokens: f64,
@@ -731,6 +734,7 @@ impl Brain {
             describe_not_before: now,
             next_witness_write: now,
             witness_write_attempts: 0,
+            witness_write_ok: None,
             witness_read_attempts: 0,
             witness_read_not_before: now,
             tokens,
@@ -1302,11 +1306,9 @@ impl Brain {
         let p = &self.peers[h];
         match p.state {
             PeerState::Leaving | PeerState::Unhealthy => true,
-            PeerState::Dead => {
-                p.last_heard.is_none()
-                    || matches!(p.witness, Some(Verdict::Stale))
-                    || self.held_while_heard(h, eip)
-            }
+            // A stale witness is not enough here: if the EIP arrived on `h` after `h` went
+            // silent, `h` put it there and is alive, whatever its stamp says.
+            PeerState::Dead => p.last_heard.is_none() || self.held_while_heard(h, eip),
             _ => false,
         }
     }
@@ -1315,10 +1317,7 @@ impl Brain {
     /// (nodes only associate onto themselves), so `h` is alive behind a partition.
     fn moved_while_silent(&self, h: usize, eip: usize) -> bool {
         let p = &self.peers[h];
-        p.state == PeerState::Dead
-            && p.last_heard.is_some()
-            && !matches!(p.witness, Some(Verdict::Stale))
-            && !self.held_while_heard(h, eip)
+        p.state == PeerState::Dead && p.last_heard.is_some() && !self.held_while_heard(h, eip)
     }
 
     /// Evidence that `h` already held the EIP while we could still hear it: we observed it
@@ -1775,7 +1774,10 @@ impl Brain {
 
     fn on_witness_written(&mut self, r: Result<(), CloudError>) {
         match r {
-            Ok(()) => self.witness_write_attempts = 0,
+            Ok(()) => {
+                self.witness_write_attempts = 0;
+                self.witness_write_ok = Some(self.now);
+            }
             Err(err) => {
                 self.api_failed("witness write", &err);
                 let delay = self
@@ -1805,6 +1807,9 @@ impl Brain {
         };
         self.witness_read_attempts = 0;
         let stale_after = self.cfg.witness.stale_after.as_secs();
+        let writes_work = self
+            .witness_write_ok
+            .is_some_and(|t| self.now.saturating_sub(t) <= self.cfg.witness.stale_after);
         for eni in eni_ids {
             let Some(i) = self.cfg.nodes.iter().position(|n| n.eni_id == *eni) else {
                 continue;
@@ -1831,6 +1836,19 @@ impl Brain {
                 }
                 _ => Verdict::Stale,
             };
+            if verdict == Verdict::Stale && !writes_work {
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "Node {node}: witness stale, but our own witness writes are failing too: \
+                         inconclusive, re-reading"
+                    ),
+                );
+                let delay = self.backoff(self.witness_read_attempts, true);
+                self.witness_read_attempts = self.witness_read_attempts.saturating_add(1);
+                self.witness_read_not_before = self.now + delay;
+                continue;
+            }
             if verdict == Verdict::Stale {
                 let age = stamp.map_or("no stamp".to_string(), |s| {
                     format!("stamp {}s old", read_unix.saturating_sub(s))
