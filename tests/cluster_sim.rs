@@ -90,6 +90,8 @@ struct SimNode {
 }
 
 #[derive(Debug, Clone)]
+// `by` and `to` are read through `Debug` in failure messages.
+#[allow(dead_code)]
 struct Move {
     issued: Duration,
     applied: Duration,
@@ -299,6 +301,12 @@ impl Sim {
             for ev in inbox {
                 self.handle(ev);
             }
+            // A health change that happened while paused is delivered on resume.
+            let (now, healthy) = (self.now, self.nodes[i].healthy);
+            if let Some(b) = self.nodes[i].brain.as_mut() {
+                b.set_health(now, health(healthy));
+                self.pump(i);
+            }
         }
         self.event();
     }
@@ -505,22 +513,15 @@ impl Sim {
         let err = match fault {
             Some(Fault::Throttle) => Some(CloudError::Throttled("RequestLimitExceeded".into())),
             Some(Fault::ServerError) => Some(CloudError::Unavailable("InternalError".into())),
-            Some(Fault::Stall) if !stalled => {
-                let at = self.now + self.rng.ms(5_000, 20_000);
-                self.push(
-                    at,
-                    Ev::Api {
-                        node,
-                        inc,
-                        call,
-                        req,
-                        issued,
-                        stalled: true,
-                    },
-                );
-                return;
-            }
             _ => None,
+        };
+        // A stall is modelled as "processed on arrival, response delayed 5-20 s". Requests that
+        // are *applied* late (after a newer decision) are not modelled; reconcile would heal
+        // them with one more move.
+        let result_delay = if fault == Some(Fault::Stall) && !stalled {
+            self.rng.ms(5_000, 20_000)
+        } else {
+            self.rng.ms(1, 30)
         };
         let outcome = match req {
             Req::Describe(ids) => ApiOutcome::Described(match err {
@@ -568,7 +569,7 @@ impl Sim {
                 },
             },
         };
-        let at = self.now + self.rng.ms(1, 30);
+        let at = self.now + result_delay;
         self.push(
             at,
             Ev::Result {
@@ -616,7 +617,7 @@ impl Sim {
             let from = self.matched.get(alloc).map_or(0, |i| i + 1);
             let hit = (from..self.events.len()).find(|&k| {
                 let e = self.events[k];
-                e <= issued && floor.is_none_or(|f| e >= f)
+                e <= issued && floor.map_or(true, |f| e >= f)
             });
             match hit {
                 Some(k) => {
@@ -1296,10 +1297,12 @@ fn chaos(seed: u64) {
                 sim.pause(i);
                 paused_until[i] = Some(sim.now + S(3 + r.below(40)));
             }
-            // Without the witness a 3-node split has no tie-breaker: each side may take an
-            // orphaned EIP once (documented limitation), so only witnessed clusters and pairs
-            // get partitions.
-            3 if n == 2 || witness => {
+            // Without the witness, partitions combined with deaths are undecidable: a split
+            // 3-node cluster may move an orphan once per side, and an EIP that moved onto a node
+            // which then went silent and died is left alone (it may be a partition). Those
+            // limitations are documented; random partitions go to witnessed clusters, and
+            // `partition_without_witness_*` pins the no-witness behaviour.
+            3 if witness => {
                 let j = (i + 1 + r.below(n as u64 - 1) as usize) % n;
                 sim.cut(i, j);
             }
@@ -1338,7 +1341,15 @@ fn chaos(seed: u64) {
     sim.run_for(S(240));
     sim.assert_clean(&format!("seed {seed}"));
     if let Err(e) = sim.check_converged() {
-        panic!("seed {seed}: not converged: {e}; moves {:#?}", sim.moves);
+        let nodes: Vec<_> = sim
+            .nodes
+            .iter()
+            .map(|n| (n.brain.is_some(), n.paused, n.healthy))
+            .collect();
+        panic!(
+            "seed {seed}: not converged at {:?}: {e}; (running, paused, healthy) {nodes:?}; moves {:#?}",
+            sim.now, sim.moves
+        );
     }
     // And it stays put.
     let settled = sim.moves.len();
@@ -1363,4 +1374,24 @@ fn random_schedules_keep_invariants() {
     for seed in first..first + seeds {
         chaos(seed);
     }
+}
+
+#[test]
+fn status_serializes_for_the_stats_api() {
+    let mut sim = steady(
+        Opts {
+            witness: true,
+            ..Opts::default()
+        },
+        20,
+    );
+    sim.cut(0, 1);
+    sim.run_for(S(40));
+    let st = sim.nodes[0].brain.as_ref().expect("running").status();
+    assert_eq!(st.me, "lb1");
+    assert_eq!(st.phase, "active");
+    assert_eq!(st.eips.len(), 2);
+    let json = serde_json::to_string(&st).expect("serializes");
+    assert!(json.contains("SilentWitnessed"), "{json}");
+    assert!(json.contains("eipalloc-0"));
 }

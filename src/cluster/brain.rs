@@ -95,6 +95,19 @@
 //! advancing when the process dies), versus deadtime without it. Stamps compare wall clocks of
 //! two hosts, so stale_after must dwarf their skew (NTP on EC2: milliseconds).
 //!
+//! A stale stamp only counts while our own witness writes succeed: during an API outage nobody
+//! can write, and every stamp would look stale once reads work again.
+//!
+//! # Known limitations
+//!
+//! * Without the witness, a 3-node cluster split into groups has no tie-breaker: an orphaned
+//!   EIP may move once per group.
+//! * Without the witness, an EIP that arrived on a node after it fell silent to us (it is then
+//!   assumed alive behind a partition) is left alone until that node is heard again, even if
+//!   it has really died meanwhile. The witness resolves both.
+//! * An associate that EC2 *applies* late (after a newer decision) is healed by the next
+//!   reconcile, at the cost of one extra move.
+//!
 //! API cost: witness writes 360/hour/node (every 10 s); reads 1 per suspect event plus one per
 //! `stale_after` while a peer stays silent-but-witnessed; describes ~120/hour/node (every 30 s)
 //! plus one per membership change and one per associate; associates only on moves.
@@ -864,7 +877,7 @@ impl Brain {
             p.sees_me_since = None;
             p.up_since = None;
         }
-        if hb.payload.alive_view.iter().any(|n| *n == me_name) {
+        if hb.payload.alive_view.contains(&me_name) {
             p.sees_me_since.get_or_insert(now);
         } else {
             p.sees_me_since = None;
@@ -1306,9 +1319,13 @@ impl Brain {
         let p = &self.peers[h];
         match p.state {
             PeerState::Leaving | PeerState::Unhealthy => true,
-            // A stale witness is not enough here: if the EIP arrived on `h` after `h` went
-            // silent, `h` put it there and is alive, whatever its stamp says.
-            PeerState::Dead => p.last_heard.is_none() || self.held_while_heard(h, eip),
+            // A stale witness is only recorded while our own witness writes succeed (so the
+            // API is healthy), which makes it proof of death on its own.
+            PeerState::Dead => {
+                p.last_heard.is_none()
+                    || matches!(p.witness, Some(Verdict::Stale))
+                    || self.held_while_heard(h, eip)
+            }
             _ => false,
         }
     }
@@ -1317,7 +1334,10 @@ impl Brain {
     /// (nodes only associate onto themselves), so `h` is alive behind a partition.
     fn moved_while_silent(&self, h: usize, eip: usize) -> bool {
         let p = &self.peers[h];
-        p.state == PeerState::Dead && p.last_heard.is_some() && !self.held_while_heard(h, eip)
+        p.state == PeerState::Dead
+            && p.last_heard.is_some()
+            && !matches!(p.witness, Some(Verdict::Stale))
+            && !self.held_while_heard(h, eip)
     }
 
     /// Evidence that `h` already held the EIP while we could still hear it: we observed it
