@@ -55,6 +55,7 @@ pub struct App {
     opts: Options,
     listeners: Listeners,
     side_tasks: Vec<tokio::task::JoinHandle<()>>,
+    cluster: Option<crate::cluster::node::ClusterHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +87,15 @@ impl App {
         listeners.sync(&rt.load())?;
         rt.listeners_ready.store(true, Ordering::Release);
         let side_tasks = vec![tokio::spawn(sweep_pools(rt.clone()))];
+        let cluster = crate::cluster::node::spawn(rt.clone())
+            .await
+            .map_err(StartError::Build)?;
         Ok(App {
             rt,
             opts,
             listeners,
             side_tasks,
+            cluster,
         })
     }
 
@@ -185,6 +190,10 @@ impl App {
     pub async fn drain(&mut self, grace: Option<Duration>) {
         notify::stopping();
         self.rt.stopping.store(true, Ordering::Release);
+        // Peers take our EIP first, so clients are moved before we stop accepting.
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         let grace = grace.unwrap_or(self.rt.load().global.grace);
         self.listeners.stop_accepting();
         let deadline = Instant::now() + grace;

@@ -3,3 +3,4 @@
 
 pub mod brain;
 pub mod wire;
+pub mod node;
