@@ -596,3 +596,83 @@ fn terraform_is_fmt_clean() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Evaluates one expression with `terraform console` in an empty scratch directory (no providers
+/// needed) and returns the heredoc string it prints.
+fn terraform_eval(tf: &Path, expr: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(tf)
+        .arg("console")
+        .current_dir(dir.path())
+        .env("TF_CLI_CONFIG_FILE", "/dev/null")
+        .env("CHECKPOINT_DISABLE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{expr}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "terraform console failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = stdout
+        .trim_end()
+        .strip_prefix("<<EOT\n")
+        .and_then(|s| s.strip_suffix("EOT"))
+        .unwrap_or_else(|| panic!("unexpected console output:\n{stdout}"));
+    body.to_string()
+}
+
+#[test]
+fn terraform_rendered_edgelb_toml_loads_cleanly() {
+    let Some(tf) = tool("terraform") else {
+        skip("rendering templates/edgelb.toml.tftpl", "terraform");
+        return;
+    };
+    let tpl = root().join("deploy/terraform/templates/edgelb.toml.tftpl");
+    let expr = format!(
+        r#"templatefile("{}", {{ region = "eu-west-1", nodes = {{ "edge-a" = {{ primary_ip = "10.0.0.10", secondary_ip = "10.0.0.11" }}, "edge-b" = {{ primary_ip = "10.0.0.20", secondary_ip = "10.0.0.21" }} }}, eips = {{ "edge-a" = {{ allocation_id = "eipalloc-0123456789abcdef0", public_ip = "198.51.100.10" }}, "edge-b" = {{ allocation_id = "eipalloc-0123456789abcdef1", public_ip = "198.51.100.20" }} }}, backends = [ {{ name = "ip-10-0-0-101.ec2.internal", address = "10.0.0.101:80" }}, {{ name = "ip-10-0-0-102.ec2.internal", address = "10.0.0.102:80" }}, {{ name = "ip-10-0-0-103.ec2.internal", address = "10.0.0.103:80" }} ] }})"#,
+        tpl.display()
+    );
+    let text = terraform_eval(&tf, &expr);
+    let loaded = load_str(&text, "rendered edgelb.toml")
+        .unwrap_or_else(|e| panic!("rendered config does not load:\n{e}\n---\n{text}"));
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.listen[0].server.len(), 3);
+    let cl = c.cluster.expect("[cluster]");
+    assert_eq!(cl.node.len(), 2);
+    assert_eq!(cl.node[1].address, ["10.0.0.20:694", "10.0.0.21:694"]);
+    assert_eq!(c.eip.len(), 2);
+    assert_eq!(c.eip[0].owner, "edge-a");
+    assert_eq!(c.aws.expect("[aws]").region.as_deref(), Some("eu-west-1"));
+}
+
+#[test]
+fn terraform_rendered_edge_cloud_init_is_a_cloud_config() {
+    let Some(tf) = tool("terraform") else {
+        skip("rendering templates/edge-cloud-init.yaml.tftpl", "terraform");
+        return;
+    };
+    let tpl = root().join("deploy/terraform/templates/edge-cloud-init.yaml.tftpl");
+    let expr = format!(
+        r#"templatefile("{}", {{ node_name = "edge-a", deb_url = "https://example.invalid/edgelb.deb?a=1&b=%2F", edgelb_toml = "[global]\n", cluster_key = "k3y", admin_token = "t0ken" }})"#,
+        tpl.display()
+    );
+    let text = terraform_eval(&tf, &expr);
+    assert!(text.starts_with("#cloud-config\n"), "{text}");
+    assert!(text.contains("hostname: edge-a\n"));
+    // Secrets and the URL only appear base64-encoded (no YAML or shell quoting problems).
+    assert!(!text.contains("k3y") && !text.contains("t0ken") && !text.contains("example.invalid"));
+    assert!(text.contains("systemctl enable --now edgelb.service"));
+    assert!(!text.contains('\t'), "YAML must not contain tabs");
+}
