@@ -29,9 +29,7 @@ fn tool(name: &str) -> Option<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn skip(what: &str, missing: &str) {
@@ -80,7 +78,10 @@ fn production_config_loads_without_errors_or_warnings() {
             "ip-20-0-0-63.ec2.internal"
         ]
     );
-    assert!(web.server.iter().all(|s| s.check && s.address.ends_with(":80")));
+    assert!(web
+        .server
+        .iter()
+        .all(|s| s.check && s.address.ends_with(":80")));
 
     let r = web.proxy.resolve(&c.defaults.proxy, 20_000);
     assert_eq!(r.timeout_connect, Duration::from_secs(10));
@@ -123,7 +124,10 @@ fn production_config_loads_without_errors_or_warnings() {
 
     let aws = c.aws.as_ref().expect("[aws]");
     assert!(aws.ensure_secondary_ip);
-    assert!(aws.endpoint_url.is_none(), "production must use the real EC2 endpoint");
+    assert!(
+        aws.endpoint_url.is_none(),
+        "production must use the real EC2 endpoint"
+    );
 }
 
 #[test]
@@ -134,7 +138,10 @@ fn local_config_loads_without_errors_or_warnings_and_stays_on_loopback() {
     let web = &c.listen[0];
     assert_eq!(web.bind, ["127.0.0.1:8080"]);
     let addrs: Vec<&str> = web.server.iter().map(|s| s.address.as_str()).collect();
-    assert_eq!(addrs, ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]);
+    assert_eq!(
+        addrs,
+        ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+    );
     let st = c.stats.as_ref().expect("[stats]");
     assert_eq!(st.dashboard_bind, "127.0.0.1:9022");
     assert_eq!(st.api_bind, "127.0.0.1:9023");
@@ -199,7 +206,10 @@ fn iam_policy_grants_exactly_the_calls_edgelb_makes() {
     ] {
         for s in &by_action[a] {
             let res = as_list(&s["Resource"]);
-            assert!(res.iter().all(|r| r != "*"), "{a} must not be on Resource *");
+            assert!(
+                res.iter().all(|r| r != "*"),
+                "{a} must not be on Resource *"
+            );
             assert!(
                 s["Condition"]["StringEquals"]["aws:ResourceTag/edgelb-cluster"].is_string(),
                 "{a} must be limited to resources tagged edgelb-cluster"
@@ -264,7 +274,10 @@ fn service_unit_has_the_required_directives() {
             "ExecStartPre",
             "/usr/bin/edgelb check -c /etc/edgelb/edgelb.toml",
         ),
-        ("ExecStart", "/usr/bin/edgelb run -c /etc/edgelb/edgelb.toml"),
+        (
+            "ExecStart",
+            "/usr/bin/edgelb run -c /etc/edgelb/edgelb.toml",
+        ),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("KillSignal", "SIGTERM"),
         ("Restart", "on-failure"),
@@ -328,7 +341,10 @@ fn secondary_ip_unit_orders_before_edgelb() {
 /// and stand-ins for the executables it names (verify rejects missing ExecStart binaries).
 fn systemd_verify(unit_rel: &str, executables: &[&str]) {
     let Some(analyze) = tool("systemd-analyze") else {
-        skip(&format!("systemd-analyze verify {unit_rel}"), "systemd-analyze");
+        skip(
+            &format!("systemd-analyze verify {unit_rel}"),
+            "systemd-analyze",
+        );
         return;
     };
     let sys_units = ["/usr/lib/systemd/system", "/lib/systemd/system"]
@@ -336,7 +352,9 @@ fn systemd_verify(unit_rel: &str, executables: &[&str]) {
         .into_iter()
         .find(|p| p.join("sysinit.target").exists());
     let Some(sys_units) = sys_units else {
-        println!("note: skipping systemd-analyze verify {unit_rel}: no system units to verify against");
+        println!(
+            "note: skipping systemd-analyze verify {unit_rel}: no system units to verify against"
+        );
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -544,7 +562,10 @@ fn deb_metadata_points_at_existing_files() {
     assert_eq!(scripts.trim_end_matches('/'), "deploy/debian");
     for s in ["postinst", "postrm"] {
         let text = read(&format!("deploy/debian/{s}"));
-        assert!(text.contains("#DEBHELPER#"), "{s} needs the #DEBHELPER# token");
+        assert!(
+            text.contains("#DEBHELPER#"),
+            "{s} needs the #DEBHELPER# token"
+        );
     }
     let postinst = read("deploy/debian/postinst");
     assert!(postinst.contains("adduser --system"));
@@ -660,7 +681,10 @@ fn terraform_rendered_edgelb_toml_loads_cleanly() {
 #[test]
 fn terraform_rendered_edge_cloud_init_is_a_cloud_config() {
     let Some(tf) = tool("terraform") else {
-        skip("rendering templates/edge-cloud-init.yaml.tftpl", "terraform");
+        skip(
+            "rendering templates/edge-cloud-init.yaml.tftpl",
+            "terraform",
+        );
         return;
     };
     let tpl = root().join("deploy/terraform/templates/edge-cloud-init.yaml.tftpl");
