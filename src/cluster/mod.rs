@@ -2,5 +2,5 @@
 //! sans-io failover state machine (`brain`). The I/O shell that drives them lives in `node`.
 
 pub mod brain;
-pub mod wire;
 pub mod node;
+pub mod wire;

@@ -48,7 +48,9 @@ impl Backend {
         let (n, r, c) = (name.to_string(), received.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = listener.accept().await else { return };
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
                 c.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(backend_conn(s, n.clone(), r.clone()));
             }
@@ -187,7 +189,9 @@ async fn backend_conn(mut s: TcpStream, name: String, received: Arc<Mutex<Vec<Ve
             .into_bytes()
         } else if path == "/nolen" {
             let _ = s
-                .write_all(format!("HTTP/1.1 200 OK\r\nx-backend: {name}\r\n\r\nuntil-close").as_bytes())
+                .write_all(
+                    format!("HTTP/1.1 200 OK\r\nx-backend: {name}\r\n\r\nuntil-close").as_bytes(),
+                )
                 .await;
             return;
         } else if let Some(code) = path.strip_prefix("/status/") {
@@ -203,11 +207,14 @@ async fn backend_conn(mut s: TcpStream, name: String, received: Arc<Mutex<Vec<Ve
                 .into_bytes()
             }
         } else if path == "/setcookie" {
-            let extra = format!("{extra}set-cookie: SERVERID=from-app; path=/\r\nset-cookie: app=1\r\n");
+            let extra =
+                format!("{extra}set-cookie: SERVERID=from-app; path=/\r\nset-cookie: app=1\r\n");
             ok(&name, &extra, text_body.as_bytes())
         } else if let Some(n) = path.strip_prefix("/big/") {
             let n: usize = n.parse().unwrap_or(0);
-            let mut v = format!("HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-length: {n}\r\n\r\n").into_bytes();
+            let mut v =
+                format!("HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-length: {n}\r\n\r\n")
+                    .into_bytes();
             v.extend(std::iter::repeat_n(b'x', n));
             v
         } else if path == "/ws" {
@@ -233,7 +240,11 @@ async fn backend_conn(mut s: TcpStream, name: String, received: Arc<Mutex<Vec<Ve
         };
         let is_head = head_text.starts_with("HEAD ");
         let resp = if is_head {
-            let end = resp.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(resp.len());
+            let end = resp
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 4)
+                .unwrap_or(resp.len());
             resp[..end].to_vec()
         } else {
             resp
@@ -386,7 +397,12 @@ impl Client {
                         r.code.unwrap_or(0),
                         r.headers
                             .iter()
-                            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                            .map(|h| {
+                                (
+                                    h.name.to_string(),
+                                    String::from_utf8_lossy(h.value).into_owned(),
+                                )
+                            })
                             .collect::<Vec<_>>(),
                         n,
                     ),
@@ -414,7 +430,9 @@ impl Client {
                 let mut dec = edgelb::proxy::h1::ChunkedDecoder::default();
                 loop {
                     let mut data = Vec::new();
-                    let n = dec.feed(&self.buf, &mut data, false).expect("valid chunked");
+                    let n = dec
+                        .feed(&self.buf, &mut data, false)
+                        .expect("valid chunked");
                     raw.extend(self.buf.drain(..n));
                     body.extend_from_slice(&data);
                     if dec.is_done() || !self.fill().await {
