@@ -603,9 +603,18 @@ impl Conn {
             out.extend_from_slice(b"\r\n");
         }
         let cookie_name = listen.cookie.as_ref().map(|c| c.name.as_bytes());
+        let mut te_written = false;
         for (n, v) in &req.headers {
             let name = &src[n.clone()];
             let value = &src[v.clone()];
+            // The one transfer coding we accept is re-emitted where the client put it.
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                if !te_written {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    te_written = true;
+                }
+                continue;
+            }
             if h1::is_hop_by_hop(name) && !(req.upgrade && name.eq_ignore_ascii_case(b"upgrade")) {
                 continue;
             }
@@ -637,18 +646,15 @@ impl Conn {
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         }
-        if req.framing() == Framing::Chunked {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        if let Some(except) = &listen.forwardfor_except {
+            if forwarded::should_add(except, self.peer.ip()) {
+                forwarded::write_header(out, self.peer.ip());
+            }
         }
         if req.upgrade {
             out.extend_from_slice(b"connection: upgrade\r\n");
         } else if req.minor == 0 {
             out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-        if let Some(except) = &listen.forwardfor_except {
-            if forwarded::should_add(except, self.peer.ip()) {
-                forwarded::write_header(out, self.peer.ip());
-            }
         }
         out.extend_from_slice(b"\r\n");
     }
