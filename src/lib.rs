@@ -12,5 +12,6 @@ pub mod balance;
 pub mod cloud;
 pub mod cluster;
 pub mod config;
+pub mod import;
 pub mod proxy;
 pub mod runtime;
