@@ -162,7 +162,10 @@ fn golden_split_frontend_backend_and_per_node_scripts() {
     let http = l.health.http.as_ref().unwrap();
     assert_eq!(http.host.as_deref(), Some("app.example.com"));
     let cl = c.cluster.as_ref().unwrap();
-    assert_eq!(cl.node[1].secondary_ip.map(|i| i.to_string()).as_deref(), Some("10.1.0.21"));
+    assert_eq!(
+        cl.node[1].secondary_ip.map(|i| i.to_string()).as_deref(),
+        Some("10.1.0.21")
+    );
 }
 
 #[test]
@@ -201,8 +204,14 @@ fn words(line: &str, env: &Env) -> Vec<String> {
 fn lexer_follows_haproxy_quoting_rules() {
     let env = Env::from_pairs([("PORT", "8080"), ("LIST", "a b  c")]);
     assert_eq!(words("  bind :80   # comment", &env), ["bind", ":80"]);
-    assert_eq!(words(r#"x "a b" 'c d' e\ f"#, &env), ["x", "a b", "c d", "e f"]);
-    assert_eq!(words(r#"x "${PORT}" "$PORT" '${PORT}'"#, &env), ["x", "8080", "8080", "${PORT}"]);
+    assert_eq!(
+        words(r#"x "a b" 'c d' e\ f"#, &env),
+        ["x", "a b", "c d", "e f"]
+    );
+    assert_eq!(
+        words(r#"x "${PORT}" "$PORT" '${PORT}'"#, &env),
+        ["x", "8080", "8080", "${PORT}"]
+    );
     assert_eq!(words(r#"x "${NOPE-9}""#, &env), ["x", "9"]);
     assert_eq!(words(r#"x "${LIST[*]}""#, &env), ["x", "a", "b", "c"]);
     assert_eq!(words(r#"x \x41\#b "q\"q""#, &env), ["x", "A#b", "q\"q"]);
@@ -210,12 +219,25 @@ fn lexer_follows_haproxy_quoting_rules() {
     assert_eq!(words(r#"x "" y"#, &env), ["x", "", "y"]);
     assert_eq!(words(r#"x \q"#, &env), ["x", "\\q"]);
     let bare = lex_line("x $PORT", &env).unwrap();
-    assert_eq!(bare.words, ["x", "$PORT"], "HAProxy expands only inside double quotes");
+    assert_eq!(
+        bare.words,
+        ["x", "$PORT"],
+        "HAProxy expands only inside double quotes"
+    );
     assert_eq!(bare.bare_vars, ["PORT"]);
-    assert_eq!(lex_line(r#"x "${UNSET}""#, &env).unwrap().undefined, ["UNSET"]);
-    assert!(lex_line(r#"x "open"#, &env).unwrap_err().contains("unterminated double quote"));
-    assert!(lex_line("x 'open", &env).unwrap_err().contains("unterminated single quote"));
-    assert!(lex_line(r#"x "${A""#, &env).unwrap_err().contains("unmatched brace"));
+    assert_eq!(
+        lex_line(r#"x "${UNSET}""#, &env).unwrap().undefined,
+        ["UNSET"]
+    );
+    assert!(lex_line(r#"x "open"#, &env)
+        .unwrap_err()
+        .contains("unterminated double quote"));
+    assert!(lex_line("x 'open", &env)
+        .unwrap_err()
+        .contains("unterminated single quote"));
+    assert!(lex_line(r#"x "${A""#, &env)
+        .unwrap_err()
+        .contains("unmatched brace"));
 }
 
 #[test]
@@ -237,7 +259,9 @@ fn haproxy_and_heartbeat_time_units() {
 
 #[test]
 fn format_detection() {
-    assert!(looks_like_haproxy("global\n  maxconn 10\nlisten x\n  bind :80\n"));
+    assert!(looks_like_haproxy(
+        "global\n  maxconn 10\nlisten x\n  bind :80\n"
+    ));
     assert!(looks_like_haproxy("# c\ndefaults\n  mode http\n"));
     assert!(!looks_like_haproxy("[global]\nmaxconn = 10\n"));
     assert!(!looks_like_haproxy("[[listen]]\nname = \"x\"\n"));
@@ -261,7 +285,8 @@ fn hap_only(text: &str) -> Result<edgelb::import::Imported, ImportError> {
     })
 }
 
-const OK_TAIL: &str = "defaults\n  mode http\nlisten web\n  bind 127.0.0.1:8080\n  server a 127.0.0.1:9000 check\n";
+const OK_TAIL: &str =
+    "defaults\n  mode http\nlisten web\n  bind 127.0.0.1:8080\n  server a 127.0.0.1:9000 check\n";
 
 fn rejected(r: Result<edgelb::import::Imported, ImportError>) -> Report {
     match r {
@@ -278,7 +303,10 @@ fn rejected(r: Result<edgelb::import::Imported, ImportError>) -> Report {
 fn unknown_section_is_an_error_with_location() {
     let r = rejected(hap_only(&format!("{OK_TAIL}frontned other\n  bind :81\n")));
     let t = r.render();
-    assert!(t.contains("bad.cfg:6 frontned other: error: unknown section `frontned`"), "{t}");
+    assert!(
+        t.contains("bad.cfg:6 frontned other: error: unknown section `frontned`"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -296,19 +324,37 @@ fn unsupported_directives_give_warnings_and_exit_2() {
     .unwrap();
     let t = imp.report.render();
     assert_eq!(imp.report.exit_code(), 2, "{t}");
-    assert!(t.contains("bad.cfg:5 balance leastconn: warning: balance leastconn is not supported"), "{t}");
-    assert!(t.contains("bad.cfg:6 acl api path_beg /api: warning: ACLs are not supported"), "{t}");
-    assert!(t.contains("bad.cfg:9 mode tcp: warning: mode tcp is not supported"), "{t}");
+    assert!(
+        t.contains("bad.cfg:5 balance leastconn: warning: balance leastconn is not supported"),
+        "{t}"
+    );
+    assert!(
+        t.contains("bad.cfg:6 acl api path_beg /api: warning: ACLs are not supported"),
+        "{t}"
+    );
+    assert!(
+        t.contains("bad.cfg:9 mode tcp: warning: mode tcp is not supported"),
+        "{t}"
+    );
     assert_eq!(imp.config.listen.len(), 1, "the tcp listen is not imported");
 }
 
 #[test]
 fn bad_time_is_an_error() {
     let r = rejected(hap_only(&format!("{OK_TAIL}  timeout server 30sec\n")));
-    assert!(r.render().contains("bad.cfg:6 timeout server 30sec: error: invalid time"), "{}", r.render());
+    assert!(
+        r.render()
+            .contains("bad.cfg:6 timeout server 30sec: error: invalid time"),
+        "{}",
+        r.render()
+    );
 }
 
-fn hb_case(ha_cf: &str, authkeys: &str, mode: u32) -> Result<edgelb::import::Imported, ImportError> {
+fn hb_case(
+    ha_cf: &str,
+    authkeys: &str,
+    mode: u32,
+) -> Result<edgelb::import::Imported, ImportError> {
     let dir = fixtures().join("seed");
     let mut src = case_sources(&dir);
     src.heartbeat.ha_cf.as_mut().unwrap().text = ha_cf.into();
@@ -323,15 +369,51 @@ const SHA1: &str = "auth 1\n1 sha1 s3cret\n";
 
 #[test]
 fn heartbeat_timer_rules_are_errors_with_location() {
-    let r = rejected(hb_case(&SEED_HA.replace("deadtime 15", "deadtime 4"), SHA1, 0o600));
+    let r = rejected(hb_case(
+        &SEED_HA.replace("deadtime 15", "deadtime 4"),
+        SHA1,
+        0o600,
+    ));
     let t = r.render();
-    assert!(t.contains("seed/ha.cf:2 deadtime 4: error: deadtime (4s) must be greater than 2 x keepalive (2s)"), "{t}");
-    let r = rejected(hb_case(&SEED_HA.replace("initdead 60", "initdead 10"), SHA1, 0o600));
-    assert!(r.render().contains("ha.cf:3 initdead 10: error: initdead (10s) must be at least deadtime (15s)"), "{}", r.render());
-    let r = rejected(hb_case(&SEED_HA.replace("keepalive 2", "keepalive 2 fast\nwarntime 20"), SHA1, 0o600));
-    assert!(r.render().contains("warntime (20s) must be less than deadtime (15s)"), "{}", r.render());
-    let r = rejected(hb_case(&SEED_HA.replace("keepalive 2", "keepalive soon"), SHA1, 0o600));
-    assert!(r.render().contains("ha.cf:1 keepalive soon: error: invalid time"), "{}", r.render());
+    assert!(
+        t.contains(
+            "seed/ha.cf:2 deadtime 4: error: deadtime (4s) must be greater than 2 x keepalive (2s)"
+        ),
+        "{t}"
+    );
+    let r = rejected(hb_case(
+        &SEED_HA.replace("initdead 60", "initdead 10"),
+        SHA1,
+        0o600,
+    ));
+    assert!(
+        r.render()
+            .contains("ha.cf:3 initdead 10: error: initdead (10s) must be at least deadtime (15s)"),
+        "{}",
+        r.render()
+    );
+    let r = rejected(hb_case(
+        &SEED_HA.replace("keepalive 2", "keepalive 2 fast\nwarntime 20"),
+        SHA1,
+        0o600,
+    ));
+    assert!(
+        r.render()
+            .contains("warntime (20s) must be less than deadtime (15s)"),
+        "{}",
+        r.render()
+    );
+    let r = rejected(hb_case(
+        &SEED_HA.replace("keepalive 2", "keepalive soon"),
+        SHA1,
+        0o600,
+    ));
+    assert!(
+        r.render()
+            .contains("ha.cf:1 keepalive soon: error: invalid time"),
+        "{}",
+        r.render()
+    );
 }
 
 #[test]
@@ -341,7 +423,11 @@ fn heartbeat_ms_units_and_udpport_order() {
     let cl = imp.config.cluster.as_ref().unwrap();
     assert_eq!(cl.keepalive.as_millis(), 500);
     assert_eq!(cl.deadtime.as_millis(), 2500);
-    assert_eq!(cl.initdead.as_secs(), 12, "Heartbeat's default for deadtime < 6s");
+    assert_eq!(
+        cl.initdead.as_secs(),
+        12,
+        "Heartbeat's default for deadtime < 6s"
+    );
     assert_eq!(cl.node[0].address, vec!["20.0.0.33:694", "20.0.0.161:5694"]);
     let t = imp.report.render();
     assert!(t.contains("udpport comes after ucast lines"), "{t}");
@@ -352,7 +438,10 @@ fn heartbeat_ms_units_and_udpport_order() {
 fn crc_authkeys_is_refused() {
     let r = rejected(hb_case(SEED_HA, "auth 2\n2 crc\n", 0o600));
     let t = r.render();
-    assert!(t.contains("authkeys:2 2 crc ****: error: crc authentication is refused"), "{t}");
+    assert!(
+        t.contains("authkeys:2 2 crc ****: error: crc authentication is refused"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -367,7 +456,10 @@ fn crc_with_another_key_uses_that_key_with_a_warning() {
 fn readable_authkeys_is_a_warning() {
     let imp = hb_case(SEED_HA, SHA1, 0o644).unwrap();
     assert_eq!(imp.report.exit_code(), 2);
-    assert!(imp.report.render().contains("mode 0644: authkeys is readable by group/others"));
+    assert!(imp
+        .report
+        .render()
+        .contains("mode 0644: authkeys is readable by group/others"));
 }
 
 #[test]
@@ -382,8 +474,16 @@ fn scripts_without_node_evidence_leave_todos() {
     let imp = import_sources(src).unwrap();
     assert_eq!(imp.report.exit_code(), 2);
     let t = imp.report.render();
-    assert!(t.contains("cannot tell which node these scripts belong to"), "{t}");
-    assert!(imp.toml.contains("# TODO: pick this node's heartbeat addresses from"), "{}", imp.toml);
+    assert!(
+        t.contains("cannot tell which node these scripts belong to"),
+        "{t}"
+    );
+    assert!(
+        imp.toml
+            .contains("# TODO: pick this node's heartbeat addresses from"),
+        "{}",
+        imp.toml
+    );
     assert_eq!(imp.config.eip.len(), 2, "EIPs are still derivable");
 }
 
@@ -408,9 +508,15 @@ fn run_writes_config_and_key_and_returns_exit_codes() {
     let toml = std::fs::read_to_string(tmp.path().join("edgelb.toml")).unwrap();
     edgelb::config::load_str(&toml, "edgelb.toml").unwrap();
     let key = tmp.path().join("cluster.key");
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), "9f2c4e7a1b3d5f60718293a4b5c6d7e8\n");
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        "9f2c4e7a1b3d5f60718293a4b5c6d7e8\n"
+    );
     assert_eq!(mode(&key) & 0o777, 0o600);
-    assert!(toml.contains(&format!("auth_key_file = \"{}\"", std::path::absolute(&key).unwrap().display())));
+    assert!(toml.contains(&format!(
+        "auth_key_file = \"{}\"",
+        std::path::absolute(&key).unwrap().display()
+    )));
     assert!(err.contains("summary:"));
 
     // Readable authkeys: imported, exit 2.
@@ -441,7 +547,12 @@ fn run_to_stdout_without_heartbeat() {
         ..ImportArgs::default()
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    assert_eq!(run_inner(&args, &mut out, &mut err), 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(
+        run_inner(&args, &mut out, &mut err),
+        0,
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
     let toml = String::from_utf8(out).unwrap();
     assert!(toml.contains("[[listen]]"));
     assert!(!toml.contains("[cluster]"));

@@ -71,8 +71,7 @@ pub fn quote(s: &str) -> String {
 
 fn bare_key(k: &str) -> String {
     if !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         k.to_string()
@@ -191,13 +190,10 @@ fn push_comment(out: &mut String, text: &str) {
         } else {
             out.push_str("# ");
             // TOML forbids control characters in comments.
-            out.extend(line.chars().map(|c| {
-                if c.is_control() && c != '\t' {
-                    '?'
-                } else {
-                    c
-                }
-            }));
+            out.extend(
+                line.chars()
+                    .map(|c| if c.is_control() && c != '\t' { '?' } else { c }),
+            );
             out.push('\n');
         }
     }

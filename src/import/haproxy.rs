@@ -33,7 +33,9 @@ impl Env {
     }
 
     /// A fixed environment, for tests and reproducible imports.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         Self {
             vars: pairs
                 .into_iter()
@@ -67,6 +69,8 @@ pub struct Lexed {
     pub undefined: Vec<String>,
     /// `$VAR` outside double quotes: HAProxy keeps those literally.
     pub bare_vars: Vec<String>,
+    /// Character index (in the line without leading blanks) where a `#` comment starts.
+    pub comment_at: Option<usize>,
 }
 
 /// Splits one line into words the way HAProxy 2.6 does (`parse_line` with `PARSE_OPT_ENV |
@@ -87,6 +91,7 @@ pub fn lex_line(line: &str, env: &Env) -> Result<Lexed, String> {
         if c == '\n' || c == '\r' {
             break;
         } else if c == '#' && !squote && !dquote {
+            out.comment_at = Some(i);
             break;
         } else if c == '"' && !squote {
             dquote = !dquote;
@@ -259,7 +264,9 @@ impl Line {
 pub fn parse_time(s: &str) -> Result<Duration, String> {
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err(format!("invalid time {s:?}: expected a number with an optional unit (us, ms, s, m, h, d)"));
+        return Err(format!(
+            "invalid time {s:?}: expected a number with an optional unit (us, ms, s, m, h, d)"
+        ));
     }
     let n: u64 = s[..digits]
         .parse()
@@ -271,7 +278,11 @@ pub fn parse_time(s: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         "d" => Duration::from_secs(n.saturating_mul(86400)),
-        u => return Err(format!("invalid time {s:?}: unknown unit {u:?} (us, ms, s, m, h, d)")),
+        u => {
+            return Err(format!(
+                "invalid time {s:?}: unknown unit {u:?} (us, ms, s, m, h, d)"
+            ))
+        }
     };
     Ok(d)
 }
@@ -481,6 +492,14 @@ fn lex_file(text: &str, file: &str, env: &mut Env, rep: &mut Report) -> Vec<Sect
             );
         }
         let indented = joined.starts_with([' ', '\t']);
+        // The report shows the directive as written, without its trailing comment.
+        let at = match lexed.comment_at {
+            Some(c) => {
+                let shown: String = joined.trim_start().chars().take(c).collect();
+                Loc::new(file, first_no, &shown)
+            }
+            None => at,
+        };
         let line = Line {
             loc: at.clone(),
             words: lexed.words,
@@ -508,7 +527,9 @@ fn lex_file(text: &str, file: &str, env: &mut Env, rep: &mut Report) -> Vec<Sect
             } else if line.words.len() > 2 {
                 rep.warn(&at, "unexpected words after the section name (ignored)");
             }
-            if name.is_empty() && matches!(kind, SecKind::Frontend | SecKind::Backend | SecKind::Listen) {
+            if name.is_empty()
+                && matches!(kind, SecKind::Frontend | SecKind::Backend | SecKind::Listen)
+            {
                 rep.error(&at, format!("`{kw}` needs a name"));
             }
             sections.push(Section {
@@ -583,13 +604,56 @@ fn apply_env_directive(line: &Line, env: &mut Env, rep: &mut Report) {
 
 fn is_known_keyword(kw: &str) -> bool {
     const KNOWN: &[&str] = &[
-        "acl", "bind", "server", "default-server", "option", "no", "timeout", "retries", "balance",
-        "cookie", "mode", "log", "maxconn", "default_backend", "use_backend", "http-request",
-        "http-response", "http-check", "stats", "user", "group", "daemon", "chroot", "pidfile",
-        "nbthread", "nbproc", "description", "errorfile", "capture", "redirect", "tcp-request",
-        "tcp-response", "stick", "stick-table", "compression", "monitor-uri", "fullconn",
-        "hash-type", "http-reuse", "id", "disabled", "enabled", "email-alert", "unique-id-format",
-        "unique-id-header", "log-format", "setenv", "presetenv", "unsetenv", "resetenv",
+        "acl",
+        "bind",
+        "server",
+        "default-server",
+        "option",
+        "no",
+        "timeout",
+        "retries",
+        "balance",
+        "cookie",
+        "mode",
+        "log",
+        "maxconn",
+        "default_backend",
+        "use_backend",
+        "http-request",
+        "http-response",
+        "http-check",
+        "stats",
+        "user",
+        "group",
+        "daemon",
+        "chroot",
+        "pidfile",
+        "nbthread",
+        "nbproc",
+        "description",
+        "errorfile",
+        "capture",
+        "redirect",
+        "tcp-request",
+        "tcp-response",
+        "stick",
+        "stick-table",
+        "compression",
+        "monitor-uri",
+        "fullconn",
+        "hash-type",
+        "http-reuse",
+        "id",
+        "disabled",
+        "enabled",
+        "email-alert",
+        "unique-id-format",
+        "unique-id-header",
+        "log-format",
+        "setenv",
+        "presetenv",
+        "unsetenv",
+        "resetenv",
     ];
     KNOWN.contains(&kw)
 }
@@ -677,12 +741,18 @@ fn global_directive(ctx: &mut Ctx<'_>, l: &Line) {
         },
         "nbproc" => match l.arg(1) {
             Some("1") => ctx.rep.not_needed(at, "edgelb is one process"),
-            _ => ctx.rep.warn(at, "edgelb is one multi-threaded process; set global.workers instead"),
+            _ => ctx.rep.warn(
+                at,
+                "edgelb is one multi-threaded process; set global.workers instead",
+            ),
         },
         "hard-stop-after" => match l.arg(1).map(parse_time) {
             Some(Ok(d)) => {
                 ctx.out.global.set("grace", Value::Dur(d), c);
-                ctx.rep.mapped(at, format!("global.grace = \"{}\"", super::emit::format_duration(d)));
+                ctx.rep.mapped(
+                    at,
+                    format!("global.grace = \"{}\"", super::emit::format_duration(d)),
+                );
             }
             Some(Err(e)) => ctx.rep.error(at, e),
             None => ctx.rep.error(at, "missing time"),
@@ -690,10 +760,16 @@ fn global_directive(ctx: &mut Ctx<'_>, l: &Line) {
         "log" => global_log(ctx, l),
         "stats" => match l.arg(1) {
             Some("socket") => {
-                let admin = l.words.windows(2).any(|w| w[0] == "level" && w[1] == "admin");
-                ctx.stats.get_or_insert_with(|| Table::new("[stats]")).comments.push(format!(
-                    "{c}: replaced by the admin API (api_bind) and dashboard"
-                ));
+                let admin = l
+                    .words
+                    .windows(2)
+                    .any(|w| w[0] == "level" && w[1] == "admin");
+                ctx.stats
+                    .get_or_insert_with(|| Table::new("[stats]"))
+                    .comments
+                    .push(format!(
+                        "{c}: replaced by the admin API (api_bind) and dashboard"
+                    ));
                 ctx.rep.note(
                     at,
                     if admin {
@@ -703,25 +779,63 @@ fn global_directive(ctx: &mut Ctx<'_>, l: &Line) {
                     },
                 );
             }
-            Some("timeout") => ctx.rep.not_needed(at, "applies to the stats socket, which the HTTP API replaces"),
-            Some("maxconn") => ctx.rep.not_needed(at, "applies to the stats socket, which the HTTP API replaces"),
+            Some("timeout") => ctx.rep.not_needed(
+                at,
+                "applies to the stats socket, which the HTTP API replaces",
+            ),
+            Some("maxconn") => ctx.rep.not_needed(
+                at,
+                "applies to the stats socket, which the HTTP API replaces",
+            ),
             _ => ctx.rep.warn(at, "unsupported stats directive"),
         },
-        "user" | "group" | "uid" | "gid" => ctx.rep.not_needed(at, "edgelb runs as the service user of its systemd unit"),
-        "chroot" => ctx.rep.not_needed(at, "edgelb opens no files while serving; confine it with the systemd unit"),
-        "pidfile" => ctx.rep.not_needed(at, "edgelb runs in the foreground under systemd"),
-        "daemon" | "master-worker" => ctx.rep.not_needed(at, "edgelb runs in the foreground under systemd and reloads in place"),
-        "module-path" | "module-load" => ctx.rep.not_needed(at, "HAProxy Enterprise modules; edgelb is one binary"),
-        "setenv" | "presetenv" | "unsetenv" | "resetenv" => ctx.rep.not_needed(at, "applied while importing: the variables are expanded into the values"),
-        "ulimit-n" | "fd-hard-limit" => ctx.rep.not_needed(at, "set LimitNOFILE in the systemd unit"),
-        "node" | "description" => ctx.rep.not_needed(at, "edgelb names nodes in [node] / [[cluster.node]]"),
-        "ca-base" | "crt-base" | "ssl-default-bind-ciphers" | "ssl-default-bind-options"
-        | "ssl-default-server-ciphers" | "ssl-default-server-options" | "ssl-default-bind-ciphersuites"
-        | "ssl-default-server-ciphersuites" | "tune.ssl.default-dh-param" | "ssl-server-verify" => {
-            ctx.rep.note(at, "TLS settings: edgelb does not terminate TLS, so there is nothing to apply them to")
-        }
-        "spread-checks" => ctx.rep.warn(at, "unsupported: edgelb spreads the first checks over one interval, not configurable"),
-        kw => ctx.rep.warn(at, format!("unsupported global directive `{kw}`")),
+        "user" | "group" | "uid" | "gid" => ctx
+            .rep
+            .not_needed(at, "edgelb runs as the service user of its systemd unit"),
+        "chroot" => ctx.rep.not_needed(
+            at,
+            "edgelb opens no files while serving; confine it with the systemd unit",
+        ),
+        "pidfile" => ctx
+            .rep
+            .not_needed(at, "edgelb runs in the foreground under systemd"),
+        "daemon" | "master-worker" => ctx.rep.not_needed(
+            at,
+            "edgelb runs in the foreground under systemd and reloads in place",
+        ),
+        "module-path" | "module-load" => ctx
+            .rep
+            .not_needed(at, "HAProxy Enterprise modules; edgelb is one binary"),
+        "setenv" | "presetenv" | "unsetenv" | "resetenv" => ctx.rep.not_needed(
+            at,
+            "applied while importing: the variables are expanded into the values",
+        ),
+        "ulimit-n" | "fd-hard-limit" => ctx
+            .rep
+            .not_needed(at, "set LimitNOFILE in the systemd unit"),
+        "node" | "description" => ctx
+            .rep
+            .not_needed(at, "edgelb names nodes in [node] / [[cluster.node]]"),
+        "ca-base"
+        | "crt-base"
+        | "ssl-default-bind-ciphers"
+        | "ssl-default-bind-options"
+        | "ssl-default-server-ciphers"
+        | "ssl-default-server-options"
+        | "ssl-default-bind-ciphersuites"
+        | "ssl-default-server-ciphersuites"
+        | "tune.ssl.default-dh-param"
+        | "ssl-server-verify" => ctx.rep.note(
+            at,
+            "TLS settings: edgelb does not terminate TLS, so there is nothing to apply them to",
+        ),
+        "spread-checks" => ctx.rep.warn(
+            at,
+            "unsupported: edgelb spreads the first checks over one interval, not configurable",
+        ),
+        kw => ctx
+            .rep
+            .warn(at, format!("unsupported global directive `{kw}`")),
     }
 }
 
@@ -750,7 +864,10 @@ fn global_log(ctx: &mut Ctx<'_>, l: &Line) {
         "stdout" | "stderr" => Some(target.to_string()),
         "/dev/log" | "unix@/dev/log" => Some("syslog".into()),
         t => {
-            let t = t.strip_prefix("udp@").or_else(|| t.strip_prefix("udp4@")).unwrap_or(t);
+            let t = t
+                .strip_prefix("udp@")
+                .or_else(|| t.strip_prefix("udp4@"))
+                .unwrap_or(t);
             let t = t.strip_prefix("ipv4@").unwrap_or(t);
             if let Ok(ip) = t.parse::<IpAddr>() {
                 Some(format!("udp://{}", std::net::SocketAddr::new(ip, 514)))
@@ -773,11 +890,18 @@ fn global_log(ctx: &mut Ctx<'_>, l: &Line) {
         return;
     }
     let Some(access) = access else {
-        ctx.rep.warn(at, format!("unsupported log target {target:?} (edgelb: stdout, stderr, /dev/log, IP[:PORT])"));
+        ctx.rep.warn(
+            at,
+            format!(
+                "unsupported log target {target:?} (edgelb: stdout, stderr, /dev/log, IP[:PORT])"
+            ),
+        );
         return;
     };
     let c = at.comment();
-    ctx.out.log.set("access", Value::Str(access.clone()), c.clone());
+    ctx.out
+        .log
+        .set("access", Value::Str(access.clone()), c.clone());
     let mut msg = format!("log.access = \"{access}\"");
     if let Some(f) = facility {
         ctx.out.log.set("facility", Value::Str(f.to_string()), None);
@@ -794,7 +918,8 @@ fn global_log(ctx: &mut Ctx<'_>, l: &Line) {
         }
     }
     if !extra.is_empty() {
-        ctx.rep.warn(at, format!("unsupported log options: {}", extra.join(", ")));
+        ctx.rep
+            .warn(at, format!("unsupported log options: {}", extra.join(", ")));
     }
 }
 
@@ -850,12 +975,14 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
     let mut named: HashMap<String, Opts> = HashMap::new();
     let mut first_defaults: Option<Opts> = None;
     let mut parsed: Vec<(usize, Proxy)> = Vec::new();
+    let mut ranges: HashMap<usize, std::ops::Range<usize>> = HashMap::new();
     for (i, s) in sections.iter().enumerate() {
         let base = match &s.from {
             Some(f) => match named.get(f) {
                 Some(o) => o.clone(),
                 None => {
-                    ctx.rep.error(&s.at, format!("no defaults section named {f:?}"));
+                    ctx.rep
+                        .error(&s.at, format!("no defaults section named {f:?}"));
                     Opts::default()
                 }
             },
@@ -865,7 +992,10 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
         match s.kind {
             SecKind::Global => {}
             SecKind::Defaults => {
-                ctx.rep.mapped(&s.at, "[defaults] (proxy settings) and per-[[listen]] defaults");
+                ctx.rep.mapped(
+                    &s.at,
+                    "[defaults] (proxy settings) and per-[[listen]] defaults",
+                );
                 let mut p = Proxy {
                     opts: base,
                     ..Proxy::default()
@@ -890,9 +1020,11 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
                     opts: base,
                     ..Proxy::default()
                 };
+                let start = ctx.rep.entries.len();
                 for l in &s.lines {
                     proxy_directive(ctx, s, &target, &mut p, l);
                 }
+                ranges.insert(i, start..ctx.rep.entries.len());
                 parsed.push((i, p));
             }
         }
@@ -902,10 +1034,12 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
 
     // Assemble listens: `listen` sections as they are; each used backend with its frontends.
     let mut log_settings: Option<(Option<Src<bool>>, Option<Src<bool>>)> = None;
+    let mut dropped: Vec<usize> = Vec::new();
     for (i, p) in &parsed {
         let s = &sections[*i];
         if p.disabled {
             ctx.rep.warn(&s.at, "the proxy is disabled: not imported");
+            dropped.push(*i);
             continue;
         }
         match s.kind {
@@ -914,10 +1048,14 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
                     stats_proxy(ctx, s, p);
                     continue;
                 }
-                ctx.rep.mapped(&s.at, format!("[[listen]] name = {:?}", s.name));
+                ctx.rep
+                    .mapped(&s.at, format!("[[listen]] name = {:?}", s.name));
                 if let Some(ls) = emit_listen(ctx, &s.name, &s.at, p, p, &defaults) {
-                    log_settings.get_or_insert((p.opts.httplog.clone(), p.opts.dontlognull.clone()));
+                    log_settings
+                        .get_or_insert((p.opts.httplog.clone(), p.opts.dontlognull.clone()));
                     ctx.out.listens.push(ls);
+                } else {
+                    dropped.push(*i);
                 }
             }
             SecKind::Frontend => {
@@ -926,52 +1064,104 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
                         stats_proxy(ctx, s, p);
                     } else {
                         ctx.rep.warn(&s.at, "frontend without a default_backend (or unconditional use_backend): not imported");
+                        dropped.push(*i);
                     }
                     continue;
                 };
-                let backend = parsed
-                    .iter()
-                    .find(|(j, _)| sections[*j].kind == SecKind::Backend && sections[*j].name == *bname);
+                let backend = parsed.iter().find(|(j, _)| {
+                    sections[*j].kind == SecKind::Backend && sections[*j].name == *bname
+                });
                 let Some((_, be)) = backend else {
-                    ctx.rep.error(&s.at, format!("backend {bname:?} is not defined"));
+                    ctx.rep
+                        .error(&s.at, format!("backend {bname:?} is not defined"));
                     continue;
                 };
                 let first_fe = parsed.iter().find(|(j, _)| {
                     sections[*j].kind == SecKind::Frontend && names.get(j) == Some(bname)
                 });
                 if first_fe.map(|(j, _)| j) != Some(i) {
-                    ctx.rep.mapped(&s.at, format!("binds added to [[listen]] name = {bname:?}"));
-                    if let Some(l) = ctx.out.listens.iter_mut().find(|l| l.first().and_then(|t| t.get("name")) == Some(&Value::Str(bname.clone()))) {
-                        if let Some(Value::List(binds)) = l[0].fields.iter_mut().find(|f| f.key == "bind").map(|f| &mut f.value) {
+                    ctx.rep
+                        .mapped(&s.at, format!("binds added to [[listen]] name = {bname:?}"));
+                    if let Some(l) = ctx.out.listens.iter_mut().find(|l| {
+                        l.first().and_then(|t| t.get("name")) == Some(&Value::Str(bname.clone()))
+                    }) {
+                        if let Some(Value::List(binds)) = l[0]
+                            .fields
+                            .iter_mut()
+                            .find(|f| f.key == "bind")
+                            .map(|f| &mut f.value)
+                        {
                             binds.extend(p.binds.iter().map(|b| Value::Str(b.v.clone())));
                         }
                     }
                     ctx.rep.warn(&s.at, format!("a second frontend for backend {bname:?}: only its binds are merged; its other settings are not (edgelb uses the first frontend's)"));
                     continue;
                 }
-                ctx.rep.mapped(&s.at, format!("merged with backend {bname:?} into [[listen]] name = {bname:?}"));
+                ctx.rep.mapped(
+                    &s.at,
+                    format!("merged with backend {bname:?} into [[listen]] name = {bname:?}"),
+                );
                 if let Some(ls) = emit_listen(ctx, bname, &s.at, p, be, &defaults) {
-                    log_settings.get_or_insert((p.opts.httplog.clone(), p.opts.dontlognull.clone()));
+                    log_settings
+                        .get_or_insert((p.opts.httplog.clone(), p.opts.dontlognull.clone()));
                     ctx.out.listens.push(ls);
+                } else {
+                    dropped.push(*i);
+                    if let Some((j, _)) = backend {
+                        dropped.push(*j);
+                    }
                 }
             }
             SecKind::Backend => {
-                if names.iter().any(|(j, n)| sections[*j].kind == SecKind::Frontend && *n == s.name) {
-                    ctx.rep.mapped(&s.at, format!("servers and backend settings of [[listen]] name = {:?}", s.name));
+                if names
+                    .iter()
+                    .any(|(j, n)| sections[*j].kind == SecKind::Frontend && *n == s.name)
+                {
+                    ctx.rep.mapped(
+                        &s.at,
+                        format!(
+                            "servers and backend settings of [[listen]] name = {:?}",
+                            s.name
+                        ),
+                    );
                 } else {
-                    ctx.rep.warn(&s.at, "backend not used by any frontend (or only through ACLs): not imported");
+                    ctx.rep.warn(
+                        &s.at,
+                        "backend not used by any frontend (or only through ACLs): not imported",
+                    );
+                    dropped.push(*i);
                 }
             }
             _ => {}
         }
     }
 
+    // Directives of a section that was not imported did not become anything.
+    for i in dropped {
+        let Some(r) = ranges.get(&i) else { continue };
+        let line = sections[i].at.line;
+        for e in &mut ctx.rep.entries[r.clone()] {
+            if e.kind == super::report::Kind::Mapped {
+                e.kind = super::report::Kind::Note;
+                e.message = format!("not imported with its section (line {line})");
+            }
+        }
+    }
+
     // [log]: httplog / dontlognull are global in edgelb.
     if let Some((httplog, dontlognull)) = log_settings {
         match httplog {
-            Some(Src { v: true, at }) => ctx.out.log.set("format", Value::Str("httplog".into()), at.comment()),
+            Some(Src { v: true, at }) => {
+                ctx.out
+                    .log
+                    .set("format", Value::Str("httplog".into()), at.comment())
+            }
             _ => {
-                ctx.out.log.set("format", Value::Str("httplog".into()), "edgelb always logs in the httplog format".to_string());
+                ctx.out.log.set(
+                    "format",
+                    Value::Str("httplog".into()),
+                    "edgelb always logs in the httplog format".to_string(),
+                );
             }
         }
         match dontlognull {
@@ -1000,10 +1190,14 @@ fn stats_proxy(ctx: &mut Ctx<'_>, s: &Section, p: &Proxy) {
     ctx.rep.mapped(&s.at, "[stats] (a stats-only proxy)");
     if let Some(b) = p.binds.first() {
         t.set("dashboard_bind", Value::Str(b.v.clone()), b.at.comment());
-        ctx.rep.mapped(&b.at, format!("stats.dashboard_bind = {:?}", b.v));
+        ctx.rep
+            .mapped(&b.at, format!("stats.dashboard_bind = {:?}", b.v));
     }
     for b in p.binds.iter().skip(1) {
-        ctx.rep.warn(&b.at, "the dashboard has one bind address; extra bind not imported");
+        ctx.rep.warn(
+            &b.at,
+            "the dashboard has one bind address; extra bind not imported",
+        );
     }
 }
 
@@ -1037,7 +1231,12 @@ fn eff(fe: &Opts, be: &Opts) -> Eff {
 
 fn emit_proxy_settings(t: &mut Table, fe: &Opts, be: &Opts, base: Option<&Eff>) {
     let e = eff(fe, be);
-    let dur = |t: &mut Table, key: &str, v: Option<Duration>, b: Option<Option<Duration>>, src: &Option<Src<Duration>>, why: Option<String>| {
+    let dur = |t: &mut Table,
+               key: &str,
+               v: Option<Duration>,
+               b: Option<Option<Duration>>,
+               src: &Option<Src<Duration>>,
+               why: Option<String>| {
         if let Some(d) = v {
             if b != Some(Some(d)) {
                 let c = match (src, why) {
@@ -1049,17 +1248,56 @@ fn emit_proxy_settings(t: &mut Table, fe: &Opts, be: &Opts, base: Option<&Eff>) 
             }
         }
     };
-    dur(t, "timeout_connect", e.timeout_connect, base.map(|b| b.timeout_connect), &be.timeout_connect, None);
-    dur(t, "timeout_client", e.timeout_client, base.map(|b| b.timeout_client), &fe.timeout_client, None);
-    dur(t, "timeout_server", e.timeout_server, base.map(|b| b.timeout_server), &be.timeout_server, None);
-    dur(t, "timeout_http_request", e.timeout_http_request, base.map(|b| b.timeout_http_request), &fe.timeout_http_request, None);
+    dur(
+        t,
+        "timeout_connect",
+        e.timeout_connect,
+        base.map(|b| b.timeout_connect),
+        &be.timeout_connect,
+        None,
+    );
+    dur(
+        t,
+        "timeout_client",
+        e.timeout_client,
+        base.map(|b| b.timeout_client),
+        &fe.timeout_client,
+        None,
+    );
+    dur(
+        t,
+        "timeout_server",
+        e.timeout_server,
+        base.map(|b| b.timeout_server),
+        &be.timeout_server,
+        None,
+    );
+    dur(
+        t,
+        "timeout_http_request",
+        e.timeout_http_request,
+        base.map(|b| b.timeout_http_request),
+        &fe.timeout_http_request,
+        None,
+    );
     let ka_why = match (&fe.timeout_http_keep_alive, &fe.timeout_http_request) {
         (None, Some(r)) => Some(format!("{}: HAProxy uses timeout http-request for keep-alive when timeout http-keep-alive is unset", r.at.comment())),
         _ => None,
     };
-    dur(t, "timeout_http_keep_alive", e.timeout_http_keep_alive, base.map(|b| b.timeout_http_keep_alive), &fe.timeout_http_keep_alive, ka_why);
+    dur(
+        t,
+        "timeout_http_keep_alive",
+        e.timeout_http_keep_alive,
+        base.map(|b| b.timeout_http_keep_alive),
+        &fe.timeout_http_keep_alive,
+        ka_why,
+    );
     if base.map(|b| b.retries) != Some(e.retries) {
-        let c = be.retries.as_ref().map(|s| s.at.comment()).unwrap_or_else(|| "HAProxy's default retries".into());
+        let c = be
+            .retries
+            .as_ref()
+            .map(|s| s.at.comment())
+            .unwrap_or_else(|| "HAProxy's default retries".into());
         t.set("retries", Value::Int(e.retries.into()), c);
     }
     if base.map(|b| b.redispatch) != Some(e.redispatch) {
@@ -1067,12 +1305,18 @@ fn emit_proxy_settings(t: &mut Table, fe: &Opts, be: &Opts, base: Option<&Eff>) 
             .redispatch
             .as_ref()
             .map(|s| s.at.comment())
-            .unwrap_or_else(|| "no `option redispatch`: HAProxy keeps a request on its cookie's server".into());
+            .unwrap_or_else(|| {
+                "no `option redispatch`: HAProxy keeps a request on its cookie's server".into()
+            });
         t.set("redispatch", Value::Bool(e.redispatch), c);
     }
     if let Some(m) = e.maxconn {
         if base.map(|b| b.maxconn) != Some(Some(m)) {
-            t.set("maxconn", Value::Int(m.into()), fe.maxconn.as_ref().map(|s| s.at.comment()));
+            t.set(
+                "maxconn",
+                Value::Int(m.into()),
+                fe.maxconn.as_ref().map(|s| s.at.comment()),
+            );
         }
     }
 }
@@ -1095,16 +1339,25 @@ fn emit_listen(
     let mode = fo.mode.as_ref().or(bo.mode.as_ref());
     match mode {
         Some(Src { v, at: mat }) if v != "http" => {
-            ctx.rep.warn(mat, format!("listen {name:?} is mode {v}: not imported (edgelb proxies HTTP only)"));
+            ctx.rep.warn(
+                mat,
+                format!("listen {name:?} is mode {v}: not imported (edgelb proxies HTTP only)"),
+            );
             return None;
         }
-        None => ctx.rep.warn(at, "no `mode`: HAProxy defaults to tcp; imported as an HTTP proxy"),
+        None => ctx.rep.warn(
+            at,
+            "no `mode`: HAProxy defaults to tcp; imported as an HTTP proxy",
+        ),
         _ => {}
     }
     let mut t = Table::new("[[listen]]");
     t.set("name", Value::Str(name.to_string()), at.comment());
     if fe.binds.is_empty() {
-        ctx.rep.warn(at, format!("listen {name:?} has no usable bind: not imported"));
+        ctx.rep.warn(
+            at,
+            format!("listen {name:?} has no usable bind: not imported"),
+        );
         return None;
     }
     let comments: Vec<String> = fe.binds.iter().map(|b| b.at.comment()).collect();
@@ -1113,12 +1366,23 @@ fn emit_listen(
         f.comments = dedup(comments);
     }
     t.set("balance", Value::Str("roundrobin".into()), None);
-    let ff = fo.forwardfor.as_ref().filter(|f| f.v.is_some()).or(bo.forwardfor.as_ref());
-    if let Some(Src { v: Some(except), at }) = ff {
+    let ff = fo
+        .forwardfor
+        .as_ref()
+        .filter(|f| f.v.is_some())
+        .or(bo.forwardfor.as_ref());
+    if let Some(Src {
+        v: Some(except),
+        at,
+    }) = ff
+    {
         let v = if except.is_empty() {
             Value::Bool(true)
         } else {
-            Value::Inline(vec![("except".into(), str_list(except.iter().map(|n| n.to_string())))])
+            Value::Inline(vec![(
+                "except".into(),
+                str_list(except.iter().map(|n| n.to_string())),
+            )])
         };
         t.set("forwardfor", v, at.comment());
     }
@@ -1147,7 +1411,11 @@ fn emit_listen(
 
     // Health: per-server timers in HAProxy, per-listen in edgelb.
     let mut h = Table::new("[listen.health]");
-    let checked: Vec<&Server> = be.servers.iter().filter(|s| s.p.check == Some(true)).collect();
+    let checked: Vec<&Server> = be
+        .servers
+        .iter()
+        .filter(|s| s.p.check == Some(true))
+        .collect();
     fn agree<T: PartialEq + Clone>(
         ctx: &mut Ctx<'_>,
         servers: &[&Server],
@@ -1170,7 +1438,11 @@ fn emit_listen(
     let rise = agree(ctx, &checked, |p| p.rise.clone(), "rise");
     let fall = agree(ctx, &checked, |p| p.fall.clone(), "fall");
     let observe = agree(ctx, &checked, |p| p.observe_l4.clone(), "observe");
-    for (k, v) in [("inter", inter), ("fastinter", fastinter), ("downinter", downinter)] {
+    for (k, v) in [
+        ("inter", inter),
+        ("fastinter", fastinter),
+        ("downinter", downinter),
+    ] {
         if let Some(s) = v {
             h.set(k, Value::Dur(s.v), s.at.comment());
         }
@@ -1197,12 +1469,19 @@ fn emit_listen(
         let expect = bo.expect.as_ref();
         ht.set(
             "expect_status",
-            Value::Str(expect.map(|e| e.v.clone()).unwrap_or_else(|| "200-399".into())),
+            Value::Str(
+                expect
+                    .map(|e| e.v.clone())
+                    .unwrap_or_else(|| "200-399".into()),
+            ),
             expect.map(|e| e.at.comment()),
         );
         http_t = Some(ht);
     } else if let Some(e) = &bo.expect {
-        ctx.rep.warn(&e.at, "`http-check expect` without `option httpchk` has no effect in HAProxy either; ignored");
+        ctx.rep.warn(
+            &e.at,
+            "`http-check expect` without `option httpchk` has no effect in HAProxy either; ignored",
+        );
     }
     tables.push(h);
     if let Some(ht) = http_t {
@@ -1239,8 +1518,14 @@ fn emit_listen(
                     format!("{}:{p}", s.address)
                 }
                 _ => {
-                    ctx.rep.warn(&s.at, "no port and several bind ports: edgelb needs a fixed port; TODO left");
-                    st.todo(format!("set the port of {:?} (HAProxy used the client's destination port)", s.address));
+                    ctx.rep.warn(
+                        &s.at,
+                        "no port and several bind ports: edgelb needs a fixed port; TODO left",
+                    );
+                    st.todo(format!(
+                        "set the port of {:?} (HAProxy used the client's destination port)",
+                        s.address
+                    ));
                     format!("{}:80", s.address)
                 }
             }
@@ -1266,7 +1551,10 @@ fn emit_listen(
         tables.push(st);
     }
     if be.servers.is_empty() {
-        ctx.rep.warn(at, format!("listen {name:?} has no servers: every request will get 503"));
+        ctx.rep.warn(
+            at,
+            format!("listen {name:?} has no servers: every request will get 503"),
+        );
     }
     Some(tables)
 }
@@ -1284,8 +1572,14 @@ fn dedup(v: Vec<String>) -> Vec<String> {
 fn proxy_directive(ctx: &mut Ctx<'_>, s: &Section, target: &str, p: &mut Proxy, l: &Line) {
     let at = &l.loc;
     let is_defaults = s.kind == SecKind::Defaults;
-    let fe_side = matches!(s.kind, SecKind::Frontend | SecKind::Listen | SecKind::Defaults);
-    let be_side = matches!(s.kind, SecKind::Backend | SecKind::Listen | SecKind::Defaults);
+    let fe_side = matches!(
+        s.kind,
+        SecKind::Frontend | SecKind::Listen | SecKind::Defaults
+    );
+    let be_side = matches!(
+        s.kind,
+        SecKind::Backend | SecKind::Listen | SecKind::Defaults
+    );
     let per_listen = |key: &str| {
         if is_defaults {
             format!("listen.{key} of every [[listen]]")
@@ -1428,13 +1722,21 @@ fn proxy_directive(ctx: &mut Ctx<'_>, s: &Section, target: &str, p: &mut Proxy, 
 /// `stats refresh` takes seconds by default.
 fn parse_time_secs(s: &str) -> Result<Duration, String> {
     if s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
+        s.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string())
     } else {
         parse_time(s)
     }
 }
 
-fn option(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, key: &dyn Fn(&str) -> String, per_listen: &dyn Fn(&str) -> String) {
+fn option(
+    ctx: &mut Ctx<'_>,
+    l: &Line,
+    o: &mut Opts,
+    key: &dyn Fn(&str) -> String,
+    per_listen: &dyn Fn(&str) -> String,
+) {
     let at = &l.loc;
     let (neg, name_idx) = if l.kw() == "no" {
         if l.arg(1) != Some("option") {
@@ -1601,7 +1903,13 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
     Err(format!("invalid network {s:?}"))
 }
 
-fn timeout(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, key: &dyn Fn(&str) -> String, per_listen: &dyn Fn(&str) -> String) {
+fn timeout(
+    ctx: &mut Ctx<'_>,
+    l: &Line,
+    o: &mut Opts,
+    key: &dyn Fn(&str) -> String,
+    per_listen: &dyn Fn(&str) -> String,
+) {
     let at = &l.loc;
     let (Some(which), Some(val)) = (l.arg(1), l.arg(2)) else {
         ctx.rep.error(at, "`timeout` needs a name and a value");
@@ -1627,15 +1935,22 @@ fn timeout(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, key: &dyn Fn(&str) -> Stri
         "http-keep-alive" => (&mut o.timeout_http_keep_alive, "timeout_http_keep_alive"),
         "check" => {
             o.timeout_check = src(d, at);
-            ctx.rep.mapped(at, per_listen(&format!("health.timeout = \"{shown}\"")));
+            ctx.rep
+                .mapped(at, per_listen(&format!("health.timeout = \"{shown}\"")));
             return;
         }
         "queue" => {
-            ctx.rep.warn(at, "edgelb does not queue requests (no server maxconn); not imported");
+            ctx.rep.warn(
+                at,
+                "edgelb does not queue requests (no server maxconn); not imported",
+            );
             return;
         }
         "tunnel" | "client-fin" | "server-fin" | "tarpit" => {
-            ctx.rep.warn(at, format!("timeout {which} is not supported; not imported"));
+            ctx.rep.warn(
+                at,
+                format!("timeout {which} is not supported; not imported"),
+            );
             return;
         }
         other => {
@@ -1675,7 +1990,10 @@ fn cookie(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, per_listen: &dyn Fn(&str) -
                 i += 1;
                 match (l.words.get(i), &ck.domain) {
                     (Some(d), None) => ck.domain = Some(d.clone()),
-                    (Some(d), Some(_)) => ctx.rep.warn(at, format!("edgelb sets one cookie domain; extra domain {d:?} not imported")),
+                    (Some(d), Some(_)) => ctx.rep.warn(
+                        at,
+                        format!("edgelb sets one cookie domain; extra domain {d:?} not imported"),
+                    ),
                     (None, _) => ctx.rep.error(at, "`domain` needs a value"),
                 }
             }
@@ -1685,12 +2003,16 @@ fn cookie(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, per_listen: &dyn Fn(&str) -
             }
             "attr" => {
                 i += 1;
-                ctx.rep.warn(at, "cookie attr is not supported; not imported");
+                ctx.rep
+                    .warn(at, "cookie attr is not supported; not imported");
             }
-            "postonly" | "preserve" | "dynamic" => {
-                ctx.rep.warn(at, format!("cookie option {w} is not supported; not imported"))
-            }
-            other => ctx.rep.error(at, format!("unknown cookie option {other:?}")),
+            "postonly" | "preserve" | "dynamic" => ctx.rep.warn(
+                at,
+                format!("cookie option {w} is not supported; not imported"),
+            ),
+            other => ctx
+                .rep
+                .error(at, format!("unknown cookie option {other:?}")),
         }
         i += 1;
     }
@@ -1699,7 +2021,10 @@ fn cookie(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, per_listen: &dyn Fn(&str) -
         Some(m) => ctx.rep.warn(at, format!("cookie mode {m} is not supported: edgelb inserts its own cookie (insert mode) instead")),
         None => ctx.rep.warn(at, "passive cookie mode (set by the application) is not supported: edgelb inserts its own cookie (insert mode) instead"),
     }
-    let mut shown = format!("cookie = {{ name = \"{}\", insert = true, indirect = {}, nocache = {}", ck.name, ck.indirect, ck.nocache);
+    let mut shown = format!(
+        "cookie = {{ name = \"{}\", insert = true, indirect = {}, nocache = {}",
+        ck.name, ck.indirect, ck.nocache
+    );
     if ck.httponly {
         shown.push_str(", httponly = true");
     }
@@ -1718,21 +2043,33 @@ fn http_check(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, per_listen: &dyn Fn(&st
     let at = &l.loc;
     match l.arg(1) {
         Some("expect") => {
-            let (neg, i) = if l.arg(2) == Some("!") { (true, 3) } else { (false, 2) };
+            let (neg, i) = if l.arg(2) == Some("!") {
+                (true, 3)
+            } else {
+                (false, 2)
+            };
             match (l.arg(i), l.arg(i + 1)) {
-                (Some("status"), Some(v)) if !neg && crate::config::parse_status_range(v).is_some() => {
+                (Some("status"), Some(v))
+                    if !neg && crate::config::parse_status_range(v).is_some() =>
+                {
                     o.expect = src(v.to_string(), at);
-                    ctx.rep.mapped(at, per_listen(&format!("health.http.expect_status = \"{v}\"")));
+                    ctx.rep.mapped(
+                        at,
+                        per_listen(&format!("health.http.expect_status = \"{v}\"")),
+                    );
                 }
-                _ => ctx.rep.warn(at, "only `http-check expect status N` or `status N-M` is supported; not imported"),
+                _ => ctx.rep.warn(
+                    at,
+                    "only `http-check expect status N` or `status N-M` is supported; not imported",
+                ),
             }
         }
         Some("send") => {
-            let mut chk = o
-                .httpchk
-                .as_ref()
-                .map(|s| s.v.clone())
-                .unwrap_or(HttpChk { method: "OPTIONS".into(), path: "/".into(), host: None });
+            let mut chk = o.httpchk.as_ref().map(|s| s.v.clone()).unwrap_or(HttpChk {
+                method: "OPTIONS".into(),
+                path: "/".into(),
+                host: None,
+            });
             let mut i = 2;
             while i + 1 < l.words.len() {
                 let v = l.words[i + 1].clone();
@@ -1745,32 +2082,52 @@ fn http_check(ctx: &mut Ctx<'_>, l: &Line, o: &mut Opts, per_listen: &dyn Fn(&st
                         if v.eq_ignore_ascii_case("host") {
                             chk.host = Some(val);
                         } else {
-                            ctx.rep.warn(at, format!("check header {v:?} is not supported; not imported"));
+                            ctx.rep.warn(
+                                at,
+                                format!("check header {v:?} is not supported; not imported"),
+                            );
                         }
                         i += 1;
                     }
-                    other => ctx.rep.warn(at, format!("http-check send {other} is not supported")),
+                    other => ctx
+                        .rep
+                        .warn(at, format!("http-check send {other} is not supported")),
                 }
                 i += 2;
             }
-            let at0 = o.httpchk.as_ref().map(|s| s.at.clone()).unwrap_or_else(|| at.clone());
+            let at0 = o
+                .httpchk
+                .as_ref()
+                .map(|s| s.at.clone())
+                .unwrap_or_else(|| at.clone());
             o.httpchk = src(chk, &at0);
-            ctx.rep.mapped(at, per_listen("health.http method/path/host"));
+            ctx.rep
+                .mapped(at, per_listen("health.http method/path/host"));
         }
-        Some("disable-on-404") => ctx.rep.warn(at, "disable-on-404 is not supported; not imported"),
-        _ => ctx.rep.warn(at, "unsupported http-check rule; not imported"),
+        Some("disable-on-404") => ctx
+            .rep
+            .warn(at, "disable-on-404 is not supported; not imported"),
+        _ => ctx
+            .rep
+            .warn(at, "unsupported http-check rule; not imported"),
     }
 }
 
 /// HAProxy address forms: `*:80`, `:80`, `1.2.3.4:80`, `[::1]:80`, `::1:80`, `ipv4@...`.
 /// Returns the address as edgelb spells it, plus whether a port was present.
 fn parse_addr(s: &str) -> Result<(String, bool), String> {
-    let s = s.strip_prefix("ipv4@").or_else(|| s.strip_prefix("ipv6@")).or_else(|| s.strip_prefix("tcp@")).unwrap_or(s);
+    let s = s
+        .strip_prefix("ipv4@")
+        .or_else(|| s.strip_prefix("ipv6@"))
+        .or_else(|| s.strip_prefix("tcp@"))
+        .unwrap_or(s);
     if s.contains('@') || s.starts_with('/') {
         return Err(format!("{s:?}: only TCP addresses are supported"));
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest.split_once(']').ok_or_else(|| format!("{s:?}: missing ]"))?;
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?}: missing ]"))?;
         (h.to_string(), p.strip_prefix(':').map(str::to_string))
     } else if s.matches(':').count() > 1 {
         match s.rsplit_once(':') {
@@ -1785,12 +2142,25 @@ fn parse_addr(s: &str) -> Result<(String, bool), String> {
     };
     let port = match port.as_deref() {
         None | Some("") => None,
-        Some(p) if p.starts_with(['+', '-']) => return Err(format!("{s:?}: port offsets are not supported")),
+        Some(p) if p.starts_with(['+', '-']) => {
+            return Err(format!("{s:?}: port offsets are not supported"))
+        }
         Some(p) if p.contains('-') => return Err(format!("{s:?}: port ranges are not supported")),
-        Some(p) => Some(p.parse::<u16>().map_err(|_| format!("{s:?}: invalid port {p:?}"))?),
+        Some(p) => Some(
+            p.parse::<u16>()
+                .map_err(|_| format!("{s:?}: invalid port {p:?}"))?,
+        ),
     };
-    let host = if host.is_empty() || host == "*" { "*".to_string() } else { host };
-    let host_out = if host.parse::<Ipv6Addr>().is_ok() { format!("[{host}]") } else { host };
+    let host = if host.is_empty() || host == "*" {
+        "*".to_string()
+    } else {
+        host
+    };
+    let host_out = if host.parse::<Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
+        host
+    };
     match port {
         Some(p) => Ok((format!("{host_out}:{p}"), true)),
         None => Ok((host_out, false)),
@@ -1806,7 +2176,10 @@ fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
     let params: Vec<&str> = l.words[2..].iter().map(String::as_str).collect();
     let tls = params.iter().any(|w| matches!(*w, "ssl" | "crt" | "quic"));
     if tls {
-        ctx.rep.warn(at, "TLS binds are not supported (edgelb does not terminate TLS); bind not imported");
+        ctx.rep.warn(
+            at,
+            "TLS binds are not supported (edgelb does not terminate TLS); bind not imported",
+        );
         return;
     }
     let mut i = 0;
@@ -1816,11 +2189,17 @@ fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
                 i += 1;
             }
             "tfo" | "defer-accept" | "v4v6" | "v6only" => {}
-            "interface" | "maxconn" | "backlog" | "mss" | "mode" | "user" | "group" | "namespace" => {
-                ctx.rep.warn(at, format!("bind option {} is not supported; ignored", params[i]));
+            "interface" | "maxconn" | "backlog" | "mss" | "mode" | "user" | "group"
+            | "namespace" => {
+                ctx.rep.warn(
+                    at,
+                    format!("bind option {} is not supported; ignored", params[i]),
+                );
                 i += 1;
             }
-            other => ctx.rep.warn(at, format!("bind option {other} is not supported; ignored")),
+            other => ctx
+                .rep
+                .warn(at, format!("bind option {other} is not supported; ignored")),
         }
         i += 1;
     }
@@ -1829,14 +2208,27 @@ fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
         match parse_addr(a) {
             Ok((addr, true)) => {
                 shown.push(addr.clone());
-                p.binds.push(Src { v: addr, at: at.clone() });
+                p.binds.push(Src {
+                    v: addr,
+                    at: at.clone(),
+                });
             }
             Ok((_, false)) => ctx.rep.error(at, format!("bind address {a:?} has no port")),
             Err(e) => ctx.rep.warn(at, format!("bind {e}; not imported")),
         }
     }
     if !shown.is_empty() {
-        ctx.rep.mapped(at, format!("{target}: bind += [{}]", shown.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")));
+        ctx.rep.mapped(
+            at,
+            format!(
+                "{target}: bind += [{}]",
+                shown
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
     }
 }
 
@@ -1856,9 +2248,13 @@ fn server(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
     let mut params = p.opts.default_server.clone();
     server_params(ctx, l, 3, &mut params);
     if params.backup {
-        ctx.rep.warn(at, "backup servers are not supported; left as a TODO comment");
+        ctx.rep.warn(
+            at,
+            "backup servers are not supported; left as a TODO comment",
+        );
     } else {
-        ctx.rep.mapped(at, format!("{target}: [[listen.server]] name = {name:?}"));
+        ctx.rep
+            .mapped(at, format!("{target}: [[listen.server]] name = {name:?}"));
     }
     p.servers.push(Server {
         at: at.clone(),
@@ -1915,7 +2311,9 @@ fn server_params(ctx: &mut Ctx<'_>, l: &Line, start: usize, p: &mut SrvParams) {
             },
             "weight" => match parse_u32(v, "weight") {
                 Ok(n) if n <= 256 => p.weight = Some(n),
-                Ok(n) => ctx.rep.error(at, format!("weight {n} is out of range 0..=256")),
+                Ok(n) => ctx
+                    .rep
+                    .error(at, format!("weight {n} is out of range 0..=256")),
                 Err(e) => ctx.rep.error(at, e),
             },
             "port" => match v.and_then(|v| v.parse::<u16>().ok()).filter(|p| *p > 0) {
@@ -1940,27 +2338,41 @@ fn server_params(ctx: &mut Ctx<'_>, l: &Line, start: usize, p: &mut SrvParams) {
             }
             "observe" => match v {
                 Some("layer4") => p.observe_l4 = src(true, at),
-                _ => ctx.rep.warn(at, "only `observe layer4` is supported; not imported"),
+                _ => ctx
+                    .rep
+                    .warn(at, "only `observe layer4` is supported; not imported"),
             },
             "id" => {}
             "init-addr" | "resolve-prefer" | "resolvers" => {
-                ctx.rep.note(at, format!("{k}: edgelb resolves server names once at load"));
+                ctx.rep.note(
+                    at,
+                    format!("{k}: edgelb resolves server names once at load"),
+                );
             }
-            "maxconn" | "maxqueue" | "minconn" | "slowstart" | "on-error" | "on-marked-down" | "on-marked-up"
-            | "error-limit" | "addr" | "agent-check" | "agent-port" | "agent-inter" | "track" | "source"
-            | "pool-max-conn" | "pool-purge-delay" | "proto" | "alpn" | "sni" | "crt" | "ca-file" | "verify" => {
+            "maxconn" | "maxqueue" | "minconn" | "slowstart" | "on-error" | "on-marked-down"
+            | "on-marked-up" | "error-limit" | "addr" | "agent-check" | "agent-port"
+            | "agent-inter" | "track" | "source" | "pool-max-conn" | "pool-purge-delay"
+            | "proto" | "alpn" | "sni" | "crt" | "ca-file" | "verify" => {
                 if matches!(k, "agent-check") {
                     takes_arg = false;
                 }
-                ctx.rep.warn(at, format!("server option `{k}` is not supported; not imported"));
+                ctx.rep.warn(
+                    at,
+                    format!("server option `{k}` is not supported; not imported"),
+                );
             }
-            "ssl" | "check-ssl" | "send-proxy" | "send-proxy-v2" | "check-send-proxy" | "tfo" | "no-ssl" | "resolve-opts" => {
+            "ssl" | "check-ssl" | "send-proxy" | "send-proxy-v2" | "check-send-proxy" | "tfo"
+            | "no-ssl" | "resolve-opts" => {
                 takes_arg = k == "resolve-opts";
-                ctx.rep.warn(at, format!("server option `{k}` is not supported; not imported"));
+                ctx.rep.warn(
+                    at,
+                    format!("server option `{k}` is not supported; not imported"),
+                );
             }
             other => {
                 takes_arg = false;
-                ctx.rep.warn(at, format!("unknown server option `{other}`; not imported"));
+                ctx.rep
+                    .warn(at, format!("unknown server option `{other}`; not imported"));
             }
         }
         i += if takes_arg { 2 } else { 1 };

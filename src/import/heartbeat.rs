@@ -67,9 +67,9 @@ pub fn parse_hb_time(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid time {s:?}: expected seconds (2, 0.5) or milliseconds (500ms)"))?;
+    let v: f64 = num.parse().map_err(|_| {
+        format!("invalid time {s:?}: expected seconds (2, 0.5) or milliseconds (500ms)")
+    })?;
     if !v.is_finite() || v < 0.0 || v > 1e9 {
         return Err(format!("invalid time {s:?}"));
     }
@@ -125,7 +125,9 @@ fn script_vars(text: &str) -> HashMap<String, (String, usize)> {
     for (i, raw) in text.lines().enumerate() {
         let t = raw.trim();
         let t = t.strip_prefix("export ").unwrap_or(t).trim_start();
-        let Some((name, rest)) = t.split_once('=') else { continue };
+        let Some((name, rest)) = t.split_once('=') else {
+            continue;
+        };
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             continue;
         }
@@ -159,12 +161,9 @@ struct ScriptInfo {
 
 impl ScriptInfo {
     fn var(&self, n: &str) -> Option<(&str, Loc)> {
-        self.vars.get(n).map(|(v, line)| {
-            (
-                v.as_str(),
-                Loc::new(&self.file, *line, &format!("{n}={v}")),
-            )
-        })
+        self.vars
+            .get(n)
+            .map(|(v, line)| (v.as_str(), Loc::new(&self.file, *line, &format!("{n}={v}"))))
     }
 }
 
@@ -173,7 +172,10 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
     let mut out = HeartbeatImport::default();
     let Some(ha) = &inp.ha_cf else {
         for s in [&inp.authkeys, &inp.haresources].into_iter().flatten() {
-            rep.warn(&Loc::file(&s.name), "ignored: without ha.cf there is no cluster to configure");
+            rep.warn(
+                &Loc::file(&s.name),
+                "ignored: without ha.cf there is no cluster to configure",
+            );
         }
         out.report = rep;
         return out;
@@ -321,7 +323,11 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
     }
 
     // Heartbeat's own checks (config.c), reported where the values came from.
-    let dt_loc = deadtime.1.clone().or(keepalive.1.clone()).unwrap_or_else(|| Loc::file(&ha.name));
+    let dt_loc = deadtime
+        .1
+        .clone()
+        .or(keepalive.1.clone())
+        .unwrap_or_else(|| Loc::file(&ha.name));
     if deadtime.0 <= keepalive.0 * 2 {
         rep.error(
             &dt_loc,
@@ -343,27 +349,68 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
             } else {
                 deadtime.0 * 2
             };
-            (d, "Heartbeat's default initdead for this deadtime".to_string())
+            (
+                d,
+                "Heartbeat's default initdead for this deadtime".to_string(),
+            )
         }
     };
     if let Some((d, at)) = &initdead {
         if *d < deadtime.0 {
             rep.error(
                 at,
-                format!("initdead ({}) must be at least deadtime ({}), as Heartbeat requires", format_duration(*d), format_duration(deadtime.0)),
+                format!(
+                    "initdead ({}) must be at least deadtime ({}), as Heartbeat requires",
+                    format_duration(*d),
+                    format_duration(deadtime.0)
+                ),
             );
         } else if *d < Duration::from_secs(10) {
-            rep.note(at, "initdead below 10s: Heartbeat warns the peer may not be up yet");
+            rep.note(
+                at,
+                "initdead below 10s: Heartbeat warns the peer may not be up yet",
+            );
         }
     }
     if let Some((w, at)) = &warntime {
         if *w >= deadtime.0 {
-            rep.error(at, format!("warntime ({}) must be less than deadtime ({})", format_duration(*w), format_duration(deadtime.0)));
+            rep.error(
+                at,
+                format!(
+                    "warntime ({}) must be less than deadtime ({})",
+                    format_duration(*w),
+                    format_duration(deadtime.0)
+                ),
+            );
         }
     }
-    cl.set("bind", Value::Str(format!("0.0.0.0:{}", udpport.0)), udpport.1.as_ref().map(Loc::comment).or(Some("Heartbeat's default udpport".into())));
-    cl.set("keepalive", Value::Dur(keepalive.0), keepalive.1.as_ref().map(Loc::comment).or(Some("Heartbeat's default keepalive".into())));
-    cl.set("deadtime", Value::Dur(deadtime.0), deadtime.1.as_ref().map(Loc::comment).or(Some("Heartbeat's default deadtime".into())));
+    cl.set(
+        "bind",
+        Value::Str(format!("0.0.0.0:{}", udpport.0)),
+        udpport
+            .1
+            .as_ref()
+            .map(Loc::comment)
+            .or(Some("Heartbeat's default udpport".into())),
+    );
+    cl.set(
+        "keepalive",
+        Value::Dur(keepalive.0),
+        keepalive
+            .1
+            .as_ref()
+            .map(Loc::comment)
+            .or(Some("Heartbeat's default keepalive".into())),
+    );
+    cl.set(
+        "deadtime",
+        Value::Dur(deadtime.0),
+        deadtime
+            .1
+            .as_ref()
+            .map(Loc::comment)
+            .or(Some("Heartbeat's default deadtime".into())),
+    );
     if let Some((w, at)) = &warntime {
         cl.set("warntime", Value::Dur(*w), at.comment());
     }
@@ -372,7 +419,11 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
         Some((v, at)) => cl.set("auto_failback", Value::Bool(*v), at.comment()),
         None => {
             rep.note(&Loc::file(&ha.name), "no auto_failback: Heartbeat's default (legacy) behaves as on for two nodes; auto_failback = true");
-            cl.set("auto_failback", Value::Bool(true), "Heartbeat's default".to_string());
+            cl.set(
+                "auto_failback",
+                Value::Bool(true),
+                "Heartbeat's default".to_string(),
+            );
         }
     }
 
@@ -384,13 +435,18 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
                 out.secret = Some(secret);
                 if let Some(f) = cl.fields.iter_mut().find(|f| f.key == "auth_key_file") {
                     f.comments.push(comment);
-                    f.comments.push("the secret is written there (mode 0600): copy it to every node".into());
+                    f.comments.push(
+                        "the secret is written there (mode 0600): copy it to every node".into(),
+                    );
                 }
             }
             None => {}
         },
         None => {
-            rep.warn(&Loc::file(&ha.name), "no authkeys given: create the cluster secret file yourself (TODO left)");
+            rep.warn(
+                &Loc::file(&ha.name),
+                "no authkeys given: create the cluster secret file yourself (TODO left)",
+            );
             cl.todo(format!(
                 "create {} (mode 0600) with the same random secret on every node, e.g. `head -c 32 /dev/urandom | base64`",
                 inp.key_file
@@ -411,7 +467,10 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
                 continue;
             }
             if !nodes.iter().any(|(n, _)| n == node) {
-                rep.warn(&at, format!("node {node:?} is not listed with `node` in ha.cf; added"));
+                rep.warn(
+                    &at,
+                    format!("node {node:?} is not listed with `node` in ha.cf; added"),
+                );
                 nodes.push((node.to_string(), at.clone()));
             }
             for r in res {
@@ -425,7 +484,10 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
         .map(|s| ScriptInfo {
             resource: s.resource.clone(),
             file: s.source.name.clone(),
-            owner: owners.iter().find(|(_, r, _)| *r == s.resource).map(|(n, _, _)| n.clone()),
+            owner: owners
+                .iter()
+                .find(|(_, r, _)| *r == s.resource)
+                .map(|(n, _, _)| n.clone()),
             node: s.node.clone(),
             vars: script_vars(&s.source.text),
         })
@@ -433,14 +495,20 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
     for s in &scripts {
         for (k, (v, line)) in &s.vars {
             if v.contains("{{") || v.contains("{%") {
-                rep.warn(&Loc::new(&s.file, *line, &format!("{k}={v}")), "unrendered template value; not usable");
+                rep.warn(
+                    &Loc::new(&s.file, *line, &format!("{k}={v}")),
+                    "unrendered template value; not usable",
+                );
             }
         }
     }
 
     // ---- per-node facts from the scripts
     let names: Vec<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
-    let mut info: HashMap<String, NodeInfo> = names.iter().map(|n| (n.clone(), NodeInfo::default())).collect();
+    let mut info: HashMap<String, NodeInfo> = names
+        .iter()
+        .map(|n| (n.clone(), NodeInfo::default()))
+        .collect();
     let mut groups: Vec<(Option<String>, Vec<&ScriptInfo>)> = Vec::new();
     for s in &scripts {
         match groups.iter_mut().find(|(n, _)| *n == s.node) {
@@ -463,19 +531,30 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
             continue;
         };
         if !info.contains_key(&x) {
-            rep.error(&Loc::file(&first_file), format!("node {x:?} is not in ha.cf"));
+            rep.error(
+                &Loc::file(&first_file),
+                format!("node {x:?} is not in ha.cf"),
+            );
             continue;
         }
         if how != "directory name" && how != "--node" {
-            rep.note(&Loc::file(&first_file), format!("these scripts are node {x:?}'s: {how}"));
+            rep.note(
+                &Loc::file(&first_file),
+                format!("these scripts are node {x:?}'s: {how}"),
+            );
         }
         let ni = info.entry(x.clone()).or_default();
         for s in group {
             if let Some((eni, at)) = s.var("ENI_ID") {
                 if eni.starts_with("eni-") {
                     match &ni.eni {
-                        Some((e, _)) if e != eni => rep.warn(&at, format!("differs from {e} in another script of the same node")),
-                        Some(_) => rep.mapped(&at, format!("[[cluster.node]] {x:?}: eni_id (same)")),
+                        Some((e, _)) if e != eni => rep.warn(
+                            &at,
+                            format!("differs from {e} in another script of the same node"),
+                        ),
+                        Some(_) => {
+                            rep.mapped(&at, format!("[[cluster.node]] {x:?}: eni_id (same)"))
+                        }
                         None => {
                             rep.mapped(&at, format!("[[cluster.node]] {x:?}: eni_id = \"{eni}\""));
                             ni.eni = Some((eni.to_string(), at));
@@ -484,12 +563,24 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
                 }
             }
             if let Some((ip, at)) = s.var("PRIVATE_IP") {
-                let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
+                let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+                    continue;
+                };
                 let primary = s.owner.as_deref() == Some(x.as_str());
-                let slot = if primary { &mut ni.primary } else { &mut ni.secondary };
-                let key = if primary { "primary_ip" } else { "secondary_ip" };
+                let slot = if primary {
+                    &mut ni.primary
+                } else {
+                    &mut ni.secondary
+                };
+                let key = if primary {
+                    "primary_ip"
+                } else {
+                    "secondary_ip"
+                };
                 match slot {
-                    Some((p, _)) if *p != ip => rep.warn(&at, format!("conflicts with {key} {p} from another script")),
+                    Some((p, _)) if *p != ip => {
+                        rep.warn(&at, format!("conflicts with {key} {p} from another script"))
+                    }
                     Some(_) => {}
                     None => {
                         rep.mapped(
@@ -510,7 +601,11 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
     let mut taken: Vec<bool> = vec![false; ucasts.len()];
     for n in &names {
         let Some(ni) = info.get_mut(n) else { continue };
-        let mine: Vec<Ipv4Addr> = [&ni.primary, &ni.secondary].into_iter().flatten().map(|(ip, _)| *ip).collect();
+        let mine: Vec<Ipv4Addr> = [&ni.primary, &ni.secondary]
+            .into_iter()
+            .flatten()
+            .map(|(ip, _)| *ip)
+            .collect();
         for (i, u) in ucasts.iter().enumerate() {
             if !taken[i] && matches!(u.ip, IpAddr::V4(v) if mine.contains(&v)) {
                 taken[i] = true;
@@ -518,7 +613,8 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
             }
         }
         if !ni.addresses.is_empty() {
-            ni.why.push("its PRIVATE_IPs in the updateEIP scripts".into());
+            ni.why
+                .push("its PRIVATE_IPs in the updateEIP scripts".into());
         }
         if ni.addresses.is_empty() {
             if let Some(ip) = ip_from_hostname(n) {
@@ -533,7 +629,10 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
         }
     }
     let rest: Vec<usize> = (0..ucasts.len()).filter(|i| !taken[*i]).collect();
-    let without: Vec<&String> = names.iter().filter(|n| info.get(*n).map(|i| i.addresses.is_empty()).unwrap_or(true)).collect();
+    let without: Vec<&String> = names
+        .iter()
+        .filter(|n| info.get(*n).map(|i| i.addresses.is_empty()).unwrap_or(true))
+        .collect();
     if !rest.is_empty() {
         if without.len() == 1 && names.len() > 1 {
             if let Some(ni) = info.get_mut(without[0]) {
@@ -543,20 +642,29 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
                 ni.why.push("the ucast addresses no other node has".into());
             }
         } else {
-            let list: Vec<String> = rest.iter().map(|i| format!("{}:{}", ucasts[*i].ip, ucasts[*i].port)).collect();
+            let list: Vec<String> = rest
+                .iter()
+                .map(|i| format!("{}:{}", ucasts[*i].ip, ucasts[*i].port))
+                .collect();
             for i in &rest {
                 rep.warn(&ucasts[*i].at, "cannot tell which node this address belongs to: pass --update-eip-dir (and --node); TODO left");
             }
             for n in &without {
                 if let Some(ni) = info.get_mut(*n) {
-                    ni.why.push(format!("TODO: pick this node's heartbeat addresses from: {}", list.join(", ")));
+                    ni.why.push(format!(
+                        "TODO: pick this node's heartbeat addresses from: {}",
+                        list.join(", ")
+                    ));
                 }
             }
         }
     }
     for n in &without {
         if rest.is_empty() && ucasts.is_empty() {
-            rep.warn(&Loc::file(&ha.name), format!("no ucast addresses: node {n:?} has no heartbeat address; TODO left"));
+            rep.warn(
+                &Loc::file(&ha.name),
+                format!("no ucast addresses: node {n:?} has no heartbeat address; TODO left"),
+            );
         }
     }
 
@@ -565,11 +673,20 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
         let mut t = Table::new("[[cluster.node]]");
         t.set("name", Value::Str(n.clone()), at.comment());
         let ni = info.remove(n).unwrap_or_default();
-        let todo_why: Vec<String> = ni.why.iter().filter(|w| w.starts_with("TODO: ")).cloned().collect();
+        let todo_why: Vec<String> = ni
+            .why
+            .iter()
+            .filter(|w| w.starts_with("TODO: "))
+            .cloned()
+            .collect();
         if !ni.addresses.is_empty() {
             let mut comments: Vec<String> = ni.addresses.iter().map(|u| u.at.comment()).collect();
             comments.push(format!("assigned to this node by {}", ni.why.join(" and ")));
-            t.set("address", str_list(ni.addresses.iter().map(|u| format!("{}:{}", u.ip, u.port))), None);
+            t.set(
+                "address",
+                str_list(ni.addresses.iter().map(|u| format!("{}:{}", u.ip, u.port))),
+                None,
+            );
             if let Some(f) = t.fields.iter_mut().find(|f| f.key == "address") {
                 f.comments = comments;
             }
@@ -587,11 +704,15 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
             t.set("secondary_ip", Value::Str(ip.to_string()), at.comment());
         }
         if ni.eni.is_none() || ni.primary.is_none() || ni.secondary.is_none() {
-            let missing: Vec<&str> = [("eni_id", ni.eni.is_none()), ("primary_ip", ni.primary.is_none()), ("secondary_ip", ni.secondary.is_none())]
-                .into_iter()
-                .filter(|(_, m)| *m)
-                .map(|(k, _)| k)
-                .collect();
+            let missing: Vec<&str> = [
+                ("eni_id", ni.eni.is_none()),
+                ("primary_ip", ni.primary.is_none()),
+                ("secondary_ip", ni.secondary.is_none()),
+            ]
+            .into_iter()
+            .filter(|(_, m)| *m)
+            .map(|(k, _)| k)
+            .collect();
             t.todo(format!(
                 "(optional) {} of {n}: not in the scripts given (they come from each node's own updateEIP scripts); on EC2 edgelb reads them from instance metadata and EC2",
                 missing.join(", ")
@@ -601,7 +722,10 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
         tables.push(t);
     }
     if nodes.len() < 2 {
-        rep.error(&Loc::file(&ha.name), "fewer than two `node` lines: a cluster needs this node and a peer");
+        rep.error(
+            &Loc::file(&ha.name),
+            "fewer than two `node` lines: a cluster needs this node and a peer",
+        );
     }
 
     // ---- EIPs
@@ -615,21 +739,32 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
                 rep.warn(at, format!("resource script {res:?} not found (pass --update-eip-dir): its [[eip]] is left as a TODO"));
                 let mut t = Table::new("");
                 t.comments.push(at.comment());
-                t.todo(format!("[[eip]] owned by {node:?} (resource {res}): allocation_id unknown"));
+                t.todo(format!(
+                    "[[eip]] owned by {node:?} (resource {res}): allocation_id unknown"
+                ));
                 out.eips.push(t);
             }
             continue;
         };
-        let Some((alloc, aat)) = s.var("ALLOCATION_ID").filter(|(a, _)| a.starts_with("eipalloc-")) else {
+        let Some((alloc, aat)) = s
+            .var("ALLOCATION_ID")
+            .filter(|(a, _)| a.starts_with("eipalloc-"))
+        else {
             rep.warn(at, format!("{} has no ALLOCATION_ID=eipalloc-...: not an EIP script edgelb understands; TODO left", s.file));
             let mut t = Table::new("");
             t.comments.push(at.comment());
-            t.todo(format!("[[eip]] owned by {node:?} (resource {res}): allocation_id unknown"));
+            t.todo(format!(
+                "[[eip]] owned by {node:?} (resource {res}): allocation_id unknown"
+            ));
             out.eips.push(t);
             continue;
         };
         let mut t = Table::new("[[eip]]");
-        t.set("allocation_id", Value::Str(alloc.to_string()), aat.comment());
+        t.set(
+            "allocation_id",
+            Value::Str(alloc.to_string()),
+            aat.comment(),
+        );
         t.set("owner", Value::Str(node.clone()), at.comment());
         rep.mapped(at, format!("[[eip]] owner = {node:?}"));
         rep.mapped(&aat, format!("[[eip]] allocation_id = \"{alloc}\""));
@@ -641,7 +776,9 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
         }
         if let Some((r, rat)) = s.var("AWS_DEFAULT_REGION") {
             match &region {
-                Some((prev, _)) if prev != r => rep.warn(&rat, format!("region differs from {prev}")),
+                Some((prev, _)) if prev != r => {
+                    rep.warn(&rat, format!("region differs from {prev}"))
+                }
                 Some(_) => rep.mapped(&rat, "aws.region (same)"),
                 None => {
                     rep.mapped(&rat, format!("aws.region = \"{r}\""));
@@ -653,7 +790,13 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
     }
     for s in &scripts {
         if s.owner.is_none() {
-            rep.warn(&Loc::file(&s.file), format!("script {} is not used in haresources; not imported", s.resource));
+            rep.warn(
+                &Loc::file(&s.file),
+                format!(
+                    "script {} is not used in haresources; not imported",
+                    s.resource
+                ),
+            );
         }
     }
     if let Some((r, at)) = region {
@@ -670,33 +813,57 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
 /// EIP associates it with X's primary IP and the peer's script with X's secondary IP, so
 /// PRIVATE_IP alone fits either node; the tie is broken by the EC2 host name (`ip-A-B-C-D` =
 /// primary IP) or by ha.cf's ucast order (rendered per node, primary first, in `node` order).
-fn infer_script_node(names: &[String], group: &[&ScriptInfo], ucasts: &[Ucast]) -> Option<(String, String)> {
+fn infer_script_node(
+    names: &[String],
+    group: &[&ScriptInfo],
+    ucasts: &[Ucast],
+) -> Option<(String, String)> {
     let mut found: Vec<(String, String)> = Vec::new();
     for x in names {
         let mut primaries = BTreeSet::new();
         let mut secondaries = BTreeSet::new();
         for s in group {
-            let Some((ip, _)) = s.var("PRIVATE_IP") else { continue };
-            let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
+            let Some((ip, _)) = s.var("PRIVATE_IP") else {
+                continue;
+            };
+            let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+                continue;
+            };
             if s.owner.as_deref() == Some(x.as_str()) {
                 primaries.insert(ip);
             } else {
                 secondaries.insert(ip);
             }
         }
-        if primaries.len() != 1 || secondaries.len() > 1 || primaries.intersection(&secondaries).next().is_some() {
+        if primaries.len() != 1
+            || secondaries.len() > 1
+            || primaries.intersection(&secondaries).next().is_some()
+        {
             continue;
         }
-        let Some(primary) = primaries.iter().next().copied() else { continue };
+        let Some(primary) = primaries.iter().next().copied() else {
+            continue;
+        };
         if ip_from_hostname(x) == Some(primary) {
-            return Some((x.clone(), format!("its EC2 host name matches the PRIVATE_IP {primary} of its own EIP's script")));
+            return Some((
+                x.clone(),
+                format!(
+                    "its EC2 host name matches the PRIVATE_IP {primary} of its own EIP's script"
+                ),
+            ));
         }
-        let per = if names.is_empty() || ucasts.len() % names.len() != 0 { 0 } else { ucasts.len() / names.len() };
+        let per = if names.is_empty() || ucasts.len() % names.len() != 0 {
+            0
+        } else {
+            ucasts.len() / names.len()
+        };
         let idx = names.iter().position(|n| n == x)?;
         let pos = |ip: Ipv4Addr| ucasts.iter().position(|u| u.ip == IpAddr::V4(ip));
         let Some(pp) = pos(primary) else { continue };
         let sec_ok = match secondaries.iter().next() {
-            Some(s) => pos(*s).map(|sp| sp > pp && per > 0 && sp / per == idx).unwrap_or(false),
+            Some(s) => pos(*s)
+                .map(|sp| sp > pp && per > 0 && sp / per == idx)
+                .unwrap_or(false),
             None => true,
         };
         if per > 0 && pp / per == idx && pp % per == 0 && sec_ok {
@@ -734,7 +901,15 @@ fn authkeys(src: &Source, rep: &mut Report) -> Option<(String, String)> {
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or("");
         // Never echo the secret into the report.
-        let shown = if first == "auth" { line.clone() } else { format!("{} {} ****", first, line.split_whitespace().nth(1).unwrap_or("")) };
+        let shown = if first == "auth" {
+            line.clone()
+        } else {
+            format!(
+                "{} {} ****",
+                first,
+                line.split_whitespace().nth(1).unwrap_or("")
+            )
+        };
         let at = Loc::new(&src.name, n, &shown);
         if first == "auth" {
             match words.next().and_then(|k| k.parse::<u32>().ok()) {
@@ -763,7 +938,11 @@ fn authkeys(src: &Source, rep: &mut Report) -> Option<(String, String)> {
     let chosen = if usable(&key.1) {
         key
     } else if key.1 == "crc" {
-        match keys.iter().filter(|(_, m, s, _)| usable(m) && !s.is_empty()).max_by_key(|(_, m, ..)| m == "sha1") {
+        match keys
+            .iter()
+            .filter(|(_, m, s, _)| usable(m) && !s.is_empty())
+            .max_by_key(|(_, m, ..)| m == "sha1")
+        {
             Some(other) => {
                 rep.warn(
                     &aat,
@@ -780,18 +959,27 @@ fn authkeys(src: &Source, rep: &mut Report) -> Option<(String, String)> {
             }
         }
     } else {
-        rep.error(&key.3, format!("unknown authentication method {:?} (sha1, md5, crc)", key.1));
+        rep.error(
+            &key.3,
+            format!("unknown authentication method {:?} (sha1, md5, crc)", key.1),
+        );
         return None;
     };
     if chosen.2.is_empty() {
         rep.error(&chosen.3, "the key has no secret");
         return None;
     }
-    rep.mapped(&aat, "the active key: its secret goes to the cluster.auth_key_file");
+    rep.mapped(
+        &aat,
+        "the active key: its secret goes to the cluster.auth_key_file",
+    );
     if chosen.1 == "md5" {
         rep.note(&chosen.3, "md5 key: edgelb keys its own HMAC-SHA256 with this secret, so only the secret carries over");
     } else {
-        rep.mapped(&chosen.3, "cluster.auth_key_file (secret; edgelb authenticates with HMAC-SHA256 keyed by it)");
+        rep.mapped(
+            &chosen.3,
+            "cluster.auth_key_file (secret; edgelb authenticates with HMAC-SHA256 keyed by it)",
+        );
     }
     for (n, _, _, at) in &keys {
         if *n != chosen.0 {

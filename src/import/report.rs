@@ -196,11 +196,7 @@ impl Report {
     /// Only warnings and errors, for error messages.
     pub fn render_problems(&self) -> String {
         let mut out = String::new();
-        for e in self
-            .entries
-            .iter()
-            .filter(|e| e.kind >= Kind::Warning)
-        {
+        for e in self.entries.iter().filter(|e| e.kind >= Kind::Warning) {
             let _ = writeln!(out, "{e}");
         }
         out
