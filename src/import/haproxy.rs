@@ -960,6 +960,9 @@ fn listen_names(sections: &[Section], rep: &mut Report) -> HashMap<usize, String
     out
 }
 
+/// `option httplog` and `option dontlognull` of the first imported listen.
+type LogFlags = (Option<Src<bool>>, Option<Src<bool>>);
+
 #[derive(Debug, Clone, Default)]
 struct Proxy {
     opts: Opts,
@@ -1033,7 +1036,7 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
     emit_defaults(ctx, &defaults);
 
     // Assemble listens: `listen` sections as they are; each used backend with its frontends.
-    let mut log_settings: Option<(Option<Src<bool>>, Option<Src<bool>>)> = None;
+    let mut log_settings: Option<LogFlags> = None;
     let mut dropped: Vec<usize> = Vec::new();
     for (i, p) in &parsed {
         let s = &sections[*i];

@@ -70,7 +70,7 @@ pub fn parse_hb_time(s: &str) -> Result<Duration, String> {
     let v: f64 = num.parse().map_err(|_| {
         format!("invalid time {s:?}: expected seconds (2, 0.5) or milliseconds (500ms)")
     })?;
-    if !v.is_finite() || v < 0.0 || v > 1e9 {
+    if !v.is_finite() || !(0.0..=1e9).contains(&v) {
         return Err(format!("invalid time {s:?}"));
     }
     Ok(Duration::from_micros((v * scale * 1e6).round() as u64))
@@ -430,8 +430,8 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
     // ---- authkeys
     cl.set("auth_key_file", Value::Str(inp.key_file.clone()), None);
     match &inp.authkeys {
-        Some(src) => match authkeys(src, &mut rep) {
-            Some((secret, comment)) => {
+        Some(src) => {
+            if let Some((secret, comment)) = authkeys(src, &mut rep) {
                 out.secret = Some(secret);
                 if let Some(f) = cl.fields.iter_mut().find(|f| f.key == "auth_key_file") {
                     f.comments.push(comment);
@@ -440,8 +440,7 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
                     );
                 }
             }
-            None => {}
-        },
+        }
         None => {
             rep.warn(
                 &Loc::file(&ha.name),
