@@ -16,6 +16,8 @@ use crate::runtime::{unix_ms, ReloadStatus, Runtime, Snapshot};
 #[derive(Debug, Clone)]
 pub enum Source {
     File(PathBuf),
+    /// A HAProxy configuration of the supported subset, converted at load.
+    HaproxyFile(PathBuf),
     /// In-memory TOML (tests); reload re-reads the same text unless replaced.
     Text(String),
 }
@@ -42,11 +44,62 @@ pub fn node_name(cfg: &config::Config, flag: Option<&str>) -> String {
         .unwrap_or_else(|| "edgelb".into())
 }
 
-/// Loads and validates; `check` and `run` share this path.
+/// Loads and validates; `check` and `run` share this path. A file in HAProxy's format (or one
+/// forced with `--haproxy-config`) goes through `import` first.
 pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
     match source {
-        Source::File(p) => config::load_file(p),
+        Source::File(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                file: p.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            if crate::import::looks_like_haproxy(&text) {
+                load_haproxy(p)
+            } else {
+                config::load_str(&text, &p.display().to_string())
+            }
+        }
+        Source::HaproxyFile(p) => load_haproxy(p),
         Source::Text(t) => config::load_str(t, "<config>"),
+    }
+}
+
+fn load_haproxy(p: &Path) -> Result<Loaded, ConfigError> {
+    let file = p.display().to_string();
+    match crate::import::haproxy_to_config(p) {
+        Ok(imported) => {
+            let warnings = imported
+                .report
+                .entries
+                .iter()
+                .filter(|e| matches!(e.kind, crate::import::Kind::Warning))
+                .map(|e| config::ConfigProblem {
+                    file: e.file.clone(),
+                    line: e.line,
+                    message: e.message.clone(),
+                })
+                .collect();
+            Ok(Loaded {
+                config: imported.config,
+                warnings,
+                source: file,
+            })
+        }
+        Err(crate::import::ImportError::Read { file, reason }) => {
+            Err(ConfigError::Read { file, reason })
+        }
+        Err(crate::import::ImportError::Rejected { report, .. }) => Err(ConfigError::Invalid(
+            report
+                .entries
+                .iter()
+                .filter(|e| matches!(e.kind, crate::import::Kind::Error))
+                .map(|e| config::ConfigProblem {
+                    file: e.file.clone(),
+                    line: e.line,
+                    message: e.message.clone(),
+                })
+                .collect(),
+        )),
     }
 }
 
@@ -211,7 +264,7 @@ impl App {
 
     pub fn config_path(&self) -> Option<&Path> {
         match &self.opts.source {
-            Source::File(p) => Some(p),
+            Source::File(p) | Source::HaproxyFile(p) => Some(p),
             Source::Text(_) => None,
         }
     }

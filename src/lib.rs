@@ -14,6 +14,7 @@ pub mod cloud;
 pub mod cluster;
 pub mod config;
 pub mod health_hooks;
+pub mod import;
 pub mod ops;
 pub mod proxy;
 pub mod runtime;

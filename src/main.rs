@@ -21,8 +21,12 @@ struct Cli {
 enum Cmd {
     /// Run the node (proxy, health checks, stats, cluster).
     Run {
+        /// edgelb TOML, or a HAProxy config (detected by its sections).
         #[arg(short, long, default_value = "/etc/edgelb/edgelb.toml")]
         config: PathBuf,
+        /// Run straight from a HAProxy configuration (supported subset, see `import`).
+        #[arg(long, conflicts_with = "config")]
+        haproxy_config: Option<PathBuf>,
         /// This node's name (overrides [node] name).
         #[arg(long)]
         node: Option<String>,
@@ -32,6 +36,9 @@ enum Cmd {
         #[arg(short, long, default_value = "/etc/edgelb/edgelb.toml")]
         config: PathBuf,
     },
+    /// Convert HAProxy + Heartbeat files into one edgelb config, with a report.
+    /// Exit 0 = clean, 2 = imported with warnings/TODOs, 1 = could not import.
+    Import(edgelb::import::ImportArgs),
 }
 
 fn init_tracing() {
@@ -48,9 +55,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config } => check(&config),
-        Cmd::Run { config, node } => {
+        Cmd::Import(args) => edgelb::import::run(&args),
+        Cmd::Run {
+            config,
+            haproxy_config,
+            node,
+        } => {
             init_tracing();
-            let source = Source::File(config);
+            let source = match haproxy_config {
+                Some(p) => Source::HaproxyFile(p),
+                None => Source::File(config),
+            };
             let workers = match app::load(&source) {
                 Ok(l) => l.config.global.workers,
                 Err(e) => {
@@ -82,7 +97,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match edgelb::config::load_file(path) {
+    match app::load(&Source::File(path.to_path_buf())) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");

@@ -90,7 +90,17 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigError> {
         Ok(c) => c,
         Err(e) => {
             let line = e.span().map(|s| map.line_of_offset(s.start)).unwrap_or(1);
-            let msg = e.message().trim().to_string();
+            let mut msg = e.message().trim().to_string();
+            // Name the key written on that line, which toml's message leaves out.
+            if let Some(k) = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.starts_with('['))
+            {
+                msg = format!("`{k}`: {msg}");
+            }
             return Err(ConfigError::Invalid(vec![ConfigProblem {
                 file: file.to_string(),
                 line,

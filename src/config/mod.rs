@@ -128,9 +128,16 @@ fn default_true() -> bool {
 
 /// Settings every `[[listen]]` inherits unless it sets its own.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(from = "ProxySettings")]
 pub struct Defaults {
     #[serde(flatten)]
     pub proxy: ProxySettings,
+}
+
+impl From<ProxySettings> for Defaults {
+    fn from(proxy: ProxySettings) -> Self {
+        Defaults { proxy }
+    }
 }
 
 /// The per-listen tunables shared by `[defaults]` and `[[listen]]`.
@@ -197,24 +204,75 @@ impl ProxySettings {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(from = "ListenRaw")]
 pub struct Listen {
     pub name: String,
     /// Addresses to accept on: `"0.0.0.0:80"`, `"[::]:80"`, `"*:80"` (= 0.0.0.0), `"127.0.0.1:8080"`.
-    #[serde(default)]
     pub bind: Vec<String>,
-    #[serde(default)]
     pub balance: Balance,
     /// `forwardfor = { except = ["127.0.0.0/8"] }`, `forwardfor = true`, or absent/false.
-    #[serde(default)]
     pub forwardfor: Option<ForwardFor>,
-    #[serde(default)]
     pub cookie: Option<CookieSettings>,
     #[serde(flatten)]
     pub proxy: ProxySettings,
-    #[serde(default)]
     pub health: HealthSettings,
-    #[serde(default)]
     pub server: Vec<ServerConfig>,
+}
+
+/// The `[[listen]]` table as written: every key explicit (no `flatten`), so unknown keys are
+/// reported and type errors point at their line.
+#[derive(Debug, Clone, Deserialize)]
+struct ListenRaw {
+    name: String,
+    #[serde(default)]
+    bind: Vec<String>,
+    #[serde(default)]
+    balance: Balance,
+    #[serde(default)]
+    forwardfor: Option<ForwardFor>,
+    #[serde(default)]
+    cookie: Option<CookieSettings>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout_connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout_client: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout_server: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout_http_request: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout_http_keep_alive: Option<Duration>,
+    retries: Option<u32>,
+    redispatch: Option<bool>,
+    maxconn: Option<u32>,
+    #[serde(default)]
+    health: HealthSettings,
+    #[serde(default)]
+    server: Vec<ServerConfig>,
+}
+
+impl From<ListenRaw> for Listen {
+    fn from(r: ListenRaw) -> Self {
+        Listen {
+            name: r.name,
+            bind: r.bind,
+            balance: r.balance,
+            forwardfor: r.forwardfor,
+            cookie: r.cookie,
+            proxy: ProxySettings {
+                timeout_connect: r.timeout_connect,
+                timeout_client: r.timeout_client,
+                timeout_server: r.timeout_server,
+                timeout_http_request: r.timeout_http_request,
+                timeout_http_keep_alive: r.timeout_http_keep_alive,
+                retries: r.retries,
+                redispatch: r.redispatch,
+                maxconn: r.maxconn,
+            },
+            health: r.health,
+            server: r.server,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
