@@ -13,6 +13,7 @@ pub mod balance;
 pub mod cloud;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod health_hooks;
 pub mod import;
 pub mod ops;

@@ -39,6 +39,8 @@ enum Cmd {
     /// Convert HAProxy + Heartbeat files into one edgelb config, with a report.
     /// Exit 0 = clean, 2 = imported with warnings/TODOs, 1 = could not import.
     Import(edgelb::import::ImportArgs),
+    /// Run a complete local setup: three built-in backends and edgelb on 127.0.0.1:8080.
+    Demo,
 }
 
 fn init_tracing() {
@@ -56,6 +58,23 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check { config } => check(&config),
         Cmd::Import(args) => edgelb::import::run(&args),
+        Cmd::Demo => {
+            init_tracing();
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(edgelb::demo::run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Run {
             config,
             haproxy_config,
