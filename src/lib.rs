@@ -12,5 +12,7 @@ pub mod balance;
 pub mod cloud;
 pub mod cluster;
 pub mod config;
+pub mod health;
 pub mod proxy;
 pub mod runtime;
+pub mod stats;
