@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -56,19 +55,26 @@ impl<'a> Family<'a> {
     fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut m = enc.encode_descriptor(self.name, self.help, None, self.kind)?;
         for (labels, v) in &self.samples {
-            let mut fam = m.encode_family(labels)?;
-            match self.kind {
-                MetricType::Counter => {
-                    if v.fract() == 0.0 && *v >= 0.0 {
-                        fam.encode_counter::<(), u64, f64>(&(*v as u64), None)?
-                    } else {
-                        fam.encode_counter::<(), f64, f64>(v, None)?
-                    }
-                }
-                _ => ConstGauge::new(*v).encode(fam)?,
+            if labels.is_empty() {
+                emit(&mut m, self.kind, *v)?;
+            } else {
+                emit(&mut m.encode_family(labels)?, self.kind, *v)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Integral values print as integers (`1`, not `1.0`) for readable output.
+fn emit(m: &mut MetricEncoder, kind: MetricType, v: f64) -> Result<(), std::fmt::Error> {
+    let integral = v.fract() == 0.0 && v.abs() < 9.0e15;
+    match kind {
+        MetricType::Counter if integral && v >= 0.0 => {
+            m.encode_counter::<(), u64, f64>(&(v as u64), None)
+        }
+        MetricType::Counter => m.encode_counter::<(), f64, f64>(&v, None),
+        _ if integral => m.encode_gauge(&(v as i64)),
+        _ => m.encode_gauge(&v),
     }
 }
 
