@@ -114,7 +114,7 @@ async fn one_failed_first_check_marks_a_dead_server_down() {
 async fn up_server_needs_fall_failures_then_rise_successes() {
     let mut b = Backend::start().await;
     let addr = b.addr;
-    let rt = runtime(&listen_toml("webapp", 18080, &[addr], "inter = \"150ms\""));
+    let rt = runtime(&listen_toml("webapp", 18080, &[addr], "inter = \"250ms\""));
     let _h = health::spawn(rt.clone());
     wait_for(Duration::from_secs(3), "fully UP", || {
         let rt = rt.clone();
@@ -133,7 +133,7 @@ async fn up_server_needs_fall_failures_then_rise_successes() {
     })
     .await;
     assert_eq!(seen, ["UP", "UP 2/3", "UP 1/3", "DOWN"], "took {took:?}");
-    assert!(took >= Duration::from_millis(250), "too fast: {took:?}");
+    assert!(took >= Duration::from_millis(400), "too fast: {took:?}");
     let (_, s) = server(&rt, "app1");
     assert_eq!(s.live.chkfail.load(Ordering::Relaxed), 3);
 
