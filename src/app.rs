@@ -109,6 +109,9 @@ pub struct App {
     listeners: Listeners,
     side_tasks: Vec<tokio::task::JoinHandle<()>>,
     cluster: Option<crate::cluster::node::ClusterHandle>,
+    health: Option<crate::health::HealthHandle>,
+    /// (configured, actual) addresses of the stats servers.
+    stats_addrs: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +142,21 @@ impl App {
         let mut listeners = Listeners::new(rt.clone());
         listeners.sync(&rt.load())?;
         rt.listeners_ready.store(true, Ordering::Release);
-        let side_tasks = vec![tokio::spawn(sweep_pools(rt.clone()))];
+        let mut side_tasks = vec![tokio::spawn(sweep_pools(rt.clone()))];
+        let health = Some(crate::health::spawn(rt.clone()));
+        let mut stats_addrs = Vec::new();
+        if let Some(section) = rt.load().config.stats.clone() {
+            let bound = crate::stats::bind(&section).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot bind the stats ports: {e}"))
+            })?;
+            stats_addrs = bound.iter().filter_map(|l| l.local_addr().ok()).collect();
+            let state = crate::stats::StatsState::new(rt.clone());
+            side_tasks.push(tokio::spawn(crate::stats::serve_on(
+                state,
+                bound,
+                std::future::pending::<()>(),
+            )));
+        }
         let cluster = crate::cluster::node::spawn(rt.clone())
             .await
             .map_err(StartError::Build)?;
@@ -149,6 +166,8 @@ impl App {
             listeners,
             side_tasks,
             cluster,
+            health,
+            stats_addrs,
         })
     }
 
@@ -167,6 +186,11 @@ impl App {
             .into_iter()
             .find(|(k, _)| k == want)
             .map(|(_, a)| a)
+    }
+
+    /// Actual addresses of the stats servers (dashboard first).
+    pub fn stats_addresses(&self) -> &[std::net::SocketAddr] {
+        &self.stats_addrs
     }
 
     pub fn set_source(&mut self, source: Source) {
@@ -259,6 +283,9 @@ impl App {
         }
         for t in self.side_tasks.drain(..) {
             t.abort();
+        }
+        if let Some(h) = self.health.take() {
+            h.shutdown();
         }
     }
 

@@ -94,7 +94,9 @@ pub async fn connect(
         let result = tokio::time::timeout(settings.timeout_connect, connect_once(srv.addr)).await;
         let timed_out = match result {
             Ok(Ok(stream)) => {
-                crate::health_hooks::observe_connect(listen, srv, true);
+                if listen.health.observe_layer4 {
+                    crate::health::observe_connect(listen, srv, true);
+                }
                 return Ok(Connected {
                     stream,
                     server,
@@ -108,7 +110,9 @@ pub async fn connect(
             Ok(Err(_)) => false,
             Err(_) => true,
         };
-        crate::health_hooks::observe_connect(listen, srv, false);
+        if listen.health.observe_layer4 {
+            crate::health::observe_connect(listen, srv, false);
+        }
         if retries >= settings.retries {
             return Err(Exhausted {
                 server,

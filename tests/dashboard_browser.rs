@@ -1,0 +1,169 @@
+//! The dashboard in a real headless Chromium: real backends, health checks every 200 ms, the stats
+//! server on port 0. A killed backend must show as DOWN in the rendered DOM; a screenshot is kept
+//! in the target directory (`dashboard.png`) for humans.
+//!
+//! Needs `/usr/bin/chromium` (or `EDGELB_CHROMIUM=/path`). Without it the test fails with a clear
+//! message, unless `EDGELB_SKIP_BROWSER=1`.
+
+mod common_stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common_stats::*;
+use edgelb::runtime::Runtime;
+
+fn chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("EDGELB_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Runs headless Chromium on `url` with `extra` args; returns stdout.
+async fn run_chromium(bin: &PathBuf, url: &str, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,900",
+        // Virtual time stops while fetches are pending, so the page's first poll completes.
+        "--virtual-time-budget=4000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(extra)
+    .arg(url)
+    .kill_on_drop(true)
+    .stdin(std::process::Stdio::null());
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("chromium finished within 60 s")
+        .expect("chromium started");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `data-status` of a server row in the dumped DOM.
+fn row_status(dom: &str, listen: &str, server: &str) -> Option<String> {
+    let key = format!("data-listen=\"{listen}\" data-server=\"{server}\" data-status=\"");
+    let start = dom.find(&key)? + key.len();
+    let end = dom[start..].find('"')?;
+    Some(dom[start..start + end].to_string())
+}
+
+fn screenshot_path() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or(tmp)
+        .join("dashboard.png")
+}
+
+async fn json_status(rt_addr: std::net::SocketAddr, server_idx: usize) -> String {
+    let j = http(rt_addr, "GET", "/stats.json", &[], "").await.json();
+    j["listens"][0]["servers"][server_idx]["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_killed_backend_down() {
+    let Some(bin) = chromium() else {
+        if std::env::var("EDGELB_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("chromium not found; skipped because EDGELB_SKIP_BROWSER=1");
+            return;
+        }
+        panic!(
+            "chromium not found at /usr/bin/chromium (install it, point EDGELB_CHROMIUM at it, \
+             or set EDGELB_SKIP_BROWSER=1 to skip this test)"
+        );
+    };
+    let mut backends = [
+        Backend::start().await,
+        Backend::start().await,
+        Backend::start().await,
+    ];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let (_dir, token) = token_file("dash-token");
+    let toml = format!(
+        "[stats]\nadmin_token_file = \"{token}\"\nrefresh = \"200ms\"\n{}",
+        listen_toml("webapp", 18080, &addrs, "inter = \"200ms\"")
+    );
+    let rt: Arc<Runtime> = runtime(&toml);
+    rt.listeners_ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    rt.cluster_view.store(Some(Arc::new(serde_json::json!({
+        "peers": [{"name": "lb2", "state": "alive", "last_heard_ms": 150}],
+        "eips": [{"allocation_id": "eipalloc-0abc", "public_ip": "203.0.113.10", "holder": "lb1"}]
+    }))));
+    let _health = edgelb::health::spawn(rt.clone());
+    let stats = StatsServer::start(rt.clone()).await;
+    let addr = stats.addr;
+    wait_for(Duration::from_secs(5), "all servers UP", || async move {
+        for i in 0..3 {
+            if json_status(addr, i).await != "UP" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    edgelb::health::set_state(&rt, "webapp", "app3", "drain").expect("drain app3");
+
+    let url = stats.url("/");
+    let dom = run_chromium(&bin, &url, &["--dump-dom".into()]).await;
+    assert_eq!(
+        row_status(&dom, "webapp", "app2").as_deref(),
+        Some("UP"),
+        "{dom}"
+    );
+    assert_eq!(row_status(&dom, "webapp", "app3").as_deref(), Some("DRAIN"));
+
+    backends[1].kill().await;
+    wait_for(Duration::from_secs(5), "app2 DOWN in JSON", || async move {
+        json_status(addr, 1).await == "DOWN"
+    })
+    .await;
+    let dom = run_chromium(&bin, &url, &["--dump-dom".into()]).await;
+    assert_eq!(
+        row_status(&dom, "webapp", "app2").as_deref(),
+        Some("DOWN"),
+        "{dom}"
+    );
+    assert_eq!(row_status(&dom, "webapp", "app1").as_deref(), Some("UP"));
+    assert!(dom.contains("status st-down"), "DOWN row is coloured red");
+    assert!(dom.contains("Connection refused"), "check info is shown");
+    assert!(
+        dom.contains("lb2") && dom.contains("203.0.113.10"),
+        "cluster view shown"
+    );
+    assert!(dom.contains(">lb1<"), "node name in the header");
+
+    let shot = screenshot_path();
+    run_chromium(&bin, &url, &[format!("--screenshot={}", shot.display())]).await;
+    let meta = std::fs::metadata(&shot).expect("screenshot written");
+    assert!(meta.len() > 10_000, "screenshot looks empty");
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
