@@ -215,7 +215,7 @@ async fn backend_conn(mut s: TcpStream, name: String, received: Arc<Mutex<Vec<Ve
             let mut v =
                 format!("HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-length: {n}\r\n\r\n")
                     .into_bytes();
-            v.extend(std::iter::repeat_n(b'x', n));
+            v.resize(v.len() + n, b'x');
             v
         } else if path == "/ws" {
             let _ = s
