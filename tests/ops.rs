@@ -1,0 +1,352 @@
+//! The daemon as systemd runs it: the real binary, real signals, a real NOTIFY_SOCKET.
+//! SIGHUP reloads under load without a failed request; a bad config is refused and reported while
+//! the old one keeps serving; SIGTERM drains in-flight requests and refuses new connections.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(config: &Path, notify: Option<&Path>) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelb"));
+        cmd.arg("run").arg("-c").arg(config);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("EDGELB_LOG", "info");
+        match notify {
+            Some(p) => {
+                cmd.env("NOTIFY_SOCKET", p);
+            }
+            None => {
+                cmd.env_remove("NOTIFY_SOCKET");
+            }
+        }
+        Daemon {
+            child: cmd.spawn().expect("spawn edgelb"),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for exit; `None` if still running after `t`.
+    fn wait_exit(&mut self, t: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + t;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_listening(addr: std::net::SocketAddr) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("edgelb did not start listening on {addr}");
+}
+
+fn config_text(
+    port: u16,
+    stats_port: u16,
+    servers: &[(&Backend, u32)],
+    extra_global: &str,
+) -> String {
+    let mut s = format!(
+        "[global]\ngrace = \"5s\"\n{extra_global}\n[log]\naccess = \"off\"\n[stats]\ndashboard_bind = \"127.0.0.1:{stats_port}\"\napi_bind = \"127.0.0.1:{stats_port}\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:{port}\"]\ncookie = {{ name = \"SERVERID\" }}\nforwardfor = {{ except = [\"127.0.0.0/8\"] }}\n"
+    );
+    for (b, w) in servers {
+        s.push_str(&format!(
+            "[[listen.server]]\nname = \"{}\"\naddress = \"{}\"\nweight = {w}\ncheck = false\n",
+            b.name, b.addr
+        ));
+    }
+    s
+}
+
+async fn stats_json(port: u16) -> serde_json::Value {
+    let r = fetch(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "/stats.json",
+        "",
+    )
+    .await;
+    serde_json::from_slice(&r.body).expect("stats json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reloads_under_load_drop_no_request_and_a_bad_config_is_reported() {
+    let backends = [
+        Backend::start("app1").await,
+        Backend::start("app2").await,
+        Backend::start("app3").await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sport) = (free_port(), free_port());
+    let path = write_file(
+        dir.path(),
+        "edgelb.toml",
+        &config_text(port, sport, &[(&backends[0], 1), (&backends[1], 1)], ""),
+    );
+    let _d = Daemon::start(&path, None);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            // Half keep-alive, half new connections per request.
+            let mut conn: Option<Client> = None;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if conn.is_none() || i % 2 == 1 {
+                    conn = Some(Client::connect(addr).await);
+                }
+                let c = conn.as_mut().unwrap();
+                c.send(&get("/load", "")).await;
+                match c.read(false).await {
+                    Some(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("failed request: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+
+    let layouts: [&[(usize, u32)]; 4] = [
+        &[(0, 1), (1, 1), (2, 1)],
+        &[(0, 3), (2, 1)],
+        &[(1, 1)],
+        &[(0, 1), (1, 2), (2, 3)],
+    ];
+    for i in 0..20 {
+        let layout = layouts[i % layouts.len()];
+        let servers: Vec<(&Backend, u32)> =
+            layout.iter().map(|&(b, w)| (&backends[b], w)).collect();
+        std::fs::write(&path, config_text(port, sport, &servers, "")).unwrap();
+        _d.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if i == 10 {
+            std::fs::write(
+                &path,
+                "[[listen]]\nname = \"webapp\"\nbind = [\"nonsense\"]\n",
+            )
+            .unwrap();
+            _d.signal("HUP");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let j = stats_json(sport).await;
+            let reload = &j["config"]["last_reload"];
+            assert_eq!(reload["ok"], serde_json::Value::Bool(false), "{j}");
+            let problems = reload["problems"].to_string();
+            assert!(
+                problems.contains("edgelb.toml:3"),
+                "file:line in {problems}"
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let j = stats_json(sport).await;
+    assert_eq!(
+        j["config"]["last_reload"]["ok"],
+        serde_json::Value::Bool(true),
+        "{}",
+        j["config"]["last_reload"]
+    );
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 100, "load ran: {ok}");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during reloads",
+        ok + failed
+    );
+    // The last layout (i = 19 -> layout 3) has all three servers with weights 1/2/3.
+    let servers: Vec<String> = j["listens"][0]["servers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(servers, ["app1", "app2", "app3"], "{j}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
+    let a = Backend::start("app1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sport) = (free_port(), free_port());
+    let path = write_file(
+        dir.path(),
+        "e.toml",
+        &config_text(port, sport, &[(&a, 1)], ""),
+    );
+    let mut d = Daemon::start(&path, None);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+
+    let mut slow = Client::connect(addr).await;
+    slow.send(&get("/slow/1500", "")).await;
+    let mut idle = Client::connect(addr).await;
+    idle.send(&get("/", "")).await;
+    assert_eq!(idle.read(false).await.unwrap().status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    d.signal("TERM");
+    // Idle keep-alive connections are closed at once.
+    assert!(
+        idle.closed_within(Duration::from_secs(1)).await,
+        "idle keep-alive closed on drain"
+    );
+    // New connections are refused soon after.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "new connections refused after SIGTERM"
+    );
+    // The in-flight slow request completes, marked as the last on its connection.
+    let r = slow.read(false).await.expect("in-flight response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after draining");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1000),
+        "waited for the in-flight request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sigterm_exits_at_once() {
+    let a = Backend::start("app1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sport) = (free_port(), free_port());
+    let path = write_file(
+        dir.path(),
+        "e.toml",
+        &config_text(port, sport, &[(&a, 1)], ""),
+    );
+    let mut d = Daemon::start(&path, None);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    let mut slow = Client::connect(addr).await;
+    slow.send(&get("/slow/4000", "")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    d.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        d.wait_exit(Duration::from_millis(100)).is_none(),
+        "first TERM drains"
+    );
+    let t = Instant::now();
+    d.signal("TERM");
+    assert!(
+        d.wait_exit(Duration::from_secs(2)).is_some(),
+        "second TERM exits"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_protocol_ready_reloading_stopping() {
+    let a = Backend::start("app1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sport) = (free_port(), free_port());
+    let path = write_file(
+        dir.path(),
+        "e.toml",
+        &config_text(port, sport, &[(&a, 1)], ""),
+    );
+    let sock_path: PathBuf = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::start(&path, Some(&sock_path));
+    let mut recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notify datagram");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first}");
+    // READY only after the listener is bound.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    d.signal("HUP");
+    let r = recv();
+    assert!(r.contains("RELOADING=1"), "{r}");
+    let r = recv();
+    assert!(r.contains("READY=1"), "{r}");
+    d.signal("TERM");
+    let r = recv();
+    assert!(r.contains("STOPPING=1"), "{r}");
+    assert!(d.wait_exit(Duration::from_secs(5)).is_some());
+}
+
+#[test]
+fn bad_config_at_start_exits_1_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "bad.toml",
+        "[[listen]]\nname = \"web\"\nbind = [\"127.0.0.1:1\"]\n\n[[listen.server]]\nname = \"a\"\naddress = \"10.0.0.1:notaport\"\nweight = 999\n",
+    );
+    for sub in ["check", "run"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_edgelb"))
+            .args([sub, "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bad.toml:7:") && err.contains("bad port"),
+            "{sub}: {err}"
+        );
+        assert!(
+            err.contains("bad.toml:8:") && err.contains("weight 999"),
+            "{sub}: {err}"
+        );
+    }
+}
