@@ -528,3 +528,29 @@ async fn access_log_has_one_httplog_line_per_request() {
         lines[2]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_connection_dying_before_response_is_replayed_only_when_safe() {
+    let a = Backend::start("app1").await;
+    let p = Proxy::start(&seed_config(&[&a], "", "")).await;
+    let mut cl = Client::connect(p.addr).await;
+    cl.send(&get("/oneshot/1", "")).await;
+    assert_eq!(cl.read(false).await.unwrap().status, 200);
+    // The pooled connection is reused and the server drops it without answering: a GET is
+    // replayed once on a fresh connection.
+    cl.send(&get("/oneshot/2", "")).await;
+    let r = cl.read(false).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.raw));
+    assert_eq!(a.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A POST with a body is never replayed: its bytes may have reached the backend.
+    cl.send(b"POST /oneshot/3 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        .await;
+    let r = cl.read(false).await.unwrap();
+    assert_eq!(r.status, 502);
+    let posts = a
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /oneshot/3"))
+        .count();
+    assert_eq!(posts, 1, "the POST reached the backend exactly once");
+}

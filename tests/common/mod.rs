@@ -101,6 +101,7 @@ fn query_headers(target: &str) -> Vec<String> {
 
 async fn backend_conn(mut s: TcpStream, name: String, received: Arc<Mutex<Vec<Vec<u8>>>>) {
     let mut buf: Vec<u8> = Vec::new();
+    let mut served = 0usize;
     loop {
         // Read a head.
         let head_len = loop {
@@ -169,6 +170,12 @@ async fn backend_conn(mut s: TcpStream, name: String, received: Arc<Mutex<Vec<Ve
             .map(|h| format!("{h}\r\n"))
             .collect();
         let text_body = format!("server={name}\n{head_text}");
+        served += 1;
+        // `/oneshot...`: like node closing an idle keep-alive connection just as a request
+        // arrives: only the first request of a connection is answered.
+        if path.starts_with("/oneshot") && served > 1 {
+            return;
+        }
         let resp: Vec<u8> = if let Some(ms) = path.strip_prefix("/slow/") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
             ok(&name, &extra, text_body.as_bytes())
