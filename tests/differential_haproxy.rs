@@ -30,7 +30,8 @@ fn haproxy_available() -> bool {
     panic!("haproxy is not installed (apt-get install haproxy), or set EDGELB_SKIP_HAPROXY=1");
 }
 
-async fn start_haproxy(dir: &std::path::Path, port: u16, backends: &[&Backend]) -> Haproxy {
+/// The seed's hapee-lb.cfg (global/defaults + `listen webapp`) over these backends.
+fn seed_haproxy_cfg(port: u16, backends: &[&Backend]) -> String {
     let mut servers = String::new();
     for b in backends {
         servers.push_str(&format!(
@@ -39,9 +40,13 @@ async fn start_haproxy(dir: &std::path::Path, port: u16, backends: &[&Backend]) 
             a = b.addr
         ));
     }
-    let cfg = format!(
+    format!(
         "global\n  nbthread 1\ndefaults\n  mode http\n  option httplog\n  option dontlognull\n  option forwardfor except 10.0.0.0/8\n  option tcp-smart-accept\n  option tcp-smart-connect\n  option redispatch\n  retries 3\n  timeout connect 10s\n  timeout client 30s\n  timeout server 30s\nlisten webapp\n  bind 127.0.0.1:{port}\n  balance roundrobin\n  cookie SERVERID insert indirect nocache\n{servers}"
-    );
+    )
+}
+
+async fn start_haproxy(dir: &std::path::Path, port: u16, backends: &[&Backend]) -> Haproxy {
+    let cfg = seed_haproxy_cfg(port, backends);
     let path = write_file(dir, "haproxy.cfg", &cfg);
     let child = Command::new("haproxy")
         .arg("-f")
@@ -131,6 +136,17 @@ async fn edgelb_and_haproxy_agree_on_the_seed_config() {
     let _hap = start_haproxy(dir.path(), hport, &all).await;
     let haddr: std::net::SocketAddr = format!("127.0.0.1:{hport}").parse().unwrap();
     let e = Proxy::start(&seed_config(&all, "", "")).await;
+    // And edgelb run straight from the same HAProxy file (migration path).
+    let eport = free_port();
+    let cfg_path = write_file(dir.path(), "hapee-lb.cfg", &seed_haproxy_cfg(eport, &all));
+    let from_haproxy = edgelb::app::App::start(edgelb::app::Options {
+        source: edgelb::app::Source::File(cfg_path),
+        node: Some("test".into()),
+    })
+    .await
+    .expect("edgelb runs the HAProxy file");
+    let faddr: std::net::SocketAddr = format!("127.0.0.1:{eport}").parse().unwrap();
+    assert_eq!(from_haproxy.listen_addr("webapp"), Some(faddr));
 
     let cookie2 = format!("Cookie: a=1; SERVERID={}; b=2\r\n", names[1]);
     let cookie_blanks = format!("Cookie: a=1 ;  SERVERID={}  ; b=2\r\n", names[2]);
@@ -223,6 +239,13 @@ async fn edgelb_and_haproxy_agree_on_the_seed_config() {
         let ed = run_case(e.addr, &all, req, *head).await;
         if h != ed {
             diffs.push(format!("case {name}:\n  haproxy: {h:?}\n  edgelb:  {ed:?}"));
+        }
+        let mut fh = run_case(faddr, &all, req, *head).await;
+        fh.forwarded_head = fh.forwarded_head.replace(&eport.to_string(), "PORT");
+        if h != fh {
+            diffs.push(format!(
+                "case {name} (edgelb run -c hapee-lb.cfg):\n  haproxy: {h:?}\n  edgelb:  {fh:?}"
+            ));
         }
     }
     // Malformed input: both refuse with 400.
