@@ -32,10 +32,18 @@ fn haproxy_available() -> bool {
 
 /// The seed's hapee-lb.cfg (global/defaults + `listen webapp`) over these backends.
 fn seed_haproxy_cfg(port: u16, backends: &[&Backend]) -> String {
+    weighted_haproxy_cfg(port, backends, &[])
+}
+
+fn weighted_haproxy_cfg(port: u16, backends: &[&Backend], weights: &[u32]) -> String {
     let mut servers = String::new();
-    for b in backends {
+    for (i, b) in backends.iter().enumerate() {
+        let w = weights
+            .get(i)
+            .map(|w| format!(" weight {w}"))
+            .unwrap_or_default();
         servers.push_str(&format!(
-            "  server {n} {a} cookie {n} check\n",
+            "  server {n} {a} cookie {n} check{w}\n",
             n = b.name,
             a = b.addr
         ));
@@ -46,8 +54,11 @@ fn seed_haproxy_cfg(port: u16, backends: &[&Backend]) -> String {
 }
 
 async fn start_haproxy(dir: &std::path::Path, port: u16, backends: &[&Backend]) -> Haproxy {
-    let cfg = seed_haproxy_cfg(port, backends);
-    let path = write_file(dir, "haproxy.cfg", &cfg);
+    start_haproxy_cfg(dir, port, &seed_haproxy_cfg(port, backends)).await
+}
+
+async fn start_haproxy_cfg(dir: &std::path::Path, port: u16, cfg: &str) -> Haproxy {
+    let path = write_file(dir, "haproxy.cfg", cfg);
     let child = Command::new("haproxy")
         .arg("-f")
         .arg(&path)
@@ -271,4 +282,44 @@ async fn edgelb_and_haproxy_agree_on_the_seed_config() {
         diffs.len(),
         diffs.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_order_is_haproxys() {
+    if !haproxy_available() {
+        return;
+    }
+    let (a, b, c) = (
+        Backend::start("app1").await,
+        Backend::start("app2").await,
+        Backend::start("app3").await,
+    );
+    let all = [&a, &b, &c];
+    for weights in [[3u32, 2, 1], [1, 2, 3], [5, 3, 1]] {
+        let dir = tempfile::tempdir().unwrap();
+        let hport = free_port();
+        let _hap = start_haproxy_cfg(
+            dir.path(),
+            hport,
+            &weighted_haproxy_cfg(hport, &all, &weights),
+        )
+        .await;
+        let haddr: std::net::SocketAddr = format!("127.0.0.1:{hport}").parse().unwrap();
+        let mut cfg = seed_config(&all, "", "");
+        for (i, w) in weights.iter().enumerate() {
+            cfg = cfg.replacen(
+                &format!("name = \"app{}\"\n", i + 1),
+                &format!("name = \"app{}\"\nweight = {w}\n", i + 1),
+                1,
+            );
+        }
+        let e = Proxy::start(&cfg).await;
+        let n: u32 = 2 * weights.iter().sum::<u32>();
+        let (mut h, mut ed) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            h.push(fetch(haddr, "/", "").await.backend());
+            ed.push(fetch(e.addr, "/", "").await.backend());
+        }
+        assert_eq!(h, ed, "weights {weights:?}");
+    }
 }
