@@ -350,3 +350,53 @@ fn bad_config_at_start_exits_1_with_file_and_line() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_access_log_never_blocks_requests() {
+    let a = Backend::start("app1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sport) = (free_port(), free_port());
+    let text =
+        config_text(port, sport, &[(&a, 1)], "").replace("access = \"off\"", "access = \"stdout\"");
+    let path = write_file(dir.path(), "e.toml", &text);
+    // stdout is a pipe nobody reads: after ~64 KiB the log writer blocks on it.
+    let child = Command::new(env!("CARGO_BIN_EXE_edgelb"))
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_remove("NOTIFY_SOCKET")
+        .spawn()
+        .unwrap();
+    let _d = Daemon { child };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    let mut c = Client::connect(addr).await;
+    let t = Instant::now();
+    for i in 0..3000 {
+        c.send(&get(
+            &format!("/a-rather-long-path-to-fill-the-log-pipe-quickly/{i}"),
+            "",
+        ))
+        .await;
+        let r = c
+            .read(false)
+            .await
+            .expect("response while the log is stuck");
+        assert_eq!(r.status, 200);
+    }
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let j = stats_json(sport).await;
+    assert!(
+        j["process"]["requests_total"].as_u64().unwrap_or(0) >= 3000,
+        "{}",
+        j["process"]
+    );
+    // The pipe holds ~64 KiB; the rest waits in the bounded queue (dropped and counted past it).
+    assert!(
+        j["process"]["log_lines_written"].as_u64().unwrap_or(0) >= 3000,
+        "{}",
+        j["process"]
+    );
+}

@@ -554,3 +554,24 @@ async fn reused_connection_dying_before_response_is_replayed_only_when_safe() {
         .count();
     assert_eq!(posts, 1, "the POST reached the backend exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_maxconn_makes_extra_connections_wait_for_a_slot() {
+    let a = Backend::start("app1").await;
+    let p = Proxy::start(&seed_config(&[&a], "maxconn = 2", "")).await;
+    let mut slow1 = Client::connect(p.addr).await;
+    slow1.send(&get("/slow/600", "Connection: close\r\n")).await;
+    let mut slow2 = Client::connect(p.addr).await;
+    slow2.send(&get("/slow/600", "Connection: close\r\n")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    let r = fetch(p.addr, "/third", "Connection: close\r\n").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "third waited: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(slow1.read(false).await.unwrap().status, 200);
+    assert_eq!(slow2.read(false).await.unwrap().status, 200);
+}

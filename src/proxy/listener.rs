@@ -200,6 +200,22 @@ async fn accept_loop(
         else {
             continue;
         };
+        // Per-listen maxconn: past the limit the connection waits for a slot instead of being
+        // served (HAProxy queues it in the listener); it is rare, so a short poll is enough.
+        let limit = listen.settings.maxconn as u64;
+        let waiting_since = std::time::Instant::now();
+        let mut gave_up = false;
+        while listen.shared.frontend.scur.load(Ordering::Relaxed) >= limit {
+            if *stop.borrow() || waiting_since.elapsed() > listen.settings.timeout_client {
+                gave_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if gave_up {
+            drop(stream);
+            continue;
+        }
         rt.process.actconn.fetch_add(1, Ordering::Relaxed);
         rt.process.cum_conns.fetch_add(1, Ordering::Relaxed);
         listen.shared.frontend.session_start();

@@ -723,12 +723,14 @@ impl Conn {
                 o.keep_client = false;
                 return Err(RelayErr::Done(o));
             }
+            // A body that stalls leaves the server waiting: like HAProxy, the exchange ends with
+            // a 504 when the server side has been idle for `timeout server`.
             let upload = upload_body(
                 &mut crd,
                 cbuf,
                 &mut uwr,
                 info.framing,
-                s.timeout_client,
+                s.timeout_server,
                 s.timeout_server,
                 scratch,
             );
@@ -788,7 +790,7 @@ impl Conn {
                             .await;
                         o.status = 504;
                         o.bytes_out = e.bytes().len() as u64;
-                        o.term = *b"cD";
+                        o.term = *b"sH";
                     } else {
                         o.term = *b"CD";
                     }

@@ -49,6 +49,9 @@ pub struct ProcessDoc {
     pub connections_current: u64,
     pub connections_total: u64,
     pub requests_total: u64,
+    /// Access-log lines queued, and dropped because the log target could not keep up.
+    pub log_lines_written: u64,
+    pub log_lines_dropped: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -346,6 +349,8 @@ pub fn build(st: &StatsState) -> StatsDoc {
             connections_current: get(&rt.process.actconn),
             connections_total: get(&rt.process.cum_conns),
             requests_total: get(&rt.process.cum_req),
+            log_lines_written: get(&snap.access_log.written),
+            log_lines_dropped: get(&snap.access_log.dropped),
         },
         listens: snap
             .listens
