@@ -225,9 +225,7 @@ impl Balancer {
         }
         for _ in 0..n {
             let pos = self.cursor.fetch_add(1, Ordering::Relaxed);
-            let Some(idx) = sched.slot(pos).map(|i| i as usize) else {
-                return None;
-            };
+            let idx = sched.slot(pos)? as usize;
             if Some(idx) == exclude {
                 continue;
             }
