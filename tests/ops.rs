@@ -304,7 +304,7 @@ async fn systemd_notify_protocol_ready_reloading_stopping() {
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut d = Daemon::start(&path, Some(&sock_path));
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notify datagram");
         String::from_utf8_lossy(&buf[..n]).into_owned()
