@@ -44,17 +44,19 @@ fn node_available() -> bool {
 async fn start_node(dir: &std::path::Path) -> (Node, std::net::SocketAddr) {
     let script = write_file(dir, "app.js", APP);
     let port = free_port();
-    let child = Command::new("node")
-        .arg(&script)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start node");
+    let node = Node(
+        Command::new("node")
+            .arg(&script)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node"),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return (Node(child), addr);
+            return (node, addr);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
