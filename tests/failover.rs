@@ -135,7 +135,12 @@ async fn sigterm_hands_off_within_one_second() {
     let stopped = sc.now();
     sc.cluster.node(1).sigterm();
     let took = sc
-        .wait_seen(&eip_b, &Some(a.takeover()), stopped, Duration::from_secs(10))
+        .wait_seen(
+            &eip_b,
+            &Some(a.takeover()),
+            stopped,
+            Duration::from_secs(10),
+        )
         .await;
     let handoff = took - stopped;
     eprintln!(
@@ -221,7 +226,10 @@ async fn forged_heartbeats_are_ignored_and_counted() {
         "larger than",
         "not in the cluster config",
     ] {
-        assert!(log.contains(reason), "nodeA did not report {reason:?}:\n{log}");
+        assert!(
+            log.contains(reason),
+            "nodeA did not report {reason:?}:\n{log}"
+        );
     }
     assert!(
         !log.contains("leaving"),
@@ -265,4 +273,192 @@ async fn kill9_takeover_with_seed_timers() {
         "takeover took {takeover:?}"
     );
     assert_eq!(sc.rec.moves(&eip_b), 1);
+}
+
+/// The published `cluster_view` of an in-process node (nodeA) paired with a child nodeB: it
+/// shows the peer and both EIPs, renders as tables, and `edgelb status` prints it from a stats
+/// API (here a stand-in serving `{"cluster": view}`). Then the in-process graceful stop
+/// (`App::drain` -> `ClusterHandle::leave`) hands nodeA's EIP to nodeB within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_view_and_in_process_leave() {
+    use support::cluster::EdgeCluster;
+    let timers = Timers::default();
+    let moto = support::moto::Moto::start();
+    let world = support::moto::World::build(&moto, 2).await;
+    let proxy = support::fault_proxy::FaultProxy::start(moto.endpoint());
+    let rec = world.record_placements(support::cluster::SAMPLE);
+    let mut cluster = EdgeCluster::new(&world, &proxy.endpoint(), timers.clone(), false);
+    cluster.start(1);
+    // nextest runs every test in its own process, so this environment is ours alone.
+    for k in cluster.env.removed() {
+        std::env::remove_var(k);
+    }
+    for (k, v) in cluster.env.vars() {
+        std::env::set_var(k, v);
+    }
+    let config = cluster.nodes[0].config_path.clone();
+    let mut app = edgelb::app::App::start(edgelb::app::Options {
+        source: edgelb::app::Source::File(config),
+        node: None,
+    })
+    .await
+    .expect("nodeA starts in-process");
+    tokio::time::sleep(timers.initdead + Duration::from_secs(1)).await;
+
+    let view = app.rt.cluster_view.load_full().expect("cluster view");
+    let view = (*view).clone();
+    assert_eq!(view["me"], "nodeA");
+    assert_eq!(view["phase"], "active");
+    assert_eq!(view["peers"][0]["name"], "nodeB");
+    assert_eq!(view["peers"][0]["state"], "Alive");
+    assert_eq!(view["eips"].as_array().map(Vec::len), Some(2));
+    assert!(view["wire"]["accepted"].as_u64().unwrap_or(0) > 5, "{view}");
+    assert!(view["api_calls"]["DescribeAddresses"]["calls"].as_u64() >= Some(1));
+    let text = edgelb::cluster::status_view::render_cluster(&view);
+    assert!(text.contains("nodeB  Alive"), "{text}");
+    assert!(text.contains(&world.node(1).allocation_id), "{text}");
+
+    let body = serde_json::json!({ "cluster": view }).to_string();
+    let api = support::LoopbackServer::start("stats-api", move |req| {
+        let body = body.clone();
+        async move {
+            Some(if req.uri().path() == "/stats.json" {
+                support::respond(200, "application/json", body)
+            } else {
+                support::respond(404, "text/plain", "not found")
+            })
+        }
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgelb"))
+        .args(["status", "--api", &api.endpoint()])
+        .output()
+        .expect("edgelb status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("PEER") && stdout.contains("nodeB"),
+        "{stdout}"
+    );
+    eprintln!("edgelb status:\n{stdout}");
+    drop(api);
+    let dead = support::free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgelb"))
+        .args(["status", "--api", &format!("http://127.0.0.1:{dead}")])
+        .output()
+        .expect("edgelb status");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+
+    let eip_a = world.node(0).allocation_id.clone();
+    let left = rec.elapsed();
+    app.drain(Some(Duration::ZERO)).await;
+    let took = loop {
+        if let Some(c) = rec
+            .history(&eip_a)
+            .into_iter()
+            .find(|c| c.at >= left && c.placement == Some(world.node(1).takeover()))
+        {
+            break c.at - left;
+        }
+        assert!(rec.elapsed() - left < Duration::from_secs(10), "no handoff");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("in-process leave handoff: {:.2}s", secs(took));
+    assert!(took <= Duration::from_secs(1), "handoff took {took:?}");
+    let view = app.rt.cluster_view.load_full().expect("cluster view");
+    assert_eq!(view["phase"], "stopped");
+    drop(cluster);
+    drop(rec);
+}
+
+/// Key rotation through SIGHUP on both nodes (accept new, sign new, drop old) keeps the cluster
+/// together: nothing moves, and each node logs the re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_by_reload_moves_nothing() {
+    let timers = Timers::default();
+    let sc = Scenario::start(2, 1, timers, false).await;
+    let from = sc.now();
+    let key_path = sc.cluster.dir.path().join("cluster.key");
+    let new = "bmV3LWNsdXN0ZXIta2V5";
+    for text in [
+        format!("1 {KEY}\n2 {new}"),
+        format!("2 {new}\n1 {KEY}"),
+        format!("2 {new}"),
+    ] {
+        support::cluster::write_key(&key_path, &text);
+        for n in &sc.cluster.nodes {
+            let pid = n.pid().expect("running");
+            // SAFETY: kill(2) on our own child.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sc.assert_no_moves_after(from, "key rotation");
+    for n in &sc.cluster.nodes {
+        let log = n.log();
+        assert_eq!(
+            log.matches("key file re-read").count(),
+            3,
+            "{}:\n{log}",
+            n.name
+        );
+        assert!(!log.contains("bad MAC"), "{}:\n{log}", n.name);
+    }
+}
+
+/// A key file readable by group/other is refused at start, naming the file and its mode.
+#[test]
+fn refuses_group_readable_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("cluster.key");
+    std::fs::write(&key, "secret\n").expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let port = support::free_port();
+    let config = dir.path().join("edgelb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[node]
+name = "a"
+[log]
+access = "off"
+[[listen]]
+name = "web"
+bind = ["127.0.0.1:{port}"]
+[[listen.server]]
+name = "s"
+address = "127.0.0.1:9"
+check = false
+[cluster]
+bind = "127.0.0.1:0"
+auth_key_file = "{key}"
+[[cluster.node]]
+name = "a"
+address = ["127.0.0.1:1"]
+[[cluster.node]]
+name = "b"
+address = ["127.0.0.1:2"]
+"#,
+            key = key.display()
+        ),
+    )
+    .expect("config");
+    let env = support::ChildAwsEnv::new("http://127.0.0.1:9");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edgelb"));
+    cmd.args(["run", "--config"]).arg(&config);
+    env.apply(&mut cmd);
+    let out = cmd.output().expect("edgelb run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster.key") && stderr.contains("mode 0640"),
+        "{stderr}"
+    );
 }

@@ -111,7 +111,12 @@ async fn api_throttled_45s_during_kill_heals_after() {
     sc.proxy.pass();
     let recovered = sc.now();
     let took = sc
-        .wait_seen(&eip_b, &Some(a.takeover()), recovered, Duration::from_secs(20))
+        .wait_seen(
+            &eip_b,
+            &Some(a.takeover()),
+            recovered,
+            Duration::from_secs(20),
+        )
         .await;
     eprintln!(
         "throttled 45s from the kill: EIP on the survivor {:.2}s after the API recovered \
@@ -155,7 +160,12 @@ async fn flapping_node_moves_eip_once_away_once_back() {
         tokio::time::sleep(Duration::from_secs(7)).await;
     }
     let back = sc
-        .wait_seen(&eip_b, &Some(b.home()), last_restart, Duration::from_secs(25))
+        .wait_seen(
+            &eip_b,
+            &Some(b.home()),
+            last_restart,
+            Duration::from_secs(25),
+        )
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let history = sc.rec.history(&eip_b);
@@ -254,7 +264,12 @@ async fn unhealthy_node_loses_its_eip_and_takes_none() {
     let stopped = sc.now();
     sc.cluster.stop_backend(0);
     let took = sc
-        .wait_seen(&eip_a, &Some(b.takeover()), stopped, Duration::from_secs(10))
+        .wait_seen(
+            &eip_a,
+            &Some(b.takeover()),
+            stopped,
+            Duration::from_secs(10),
+        )
         .await;
     eprintln!(
         "unhealthy nodeA lost its EIP after {:.2}s",
