@@ -462,3 +462,29 @@ address = ["127.0.0.1:2"]
         "{stderr}"
     );
 }
+
+/// Measurement (run on demand: `--run-ignored only`): EC2 calls at rest with the production
+/// defaults (reconcile 30 s, witness every 10 s), two nodes, two minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: 2+ minutes"]
+async fn api_calls_at_rest_with_default_timers() {
+    let timers = Timers {
+        witness_interval: Duration::from_secs(10),
+        witness_stale_after: Duration::from_secs(25),
+        api_budget_per_minute: 20,
+        ..Timers::seed().with_witness()
+    };
+    let sc = Scenario::start(2, 1, timers, false).await;
+    let from = sc.now();
+    sc.proxy.reset_counts();
+    let window = Duration::from_secs(120);
+    tokio::time::sleep(window).await;
+    let counts = sc.api_counts();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "EC2 calls at rest with production defaults, 2 nodes, {window:?}: {counts:?} = {:.0} \
+         per hour per node",
+        total as f64 * 3600.0 / window.as_secs_f64() / 2.0
+    );
+    sc.assert_no_moves_after(from, "at rest");
+}

@@ -88,7 +88,13 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
     let peers = setup::peer_addresses(cl, &me)?;
     let bind = parse_bind(&cl.bind).map_err(|e| format!("cluster.bind: {e}"))?;
 
-    let overrides = setup::identity_overrides(&cfg, &me);
+    let mut overrides = setup::identity_overrides(&cfg, &me);
+    if overrides.region.is_none() {
+        // Off EC2 (or with IMDS locked down) the SDK's own region variable is a fine source.
+        overrides.region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+    }
     let mut identity = imds::resolve_identity(&overrides, None)
         .await
         .map_err(|e| format!("cluster: identity of node {me}: {e}"))?;
