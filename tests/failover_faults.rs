@@ -59,6 +59,43 @@ async fn sigstop_longer_than_deadtime_moves_nothing_with_witness() {
     );
 }
 
+/// Scenario 5 without the witness: the paused nodeA looks dead, so nodeB takes nodeA's EIP
+/// (Heartbeat semantics, one move). The woken nodeA detects its pause and never touches nodeB's
+/// EIP; it gets its own back once, after failback_hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_without_witness_woken_node_takes_nothing() {
+    let timers = Timers::default();
+    let sc = Scenario::start(2, 1, timers.clone(), false).await;
+    let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());
+    let (eip_a, eip_b) = (sc.alloc(0), sc.alloc(1));
+    let from = sc.now();
+    sc.cluster.nodes[0].sigstop();
+    let took = sc
+        .wait_seen(&eip_a, &Some(b.takeover()), from, Duration::from_secs(5))
+        .await;
+    tokio::time::sleep((from + timers.deadtime + Duration::from_secs(5)).saturating_sub(sc.now()))
+        .await;
+    let resumed = sc.now();
+    sc.cluster.nodes[0].sigcont();
+    let back = sc
+        .wait_seen(&eip_a, &Some(a.home()), resumed, Duration::from_secs(15))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eprintln!(
+        "SIGSTOP without witness: nodeB took nodeA's EIP after {:.2}s; back home {:.2}s after \
+         SIGCONT",
+        (took - from).as_secs_f64(),
+        (back - resumed).as_secs_f64()
+    );
+    assert!(
+        sc.changes_after(&eip_b, from).is_empty(),
+        "the woken node touched nodeB's EIP: {:#?}",
+        sc.rec.history(&eip_b)
+    );
+    assert_eq!(sc.rec.moves(&eip_a), 2, "{:#?}", sc.rec.history(&eip_a));
+    assert!(back - resumed >= timers.failback_hold);
+}
+
 /// Scenario 6: the heartbeat link (only) is cut for 40 s with the witness on: both sides see a
 /// silent peer whose witness is fresh and move nothing; healing moves nothing either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
