@@ -41,6 +41,15 @@ enum Cmd {
     Import(edgelb::import::ImportArgs),
     /// Run a complete local setup: three built-in backends and edgelb on 127.0.0.1:8080.
     Demo,
+    /// Show the cluster as this node sees it (peers, EIPs), from the stats API.
+    Status {
+        /// Base URL of the stats API ([stats] api_bind).
+        #[arg(long, default_value = "http://127.0.0.1:9023")]
+        api: String,
+        /// Print the raw cluster JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_tracing() {
@@ -49,6 +58,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -57,6 +67,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config } => check(&config),
+        Cmd::Status { api, json } => status(&api, json),
         Cmd::Import(args) => edgelb::import::run(&args),
         Cmd::Demo => {
             init_tracing();
@@ -131,4 +142,94 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Seconds `edgelb status` waits for the stats API.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn status(api: &str, json: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let fetched = rt.block_on(async {
+        tokio::time::timeout(STATUS_TIMEOUT, fetch_stats(api))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {STATUS_TIMEOUT:?}")))
+    });
+    let body = match fetched {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cannot reach the edgelb stats API at {api}: {e} (is edgelb running with [stats] api_bind there?)");
+            return ExitCode::from(2);
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{api}/stats.json is not JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        let cluster = value
+            .get("cluster")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&cluster).unwrap_or_else(|_| cluster.to_string())
+        );
+    } else {
+        print!("{}", edgelb::cluster::status_view::render_stats(&value));
+    }
+    ExitCode::SUCCESS
+}
+
+/// GET `<api>/stats.json` with a minimal HTTP/1.1 client (plain http only).
+async fn fetch_stats(api: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = format!("{}/stats.json", api.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("bad URL: {e}"))?;
+    if uri.scheme_str().is_some_and(|s| s != "http") {
+        return Err("only http:// is supported".into());
+    }
+    let host = uri.host().ok_or("URL has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/stats.json");
+    let req = http::Request::get(path)
+        .header(http::header::HOST, format!("{host}:{port}"))
+        .header(http::header::ACCEPT, "application/json")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    Ok(body.to_vec())
 }

@@ -1,18 +1,587 @@
 //! The cluster's I/O shell: UDP heartbeats, timers and EC2 calls around the sans-io `brain`.
+//!
+//! `spawn` reads the key file, resolves this node's EC2 identity (config first, IMDSv2 for the
+//! rest), builds the EC2 client, binds the heartbeat socket and starts one drive task. The drive
+//! task owns the `Brain`, the wire `Sender`/`Receiver` and the socket, and loops over a
+//! `select!` of: a datagram (opened and authenticated, then fed to the brain), the brain's next
+//! deadline, the result of an EC2 call (each call runs in its own task and reports back through
+//! a channel with its `CallId`), a health poll, and the leave request. After every step it
+//! executes the queued actions and publishes `brain.status()` plus wire/API counters to
+//! `Runtime::cluster_view`. Brain time is `tokio::time::Instant` since start (monotonic: a
+//! SIGSTOP shows up as a gap, which the brain detects).
+//!
+//! Reload: on a new snapshot generation the key file is re-read; changed keys take effect at
+//! once (with a fresh incarnation, which peers log as a restart; nothing moves). Timers, nodes
+//! and EIPs are fixed for the life of the process: a changed `[cluster]`/`[aws]`/`[[eip]]` is
+//! logged as needing a restart (a restart is a graceful leave + rejoin: one handoff and one
+//! failback).
 
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::brain::{Action, ApiOutcome, Brain, CallId, LogLevel, OwnHealth};
+use super::setup;
+use super::wire::{self, DropReason, RecvCounters};
+use crate::cloud::aws::{ApiCalls, Ec2Client};
+use crate::cloud::{imds, CloudError, Ec2, InstanceIdentity, Placement};
+use crate::config::{parse_bind, Config};
 use crate::runtime::Runtime;
 
+/// How long `leave` waits for the brain to announce leaving before giving up.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest interval between two polls of local health (and of the snapshot generation).
+pub const HEALTH_POLL_MAX: Duration = Duration::from_millis(500);
+/// A dropped-datagram warning per reason is logged at most this often (the counters count all).
+pub const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Receive buffer: larger than any valid datagram, so oversized ones are seen as such.
+const RECV_BUF: usize = 2048;
+
 /// A running cluster member (absent when the config has no `[cluster]`).
-pub struct ClusterHandle {}
+pub struct ClusterHandle {
+    leave_tx: mpsc::Sender<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    local_addr: SocketAddr,
+}
 
 impl ClusterHandle {
-    /// Graceful stop: announce "leaving" so peers take our EIP at once; returns when done.
-    pub async fn leave(&self) {}
+    /// Graceful stop: announce "leaving" so peers take our EIP at once; returns when done (or
+    /// after `LEAVE_TIMEOUT`). Our own EIP stays associated: the peers' reassociation moves it.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.leave_tx.send(tx).await.is_err() {
+            return;
+        }
+        if tokio::time::timeout(LEAVE_TIMEOUT, rx).await.is_err() {
+            tracing::warn!("cluster: leave not confirmed within {LEAVE_TIMEOUT:?}");
+        }
+    }
+
+    /// The heartbeat socket's actual address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for ClusterHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Starts the cluster member if the snapshot has a `[cluster]` section.
-pub async fn spawn(_rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
-    Ok(None)
+pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
+    let snap = rt.load();
+    let cfg = snap.config.clone();
+    let Some(cl) = cfg.cluster.as_ref() else {
+        return Ok(None);
+    };
+    let me = snap.node_name.clone();
+    let generation = snap.generation;
+    drop(snap);
+    let keys = setup::read_key_file(std::path::Path::new(&cl.auth_key_file))?;
+    let peers = setup::peer_addresses(cl, &me)?;
+    let bind = parse_bind(&cl.bind).map_err(|e| format!("cluster.bind: {e}"))?;
+
+    let mut overrides = setup::identity_overrides(&cfg, &me);
+    if overrides.region.is_none() {
+        // Off EC2 (or with IMDS locked down) the SDK's own region variable is a fine source.
+        overrides.region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+    }
+    let mut identity = imds::resolve_identity(&overrides, None)
+        .await
+        .map_err(|e| format!("cluster: identity of node {me}: {e}"))?;
+    let settings = setup::aws_settings(&cfg);
+    let ec2 = Ec2Client::new(&settings, Some(&identity.region))
+        .await
+        .map_err(|e| format!("cluster: EC2 client: {e}"))?;
+    let ensure = cfg.aws.as_ref().map_or(true, |a| a.ensure_secondary_ip);
+    if identity.secondary_ip.is_none() && ensure {
+        match ec2.ensure_secondary_ip(&identity.eni_id).await {
+            Ok(ip) => {
+                tracing::info!("cluster: ENI {} secondary IP {ip}", identity.eni_id);
+                identity.secondary_ip = Some(ip);
+            }
+            Err(e) => tracing::warn!(
+                "cluster: could not ensure a secondary IP on {}: {e}; this node will not take \
+                 over peers' EIPs",
+                identity.eni_id
+            ),
+        }
+    }
+    let brain_cfg = setup::brain_config(&cfg, &me, &identity)?;
+    let socket = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
+    let local_addr = socket
+        .local_addr()
+        .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
+
+    let incarnation = unix_nanos();
+    let start = Instant::now();
+    let brain = Brain::new(
+        brain_cfg,
+        incarnation ^ 0x5eed_ed9e_1b00_0000,
+        Duration::ZERO,
+    )
+    .map_err(|e| e.to_string())?;
+    let names: Vec<String> = cl.node.iter().map(|n| n.name.clone()).collect();
+    let keyring = keys.keyring();
+    let sender = wire::Sender::new(me.clone(), incarnation, keyring.clone());
+    let receiver = wire::Receiver::new(me.clone(), names, keyring);
+
+    spawn_dry_run(&ec2, &cfg, &me, &identity);
+
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let (leave_tx, leave_rx) = mpsc::channel(4);
+    tracing::info!(
+        "cluster: node {me} (incarnation {incarnation}) heartbeats on {local_addr} to {} \
+         address(es); ENI {} primary {} secondary {:?}; witness {}",
+        peers.len(),
+        identity.eni_id,
+        identity.primary_ip,
+        identity.secondary_ip,
+        if cl.witness { "on" } else { "off" },
+    );
+    let shell = Shell {
+        rt,
+        brain,
+        sender,
+        receiver,
+        socket,
+        local_addr,
+        peers,
+        ec2,
+        start,
+        results_tx,
+        identity,
+        incarnation,
+        keys,
+        generation,
+        cluster_json: cluster_settings_json(&cfg),
+        last_health: None,
+        leave_waiters: Vec::new(),
+        send_errors: 0,
+        recv_errors: 0,
+        drop_logged: Vec::new(),
+        stopped: false,
+    };
+    let task = tokio::spawn(shell.drive(results_rx, leave_rx));
+    Ok(Some(ClusterHandle {
+        leave_tx,
+        task,
+        local_addr,
+    }))
+}
+
+/// The IAM self-check (AssociateAddress with DryRun) in the background: a warning, never fatal.
+fn spawn_dry_run(ec2: &Ec2Client, cfg: &Config, me: &str, identity: &InstanceIdentity) {
+    let Some(eip) = cfg
+        .eip
+        .iter()
+        .find(|e| e.owner == me)
+        .or_else(|| cfg.eip.first())
+    else {
+        return;
+    };
+    let ec2 = ec2.clone();
+    let alloc = eip.allocation_id.clone();
+    let target = Placement {
+        eni_id: identity.eni_id.clone(),
+        private_ip: identity.primary_ip,
+    };
+    tokio::spawn(async move {
+        match ec2.dry_run_check(&alloc, &target).await {
+            Ok(()) => tracing::info!("cluster: IAM self-check passed (AssociateAddress DryRun)"),
+            Err(CloudError::Denied(e)) => tracing::warn!(
+                "cluster: IAM self-check FAILED: AssociateAddress on {alloc} is denied ({e}); \
+                 this node cannot move EIPs until the instance role allows it"
+            ),
+            Err(e) => tracing::warn!("cluster: IAM self-check inconclusive: {e}"),
+        }
+    });
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The settings a running brain cannot change, for spotting edits on reload.
+fn cluster_settings_json(cfg: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "cluster": cfg.cluster.as_ref().map(|c| {
+            let mut c = c.clone();
+            c.auth_key_file = String::new();
+            c
+        }),
+        "aws": cfg.aws,
+        "eip": cfg.eip,
+    })
+}
+
+/// Local health as the brain wants it: healthy = listeners bound, not stopping, and every
+/// listen has at least one server UP and not in maintenance.
+pub fn own_health(rt: &Runtime) -> OwnHealth {
+    let snap = rt.load();
+    let mut healthy_backends = 0usize;
+    let mut total_backends = 0usize;
+    let mut every_listen = true;
+    for l in &snap.listens {
+        let usable = l.usable_servers();
+        healthy_backends += usable;
+        total_backends += l.servers.len();
+        every_listen &= usable > 0;
+    }
+    let healthy = rt.listeners_ready.load(Ordering::Acquire)
+        && !rt.stopping.load(Ordering::Acquire)
+        && every_listen;
+    OwnHealth {
+        healthy,
+        healthy_backends: u16::try_from(healthy_backends).unwrap_or(u16::MAX),
+        total_backends: u16::try_from(total_backends).unwrap_or(u16::MAX),
+    }
+}
+
+type Results = mpsc::UnboundedReceiver<(CallId, ApiOutcome)>;
+
+struct Shell {
+    rt: Arc<Runtime>,
+    brain: Brain,
+    sender: wire::Sender,
+    receiver: wire::Receiver,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    peers: Vec<SocketAddr>,
+    ec2: Ec2Client,
+    start: Instant,
+    results_tx: mpsc::UnboundedSender<(CallId, ApiOutcome)>,
+    identity: InstanceIdentity,
+    incarnation: u64,
+    keys: setup::KeyMaterial,
+    generation: u64,
+    cluster_json: serde_json::Value,
+    last_health: Option<OwnHealth>,
+    leave_waiters: Vec<oneshot::Sender<()>>,
+    send_errors: u64,
+    recv_errors: u64,
+    /// Per drop reason: when it was last logged.
+    drop_logged: Vec<(DropReason, Instant)>,
+    stopped: bool,
+}
+
+impl Shell {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn drive(
+        mut self,
+        mut results: Results,
+        mut leave_rx: mpsc::Receiver<oneshot::Sender<()>>,
+    ) {
+        let mut buf = vec![0u8; RECV_BUF];
+        let poll = self.brain.config().keepalive.min(HEALTH_POLL_MAX);
+        let mut health_tick = tokio::time::interval(poll);
+        health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.poll_health();
+        loop {
+            self.execute();
+            self.publish();
+            if self.stopped {
+                for w in self.leave_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                return;
+            }
+            let deadline = self.start + self.brain.next_deadline();
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        let len = n.min(buf.len());
+                        self.on_datagram(&buf[..len], from);
+                    }
+                    Err(e) => {
+                        self.recv_errors += 1;
+                        tracing::debug!("cluster: receive error: {e}");
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.brain.tick(now);
+                }
+                Some((call, outcome)) = results.recv() => {
+                    let now = self.now();
+                    self.brain.on_api_result(now, call, outcome);
+                }
+                _ = health_tick.tick() => {
+                    self.poll_health();
+                    self.check_reload();
+                }
+                req = leave_rx.recv() => match req {
+                    Some(waiter) => {
+                        self.leave_waiters.push(waiter);
+                        let now = self.now();
+                        self.brain.request_stop(now);
+                    }
+                    // The handle is gone: nobody can ask us to leave any more.
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        match self.receiver.open(datagram) {
+            Ok(hb) => {
+                let now = self.now();
+                self.brain.on_heartbeat(now, &hb);
+            }
+            Err(reason) => self.log_drop(reason, from),
+        }
+    }
+
+    fn log_drop(&mut self, reason: DropReason, from: SocketAddr) {
+        let now = Instant::now();
+        let due = match self.drop_logged.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, at)) if now.duration_since(*at) < DROP_LOG_INTERVAL => false,
+            Some((_, at)) => {
+                *at = now;
+                true
+            }
+            None => {
+                self.drop_logged.push((reason, now));
+                true
+            }
+        };
+        if due {
+            let c = self.receiver.counters();
+            tracing::warn!(
+                "cluster: dropped heartbeat datagram from {from}: {reason} (dropped so far: \
+                 malformed {}, bad MAC {}, unknown key {}, replayed {}, oversized {}, unknown \
+                 node {}, own {})",
+                c.malformed,
+                c.bad_mac,
+                c.unknown_key,
+                c.replayed,
+                c.oversized,
+                c.unknown_node,
+                c.own
+            );
+        } else {
+            tracing::debug!("cluster: dropped heartbeat datagram from {from}: {reason}");
+        }
+    }
+
+    fn poll_health(&mut self) {
+        let h = own_health(&self.rt);
+        if self.last_health != Some(h) {
+            self.last_health = Some(h);
+            let now = self.now();
+            self.brain.set_health(now, h);
+        }
+    }
+
+    /// Re-reads the key file when a new configuration generation was published.
+    fn check_reload(&mut self) {
+        let snap = self.rt.load();
+        if snap.generation == self.generation {
+            return;
+        }
+        self.generation = snap.generation;
+        let Some(cl) = snap.config.cluster.as_ref() else {
+            tracing::warn!(
+                "cluster: [cluster] removed from the configuration; still running as a cluster \
+                 member until restart"
+            );
+            return;
+        };
+        if cluster_settings_json(&snap.config) != self.cluster_json {
+            tracing::warn!(
+                "cluster: [cluster]/[aws]/[[eip]] changed; timers, nodes and EIPs apply only \
+                 after a restart (only the key file is re-read on reload)"
+            );
+        }
+        match setup::read_key_file(std::path::Path::new(&cl.auth_key_file)) {
+            Ok(keys) if keys == self.keys => {}
+            Ok(keys) => {
+                let keyring = keys.keyring();
+                // A sender's sequence numbers restart with it, so it needs a new incarnation
+                // for peers' replay guards to accept it; peers log that as a restart.
+                self.incarnation = unix_nanos().max(self.incarnation + 1);
+                let me = self.brain.config().me.clone();
+                let names = self.brain.config().nodes.iter().map(|n| n.name.clone());
+                self.receiver = wire::Receiver::new(me.clone(), names, keyring.clone());
+                self.sender = wire::Sender::new(me, self.incarnation, keyring);
+                self.keys = keys;
+                tracing::info!(
+                    "cluster: key file re-read: signing with key id {} (incarnation {})",
+                    self.keys.signing,
+                    self.incarnation
+                );
+            }
+            Err(e) => tracing::error!("cluster: reload: {e}; keeping the current keys"),
+        }
+    }
+
+    /// Executes every queued action.
+    fn execute(&mut self) {
+        while let Some(action) = self.brain.poll_action() {
+            match action {
+                Action::SendHeartbeat(payload) => self.send(&payload),
+                Action::Describe {
+                    call,
+                    allocation_ids,
+                } => {
+                    let ec2 = self.ec2.clone();
+                    self.run(call, async move {
+                        ApiOutcome::Described(ec2.describe_addresses(&allocation_ids).await)
+                    });
+                }
+                Action::Associate {
+                    call,
+                    allocation_id,
+                    target,
+                } => {
+                    tracing::info!(
+                        "cluster: taking {allocation_id} onto {}/{}",
+                        target.eni_id,
+                        target.private_ip
+                    );
+                    let ec2 = self.ec2.clone();
+                    self.run(call, async move {
+                        ApiOutcome::Associated(ec2.associate(&allocation_id, &target).await)
+                    });
+                }
+                Action::Disassociate {
+                    call,
+                    association_id,
+                } => {
+                    let ec2 = self.ec2.clone();
+                    self.run(call, async move {
+                        ApiOutcome::Disassociated(ec2.disassociate(&association_id).await)
+                    });
+                }
+                Action::WriteWitness { call, eni_id, node } => {
+                    let ec2 = self.ec2.clone();
+                    self.run(call, async move {
+                        ApiOutcome::WitnessWritten(
+                            ec2.write_witness(&eni_id, &node, SystemTime::now()).await,
+                        )
+                    });
+                }
+                Action::ReadWitnesses { call, eni_ids } => {
+                    let ec2 = self.ec2.clone();
+                    self.run(call, async move {
+                        let result = ec2.read_witnesses(&eni_ids).await;
+                        let read_unix = unix_ms() / 1000;
+                        ApiOutcome::WitnessesRead { read_unix, result }
+                    });
+                }
+                Action::Log { level, message } => match level {
+                    LogLevel::Debug => tracing::debug!("cluster: {message}"),
+                    LogLevel::Info => tracing::info!("cluster: {message}"),
+                    LogLevel::Warn => tracing::warn!("cluster: {message}"),
+                    LogLevel::Error => tracing::error!("cluster: {message}"),
+                },
+                Action::Stopped => {
+                    tracing::info!("cluster: left the cluster");
+                    self.stopped = true;
+                }
+            }
+        }
+    }
+
+    /// Runs one EC2 call in its own task; the result comes back through the channel. The SDK's
+    /// operation timeout bounds it, and the brain forgets calls older than its call_timeout.
+    fn run<F>(&self, call: CallId, fut: F)
+    where
+        F: std::future::Future<Output = ApiOutcome> + Send + 'static,
+    {
+        let tx = self.results_tx.clone();
+        tokio::spawn(async move {
+            let outcome = fut.await;
+            let _ = tx.send((call, outcome));
+        });
+    }
+
+    /// Seals once and sends the same bytes to every address of every peer, without waiting.
+    fn send(&mut self, payload: &wire::HeartbeatPayload) {
+        let bytes = match self.sender.seal(payload, unix_ms()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cluster: cannot encode heartbeat: {e}");
+                return;
+            }
+        };
+        for addr in &self.peers {
+            if let Err(e) = self.socket.try_send_to(&bytes, *addr) {
+                self.send_errors += 1;
+                tracing::debug!("cluster: heartbeat to {addr}: {e}");
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let view = ClusterView {
+            status: self.brain.status(),
+            incarnation: self.incarnation,
+            bind: self.local_addr,
+            peer_addresses: &self.peers,
+            identity: &self.identity,
+            wire: self.receiver.counters(),
+            send_errors: self.send_errors,
+            recv_errors: self.recv_errors,
+            api_calls: api_calls_json(&self.ec2.api_calls()),
+            witness: self.brain.config().witness.enabled,
+        };
+        match serde_json::to_value(&view) {
+            Ok(v) => self.rt.cluster_view.store(Some(Arc::new(v))),
+            Err(e) => tracing::debug!("cluster: status not serializable: {e}"),
+        }
+    }
+}
+
+/// What `Runtime::cluster_view` holds: the brain's status flattened, plus the shell's own facts.
+#[derive(serde::Serialize)]
+struct ClusterView<'a> {
+    #[serde(flatten)]
+    status: super::brain::ClusterStatus,
+    incarnation: u64,
+    bind: SocketAddr,
+    peer_addresses: &'a [SocketAddr],
+    identity: &'a InstanceIdentity,
+    wire: RecvCounters,
+    send_errors: u64,
+    recv_errors: u64,
+    api_calls: serde_json::Value,
+    witness: bool,
+}
+
+/// `{ "DescribeAddresses": {"calls":..,"attempts":..,"errors":..}, ... }`.
+fn api_calls_json(calls: &ApiCalls) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (name, c) in &calls.by_action {
+        m.insert(
+            (*name).to_string(),
+            serde_json::json!({"calls": c.calls, "attempts": c.attempts, "errors": c.errors}),
+        );
+    }
+    serde_json::Value::Object(m)
 }

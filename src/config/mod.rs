@@ -447,6 +447,15 @@ pub struct ClusterSection {
     /// Partition witness through EC2 tags on each node's ENI.
     #[serde(default = "default_true")]
     pub witness: bool,
+    /// How often each node writes its witness stamp (default
+    /// `cluster::setup::DEFAULT_WITNESS_INTERVAL`, 10 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub witness_interval: Option<Duration>,
+    /// A silent peer whose stamp is older than this is dead, not partitioned (default
+    /// `cluster::setup::DEFAULT_WITNESS_STALE_AFTER`, 25 s). Bounds kill -9 detection with the
+    /// witness on; must exceed `witness_interval` and dwarf clock skew.
+    #[serde(default, with = "humantime_serde::option")]
+    pub witness_stale_after: Option<Duration>,
     #[serde(default)]
     pub node: Vec<ClusterNode>,
 }
@@ -476,6 +485,10 @@ pub struct ClusterNode {
     pub eni_id: Option<String>,
     pub primary_ip: Option<std::net::Ipv4Addr>,
     pub secondary_ip: Option<std::net::Ipv4Addr>,
+    /// More private IPs that can carry peers' EIPs (one EIP each), after `secondary_ip`. A
+    /// cluster of N nodes needs N-1 per node for every EIP to find a home when all but one die.
+    #[serde(default)]
+    pub secondary_ips: Vec<std::net::Ipv4Addr>,
 }
 
 /// `[aws]`: how to reach the EC2 API.
@@ -497,6 +510,11 @@ pub struct AwsSection {
     /// Assign a secondary private IP to the ENI at start when it has none.
     #[serde(default = "default_true")]
     pub ensure_secondary_ip: bool,
+    /// Longest wait between two tries of a failed EIP move or describe (the reconcile loop's
+    /// backoff, not the SDK's per-call retries); default
+    /// `cluster::setup::DEFAULT_RETRY_BACKOFF_MAX` (30 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_backoff_max: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -336,6 +336,24 @@ fn validate_cluster(c: &Config, out: &mut Problems) {
             out.push((at("warntime"), "must be less than deadtime".into()));
         }
     }
+    let interval = cl
+        .witness_interval
+        .unwrap_or(crate::cluster::setup::DEFAULT_WITNESS_INTERVAL);
+    let stale = cl
+        .witness_stale_after
+        .unwrap_or(crate::cluster::setup::DEFAULT_WITNESS_STALE_AFTER);
+    if cl.witness && interval.is_zero() {
+        out.push((at("witness_interval"), "must be greater than 0".into()));
+    } else if cl.witness && stale <= interval {
+        out.push((
+            at("witness_stale_after"),
+            format!(
+                "witness_stale_after ({}) must be greater than witness_interval ({})",
+                humantime::format_duration(stale),
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
     if cl.auth_key_file.trim().is_empty() {
         out.push((
             at("auth_key_file"),
@@ -349,6 +367,19 @@ fn validate_cluster(c: &Config, out: &mut Problems) {
             out.push((nat("name"), "must not be empty".into()));
         } else if !names.insert(n.name.clone()) {
             out.push((nat("name"), format!("duplicate node name {:?}", n.name)));
+        }
+        let mut ips: Vec<_> = n.secondary_ip.iter().chain(&n.secondary_ips).collect();
+        if n.primary_ip.is_some_and(|p| ips.contains(&&p)) {
+            out.push((
+                nat("secondary_ips"),
+                "a secondary IP equals the primary IP".into(),
+            ));
+        }
+        let count = ips.len();
+        ips.sort();
+        ips.dedup();
+        if ips.len() != count {
+            out.push((nat("secondary_ips"), "duplicate secondary IP".into()));
         }
         for (ai, a) in n.address.iter().enumerate() {
             if let Err(e) = a.parse::<SocketAddr>() {
@@ -404,6 +435,15 @@ fn validate_cluster(c: &Config, out: &mut Problems) {
             out.push((
                 p(&[key("aws"), key("max_attempts")]),
                 "must be at least 1".into(),
+            ));
+        }
+        if aws
+            .retry_backoff_max
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            out.push((
+                p(&[key("aws"), key("retry_backoff_max")]),
+                "must be at least 1s".into(),
             ));
         }
         if aws.api_budget_per_minute == Some(0) {

@@ -16,6 +16,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fault_proxy;
 pub mod imds_stub;
 pub mod moto;

@@ -179,6 +179,8 @@ pub struct WorldNode {
     pub mac: String,
     pub primary_ip: Ipv4Addr,
     pub secondary_ip: Ipv4Addr,
+    /// Every secondary IP, `secondary_ip` first (more than one with `World::build_with`).
+    pub secondary_ips: Vec<Ipv4Addr>,
     pub allocation_id: String,
     pub public_ip: Ipv4Addr,
     /// The association made while building; stale once the EIP has moved.
@@ -201,6 +203,17 @@ impl WorldNode {
             private_ip: self.secondary_ip,
         }
     }
+
+    /// Every placement on this node's secondary IPs.
+    pub fn takeover_slots(&self) -> Vec<Placement> {
+        self.secondary_ips
+            .iter()
+            .map(|ip| Placement {
+                eni_id: self.eni_id.clone(),
+                private_ip: *ip,
+            })
+            .collect()
+    }
 }
 
 /// The EC2 world: VPC 10.0.0.0/16, subnet 10.0.1.0/24, node i with private IPs
@@ -218,7 +231,14 @@ pub struct World {
 impl World {
     /// Resets moto and builds the world with `nodes` nodes (1..=20).
     pub async fn build(moto: &Moto, nodes: usize) -> World {
+        Self::build_with(moto, nodes, 1).await
+    }
+
+    /// Like `build`, with `secondaries` (1..=9) secondary IPs per node: 10.0.1.(10i+11) up to
+    /// 10.0.1.(10i+10+secondaries). A node that must carry the EIPs of k dead peers needs k.
+    pub async fn build_with(moto: &Moto, nodes: usize, secondaries: usize) -> World {
         assert!((1..=MAX_NODES).contains(&nodes), "1..={MAX_NODES} nodes");
+        assert!((1..=9).contains(&secondaries), "1..=9 secondary IPs");
         moto.reset();
         let client = moto.sdk_client();
         let vpc_id = client
@@ -247,7 +267,10 @@ impl World {
             let host = 10 * (i as u8 + 1);
             let [a, b, c] = SUBNET_PREFIX;
             let primary_ip = Ipv4Addr::new(a, b, c, host);
-            let secondary_ip = Ipv4Addr::new(a, b, c, host + 1);
+            let secondary_ips: Vec<Ipv4Addr> = (1..=secondaries as u8)
+                .map(|k| Ipv4Addr::new(a, b, c, host + k))
+                .collect();
+            let secondary_ip = secondary_ips[0];
             let name = format!("node{}", (b'A' + i as u8) as char);
             let inst = client
                 .run_instances()
@@ -282,7 +305,9 @@ impl World {
             client
                 .assign_private_ip_addresses()
                 .network_interface_id(&eni_id)
-                .private_ip_addresses(secondary_ip.to_string())
+                .set_private_ip_addresses(Some(
+                    secondary_ips.iter().map(|ip| ip.to_string()).collect(),
+                ))
                 .send()
                 .await
                 .expect("AssignPrivateIpAddresses");
@@ -328,6 +353,7 @@ impl World {
                 mac,
                 primary_ip,
                 secondary_ip,
+                secondary_ips,
                 allocation_id,
                 public_ip,
                 association_id,

@@ -1,0 +1,490 @@
+//! End-to-end Elastic IP failover with real `edgelb` processes: UDP heartbeats on loopback, EC2
+//! through the fault proxy to the patched moto, placements observed straight at moto by the
+//! `PlacementRecorder`. Covers kill -9 (without and with the witness, with test timers and once
+//! with the Heartbeat seed timers), restart with auto failback, SIGTERM handoff and forged
+//! heartbeats. Timings are printed (`cargo nextest run --test failover --no-capture`).
+
+mod support;
+
+use std::time::Duration;
+
+use edgelb::cluster::wire::{HeartbeatPayload, Keyring, Sender};
+use support::cluster::{Scenario, Timers, KEY};
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Scenarios 1 + 2: kill -9 nodeB => its EIP on nodeA's secondary within deadtime + 1 s; restart
+/// nodeB => back on its primary after failback_hold, exactly one move back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_takeover_then_failback_without_witness() {
+    let timers = Timers::default();
+    let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
+    let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());
+    let eip_b = sc.alloc(1);
+
+    sc.proxy.reset_counts();
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(10))
+        .await;
+    let takeover = took - killed;
+    eprintln!(
+        "kill -9 takeover (keepalive 200ms, deadtime 1s, no witness): {:.2}s",
+        secs(takeover)
+    );
+    assert!(
+        takeover <= timers.deadtime + Duration::from_secs(1),
+        "takeover took {takeover:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    eprintln!("EC2 calls for the takeover: {:?}", sc.api_counts());
+
+    let restarted = sc.now();
+    sc.cluster.start(1);
+    let back = sc
+        .wait_seen(&eip_b, &Some(b.home()), restarted, Duration::from_secs(20))
+        .await;
+    let failback = back - restarted;
+    eprintln!(
+        "failback after restart: {:.2}s (initdead {:?}, failback_hold {:?})",
+        secs(failback),
+        timers.initdead,
+        timers.failback_hold
+    );
+    assert!(
+        failback >= timers.failback_hold,
+        "failback before failback_hold: {failback:?}"
+    );
+    assert!(
+        failback <= timers.initdead + timers.failback_hold + Duration::from_secs(4),
+        "failback took {failback:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sc.rec.moves(&eip_b),
+        2,
+        "one move away, one back: {:#?}",
+        sc.rec.history(&eip_b)
+    );
+    assert_eq!(sc.rec.moves(&sc.alloc(0)), 0, "nodeA's own EIP stayed");
+}
+
+/// Scenario 1 with the partition witness: detection waits for the dead node's stamp to go
+/// stale. Also measures the EC2 calls at rest and per takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_takeover_with_witness() {
+    let timers = Timers::default().with_witness();
+    let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+
+    sc.proxy.reset_counts();
+    let rest_from = sc.now();
+    let rest = Duration::from_secs(10);
+    tokio::time::sleep(rest).await;
+    let at_rest = sc.api_counts();
+    let total: u64 = at_rest.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "EC2 calls at rest, 2 nodes, {rest:?} (reconcile {:?}, witness every {:?}): {at_rest:?} \
+         = {:.0}/hour/node",
+        timers.reconcile,
+        timers.witness_interval,
+        total as f64 * 3600.0 / rest.as_secs_f64() / 2.0
+    );
+    sc.assert_no_moves_after(rest_from, "at rest");
+
+    sc.proxy.reset_counts();
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(20))
+        .await;
+    let takeover = took - killed;
+    eprintln!(
+        "kill -9 takeover with witness (deadtime 1s, stale_after {:?}): {:.2}s; EC2 calls from \
+         kill to takeover: {:?}",
+        timers.witness_stale_after,
+        secs(takeover),
+        sc.api_counts()
+    );
+    assert!(
+        takeover >= timers.deadtime - timers.keepalive,
+        "took over before deadtime: {takeover:?}"
+    );
+    assert!(
+        takeover <= timers.deadtime + timers.witness_stale_after + Duration::from_secs(2),
+        "takeover took {takeover:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sc.rec.moves(&eip_b), 1);
+    assert_eq!(sc.rec.moves(&sc.alloc(0)), 0);
+}
+
+/// Scenario 3: SIGTERM => the leaving node says so and the peer takes over within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_off_within_one_second() {
+    let timers = Timers::default().with_witness();
+    let mut sc = Scenario::start(2, 1, timers, false).await;
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+
+    sc.proxy.reset_counts();
+    let stopped = sc.now();
+    sc.cluster.node(1).sigterm();
+    let took = sc
+        .wait_seen(
+            &eip_b,
+            &Some(a.takeover()),
+            stopped,
+            Duration::from_secs(10),
+        )
+        .await;
+    let handoff = took - stopped;
+    eprintln!(
+        "SIGTERM handoff: {:.2}s; EC2 calls: {:?}",
+        secs(handoff),
+        sc.api_counts()
+    );
+    assert!(
+        handoff <= Duration::from_secs(1),
+        "handoff took {handoff:?}"
+    );
+    let status = sc.cluster.node(1).wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "nodeB exit: {status}");
+    let log = sc.cluster.nodes[1].log();
+    assert!(log.contains("announcing leaving"), "{log}");
+    assert!(log.contains("left the cluster"), "{log}");
+    assert!(
+        !log.contains("taking "),
+        "the leaving node moved an EIP itself:\n{log}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sc.rec.moves(&eip_b), 1);
+    assert_eq!(sc.rec.moves(&sc.alloc(0)), 0);
+}
+
+/// Scenario 4: forged heartbeats from a third party (wrong key claiming nodeB is leaving, an
+/// unknown key id, a replayed captured datagram, garbage, an unknown node with the right key)
+/// are dropped and counted; nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_heartbeats_are_ignored_and_counted() {
+    let timers = Timers::default();
+    let sc = Scenario::start(2, 1, timers, true).await;
+    let target = sc.cluster.nodes[0].hb_addr;
+    let captured = sc.cluster.relay(1, 0).captured();
+    assert!(!captured.is_empty(), "relay captured nodeB's heartbeats");
+
+    let leaving = HeartbeatPayload {
+        serving: false,
+        leaving: true,
+        ..HeartbeatPayload::default()
+    };
+    let incarnation = u64::MAX / 2;
+    let mut wrong_key = Sender::new(
+        "nodeB",
+        incarnation,
+        Keyring::new(1, [(1u8, b"not-the-cluster-key".to_vec())]),
+    );
+    let mut unknown_key_id = Sender::new(
+        "nodeB",
+        incarnation,
+        Keyring::new(9, [(9u8, KEY.as_bytes().to_vec())]),
+    );
+    let mut stranger = Sender::new(
+        "nodeZ",
+        incarnation,
+        Keyring::new(1, [(1u8, KEY.as_bytes().to_vec())]),
+    );
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("forger socket");
+    let start = sc.now();
+    for round in 0..40u64 {
+        let now_ms = 1_700_000_000_000 + round;
+        let mut datagrams = vec![
+            wrong_key.seal(&leaving, now_ms).expect("seal"),
+            unknown_key_id.seal(&leaving, now_ms).expect("seal"),
+            stranger.seal(&leaving, now_ms).expect("seal"),
+            b"EH\x01garbage".to_vec(),
+            vec![0u8; 1500],
+        ];
+        datagrams.extend(captured.iter().cloned());
+        for d in &datagrams {
+            sock.send_to(d, target).expect("send forged");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sc.assert_no_moves_after(start, "forged heartbeats");
+    let log = sc.cluster.nodes[0].log();
+    for reason in [
+        "bad MAC",
+        "unknown key id",
+        "replayed datagram",
+        "truncated or malformed",
+        "larger than",
+        "not in the cluster config",
+    ] {
+        assert!(
+            log.contains(reason),
+            "nodeA did not report {reason:?}:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("leaving"),
+        "a forged leaving notice was believed:\n{log}"
+    );
+    // The counters in the last warning: 40 rounds of each kind.
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("dropped so far"))
+        .expect("drop summary");
+    eprintln!("nodeA: {last}");
+}
+
+/// The Heartbeat seed timers (keepalive 2 s, deadtime 15 s), witness off: one kill -9, measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_takeover_with_seed_timers() {
+    let timers = Timers::seed();
+    let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+    sc.proxy.reset_counts();
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(30))
+        .await;
+    let takeover = took - killed;
+    eprintln!(
+        "kill -9 takeover with seed timers (keepalive 2s, deadtime 15s, no witness): {:.2}s; \
+         EC2 calls: {:?}",
+        secs(takeover),
+        sc.api_counts()
+    );
+    assert!(
+        takeover >= timers.deadtime - timers.keepalive,
+        "too early: {takeover:?}"
+    );
+    assert!(
+        takeover <= timers.deadtime + Duration::from_secs(1),
+        "takeover took {takeover:?}"
+    );
+    assert_eq!(sc.rec.moves(&eip_b), 1);
+}
+
+/// The published `cluster_view` of an in-process node (nodeA) paired with a child nodeB: it
+/// shows the peer and both EIPs, renders as tables, and `edgelb status` prints it from a stats
+/// API (here a stand-in serving `{"cluster": view}`). Then the in-process graceful stop
+/// (`App::drain` -> `ClusterHandle::leave`) hands nodeA's EIP to nodeB within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_view_and_in_process_leave() {
+    use support::cluster::EdgeCluster;
+    let timers = Timers::default();
+    let moto = support::moto::Moto::start();
+    let world = support::moto::World::build(&moto, 2).await;
+    let proxy = support::fault_proxy::FaultProxy::start(moto.endpoint());
+    let rec = world.record_placements(support::cluster::SAMPLE);
+    let mut cluster = EdgeCluster::new(&world, &proxy.endpoint(), timers.clone(), false);
+    cluster.start(1);
+    // nextest runs every test in its own process, so this environment is ours alone.
+    for k in cluster.env.removed() {
+        std::env::remove_var(k);
+    }
+    for (k, v) in cluster.env.vars() {
+        std::env::set_var(k, v);
+    }
+    let config = cluster.nodes[0].config_path.clone();
+    let mut app = edgelb::app::App::start(edgelb::app::Options {
+        source: edgelb::app::Source::File(config),
+        node: None,
+    })
+    .await
+    .expect("nodeA starts in-process");
+    tokio::time::sleep(timers.initdead + Duration::from_secs(1)).await;
+
+    let view = app.rt.cluster_view.load_full().expect("cluster view");
+    let view = (*view).clone();
+    assert_eq!(view["me"], "nodeA");
+    assert_eq!(view["phase"], "active");
+    assert_eq!(view["peers"][0]["name"], "nodeB");
+    assert_eq!(view["peers"][0]["state"], "Alive");
+    assert_eq!(view["eips"].as_array().map(Vec::len), Some(2));
+    assert!(view["wire"]["accepted"].as_u64().unwrap_or(0) > 5, "{view}");
+    assert!(view["api_calls"]["DescribeAddresses"]["calls"].as_u64() >= Some(1));
+    let text = edgelb::cluster::status_view::render_cluster(&view);
+    assert!(text.contains("nodeB  Alive"), "{text}");
+    assert!(text.contains(&world.node(1).allocation_id), "{text}");
+
+    let body = serde_json::json!({ "cluster": view }).to_string();
+    let api = support::LoopbackServer::start("stats-api", move |req| {
+        let body = body.clone();
+        async move {
+            Some(if req.uri().path() == "/stats.json" {
+                support::respond(200, "application/json", body)
+            } else {
+                support::respond(404, "text/plain", "not found")
+            })
+        }
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgelb"))
+        .args(["status", "--api", &api.endpoint()])
+        .output()
+        .expect("edgelb status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("PEER") && stdout.contains("nodeB"),
+        "{stdout}"
+    );
+    eprintln!("edgelb status:\n{stdout}");
+    drop(api);
+    let dead = support::free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgelb"))
+        .args(["status", "--api", &format!("http://127.0.0.1:{dead}")])
+        .output()
+        .expect("edgelb status");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+
+    let eip_a = world.node(0).allocation_id.clone();
+    let left = rec.elapsed();
+    app.drain(Some(Duration::ZERO)).await;
+    let took = loop {
+        if let Some(c) = rec
+            .history(&eip_a)
+            .into_iter()
+            .find(|c| c.at >= left && c.placement == Some(world.node(1).takeover()))
+        {
+            break c.at - left;
+        }
+        assert!(rec.elapsed() - left < Duration::from_secs(10), "no handoff");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("in-process leave handoff: {:.2}s", secs(took));
+    assert!(took <= Duration::from_secs(1), "handoff took {took:?}");
+    let view = app.rt.cluster_view.load_full().expect("cluster view");
+    assert_eq!(view["phase"], "stopped");
+    drop(cluster);
+    drop(rec);
+}
+
+/// Key rotation through SIGHUP on both nodes (accept new, sign new, drop old) keeps the cluster
+/// together: nothing moves, and each node logs the re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_by_reload_moves_nothing() {
+    let timers = Timers::default();
+    let sc = Scenario::start(2, 1, timers, false).await;
+    let from = sc.now();
+    let key_path = sc.cluster.dir.path().join("cluster.key");
+    let new = "bmV3LWNsdXN0ZXIta2V5";
+    for text in [
+        format!("1 {KEY}\n2 {new}"),
+        format!("2 {new}\n1 {KEY}"),
+        format!("2 {new}"),
+    ] {
+        support::cluster::write_key(&key_path, &text);
+        for n in &sc.cluster.nodes {
+            let pid = n.pid().expect("running");
+            // SAFETY: kill(2) on our own child.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sc.assert_no_moves_after(from, "key rotation");
+    for n in &sc.cluster.nodes {
+        let log = n.log();
+        assert_eq!(
+            log.matches("key file re-read").count(),
+            3,
+            "{}:\n{log}",
+            n.name
+        );
+        assert!(!log.contains("bad MAC"), "{}:\n{log}", n.name);
+    }
+}
+
+/// A key file readable by group/other is refused at start, naming the file and its mode.
+#[test]
+fn refuses_group_readable_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("cluster.key");
+    std::fs::write(&key, "secret\n").expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let port = support::free_port();
+    let config = dir.path().join("edgelb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[node]
+name = "a"
+[log]
+access = "off"
+[[listen]]
+name = "web"
+bind = ["127.0.0.1:{port}"]
+[[listen.server]]
+name = "s"
+address = "127.0.0.1:9"
+check = false
+[cluster]
+bind = "127.0.0.1:0"
+auth_key_file = "{key}"
+[[cluster.node]]
+name = "a"
+address = ["127.0.0.1:1"]
+[[cluster.node]]
+name = "b"
+address = ["127.0.0.1:2"]
+"#,
+            key = key.display()
+        ),
+    )
+    .expect("config");
+    let env = support::ChildAwsEnv::new("http://127.0.0.1:9");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edgelb"));
+    cmd.args(["run", "--config"]).arg(&config);
+    env.apply(&mut cmd);
+    let out = cmd.output().expect("edgelb run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster.key") && stderr.contains("mode 0640"),
+        "{stderr}"
+    );
+}
+
+/// Measurement (run on demand: `--run-ignored only`): EC2 calls at rest with the production
+/// defaults (reconcile 30 s, witness every 10 s), two nodes, two minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: 2+ minutes"]
+async fn api_calls_at_rest_with_default_timers() {
+    let timers = Timers {
+        witness_interval: Duration::from_secs(10),
+        witness_stale_after: Duration::from_secs(25),
+        api_budget_per_minute: 20,
+        ..Timers::seed().with_witness()
+    };
+    let sc = Scenario::start(2, 1, timers, false).await;
+    let from = sc.now();
+    sc.proxy.reset_counts();
+    let window = Duration::from_secs(120);
+    tokio::time::sleep(window).await;
+    let counts = sc.api_counts();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "EC2 calls at rest with production defaults, 2 nodes, {window:?}: {counts:?} = {:.0} \
+         per hour per node",
+        total as f64 * 3600.0 / window.as_secs_f64() / 2.0
+    );
+    sc.assert_no_moves_after(from, "at rest");
+}
