@@ -6,6 +6,7 @@
 //! `aws` implements it with aws-sdk-ec2; `imds` discovers this instance's identity via IMDSv2.
 
 pub mod aws;
+pub mod emulator;
 pub mod imds;
 
 use std::net::Ipv4Addr;

@@ -25,7 +25,7 @@ const AMI: &str = "ami-760aaa0f";
 const SUBNET_PREFIX: [u8; 3] = [10, 0, 1];
 pub const MAX_NODES: usize = 20;
 
-/// A patched moto server (`tests/support/moto_server.py`) on a free loopback port, killed on
+/// A patched moto server (`deploy/demo/moto_server.py`) on a free loopback port, killed on
 /// drop. Python interpreter: `$EDGELB_TEST_PYTHON`, else `python3`.
 pub struct Moto {
     child: Child,
@@ -143,7 +143,7 @@ impl Drop for Moto {
 }
 
 fn script_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/demo/moto_server.py")
 }
 
 /// An SDK client for `endpoint` with test credentials, built without reading the environment.
@@ -241,129 +241,30 @@ impl World {
         assert!((1..=9).contains(&secondaries), "1..=9 secondary IPs");
         moto.reset();
         let client = moto.sdk_client();
-        let vpc_id = client
-            .create_vpc()
-            .cidr_block("10.0.0.0/16")
-            .send()
+        let emu = edgelb::cloud::emulator::build_world(&client, REGION, nodes, secondaries)
             .await
-            .expect("CreateVpc")
-            .vpc
-            .and_then(|v| v.vpc_id)
-            .expect("vpc id");
-        let subnet_id = client
-            .create_subnet()
-            .vpc_id(&vpc_id)
-            .cidr_block("10.0.1.0/24")
-            .availability_zone(format!("{REGION}a"))
-            .send()
-            .await
-            .expect("CreateSubnet")
-            .subnet
-            .and_then(|s| s.subnet_id)
-            .expect("subnet id");
-
-        let mut built = Vec::with_capacity(nodes);
-        for i in 0..nodes {
-            let host = 10 * (i as u8 + 1);
-            let [a, b, c] = SUBNET_PREFIX;
-            let primary_ip = Ipv4Addr::new(a, b, c, host);
-            let secondary_ips: Vec<Ipv4Addr> = (1..=secondaries as u8)
-                .map(|k| Ipv4Addr::new(a, b, c, host + k))
-                .collect();
-            let secondary_ip = secondary_ips[0];
-            let name = format!("node{}", (b'A' + i as u8) as char);
-            let inst = client
-                .run_instances()
-                .image_id(AMI)
-                .min_count(1)
-                .max_count(1)
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-                .subnet_id(&subnet_id)
-                .private_ip_address(primary_ip.to_string())
-                .tag_specifications(
-                    aws_sdk_ec2::types::TagSpecification::builder()
-                        .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                        .tags(
-                            aws_sdk_ec2::types::Tag::builder()
-                                .key("Name")
-                                .value(&name)
-                                .build(),
-                        )
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("RunInstances");
-            let inst = inst.instances().first().expect("one instance");
-            let instance_id = inst.instance_id().expect("instance id").to_string();
-            let eni_id = inst
-                .network_interfaces()
-                .first()
-                .and_then(|n| n.network_interface_id())
-                .expect("instance ENI")
-                .to_string();
-            client
-                .assign_private_ip_addresses()
-                .network_interface_id(&eni_id)
-                .set_private_ip_addresses(Some(
-                    secondary_ips.iter().map(|ip| ip.to_string()).collect(),
-                ))
-                .send()
-                .await
-                .expect("AssignPrivateIpAddresses");
-            let eni = client
-                .describe_network_interfaces()
-                .network_interface_ids(&eni_id)
-                .send()
-                .await
-                .expect("DescribeNetworkInterfaces");
-            let mac = eni
-                .network_interfaces()
-                .first()
-                .and_then(|n| n.mac_address())
-                .expect("ENI MAC")
-                .to_string();
-            let alloc = client
-                .allocate_address()
-                .domain(aws_sdk_ec2::types::DomainType::Vpc)
-                .send()
-                .await
-                .expect("AllocateAddress");
-            let allocation_id = alloc.allocation_id().expect("allocation id").to_string();
-            let public_ip = alloc
-                .public_ip()
-                .expect("public ip")
-                .parse()
-                .expect("public ip v4");
-            let association_id = client
-                .associate_address()
-                .allocation_id(&allocation_id)
-                .network_interface_id(&eni_id)
-                .private_ip_address(primary_ip.to_string())
-                .send()
-                .await
-                .expect("AssociateAddress")
-                .association_id()
-                .expect("association id")
-                .to_string();
-            built.push(WorldNode {
-                name,
-                instance_id,
-                eni_id,
-                mac,
-                primary_ip,
-                secondary_ip,
-                secondary_ips,
-                allocation_id,
-                public_ip,
-                association_id,
-            });
-        }
+            .unwrap_or_else(|e| panic!("building the EC2 world: {e}"));
+        let built = emu
+            .nodes
+            .into_iter()
+            .map(|n| WorldNode {
+                name: n.name,
+                instance_id: n.instance_id,
+                eni_id: n.eni_id,
+                mac: n.mac,
+                primary_ip: n.primary_ip,
+                secondary_ip: n.secondary_ips[0],
+                secondary_ips: n.secondary_ips,
+                allocation_id: n.allocation_id,
+                public_ip: n.public_ip,
+                association_id: n.association_id,
+            })
+            .collect();
         World {
             endpoint: moto.endpoint().to_string(),
             region: REGION.to_string(),
-            vpc_id,
-            subnet_id,
+            vpc_id: emu.vpc_id,
+            subnet_id: emu.subnet_id,
             nodes: built,
             client,
         }
