@@ -14,6 +14,7 @@ pub mod cloud;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod demo_cluster;
 pub mod health;
 pub mod import;
 pub mod ops;

@@ -39,8 +39,19 @@ enum Cmd {
     /// Convert HAProxy + Heartbeat files into one edgelb config, with a report.
     /// Exit 0 = clean, 2 = imported with warnings/TODOs, 1 = could not import.
     Import(edgelb::import::ImportArgs),
-    /// Run a complete local setup: three built-in backends and edgelb on 127.0.0.1:8080.
-    Demo,
+    /// Run a complete local setup: three built-in backends and two edgelb nodes with an EC2
+    /// emulator (moto, if installed) showing an Elastic IP failover; without moto, one node.
+    Demo {
+        /// One node, no cluster (the setup of conf/local.toml).
+        #[arg(long)]
+        single: bool,
+        /// First port of the demo (nodes listen on BASE, BASE+1; dashboards on BASE+942, BASE+1042).
+        #[arg(long, default_value_t = 8080)]
+        base_port: u16,
+        /// Exit after the scripted failover and failback (for tests).
+        #[arg(long)]
+        exit_after_failover: bool,
+    },
     /// Show the cluster as this node sees it (peers, EIPs), from the stats API.
     Status {
         /// Base URL of the stats API ([stats] api_bind).
@@ -69,7 +80,11 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::Status { api, json } => status(&api, json),
         Cmd::Import(args) => edgelb::import::run(&args),
-        Cmd::Demo => {
+        Cmd::Demo {
+            single,
+            base_port,
+            exit_after_failover,
+        } => {
             init_tracing();
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -78,7 +93,19 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(edgelb::demo::run()) {
+            let cluster = !single && edgelb::demo_cluster::moto_available();
+            if !single && !cluster {
+                eprintln!("moto is not installed (pip install 'moto[server]'): running one node without EIP failover");
+            }
+            let result = if cluster {
+                rt.block_on(edgelb::demo_cluster::run(
+                    edgelb::demo_cluster::Ports { base: base_port },
+                    exit_after_failover,
+                ))
+            } else {
+                rt.block_on(edgelb::demo::run())
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{e}");

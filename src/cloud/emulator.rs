@@ -103,7 +103,10 @@ pub async fn build_world(
             .send()
             .await
             .map_err(err("RunInstances"))?;
-        let inst = inst.instances().first().ok_or("RunInstances: no instance")?;
+        let inst = inst
+            .instances()
+            .first()
+            .ok_or("RunInstances: no instance")?;
         let instance_id = inst.instance_id().ok_or("no instance id")?.to_string();
         let eni_id = inst
             .network_interfaces()
@@ -114,7 +117,9 @@ pub async fn build_world(
         client
             .assign_private_ip_addresses()
             .network_interface_id(&eni_id)
-            .set_private_ip_addresses(Some(secondary_ips.iter().map(|ip| ip.to_string()).collect()))
+            .set_private_ip_addresses(Some(
+                secondary_ips.iter().map(|ip| ip.to_string()).collect(),
+            ))
             .send()
             .await
             .map_err(err("AssignPrivateIpAddresses"))?;
