@@ -664,3 +664,24 @@ async fn child_process_reaches_only_the_harness() {
     assert_eq!(stub.requests(), before);
     assert_eq!(proxy.calls("DescribeAddresses"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_eni_is_found_by_one_of_its_private_ips() {
+    let (_moto, world, ec2) = setup(2).await;
+    let b = world.node(1);
+    for ip in [b.primary_ip, b.secondary_ip] {
+        let found = ec2
+            .eni_slots("addresses.private-ip-address", &ip.to_string())
+            .await
+            .expect("DescribeNetworkInterfaces");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].eni_id, b.eni_id);
+        assert_eq!(found[0].primary_ip, b.primary_ip);
+        assert_eq!(found[0].secondary_ips, vec![b.secondary_ip]);
+    }
+    let none = ec2
+        .eni_slots("addresses.private-ip-address", "10.0.1.99")
+        .await
+        .expect("call");
+    assert!(none.is_empty());
+}

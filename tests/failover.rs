@@ -488,3 +488,26 @@ async fn api_calls_at_rest_with_default_timers() {
     );
     sc.assert_no_moves_after(from, "at rest");
 }
+
+/// One config for every node: peers' ENIs and IPs are not written down; each node finds them
+/// through the EC2 API at start (here: where each peer's own EIP is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_found_through_ec2_when_the_config_omits_them() {
+    let timers = Timers {
+        peer_identity: false,
+        ..Timers::default()
+    };
+    let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(10))
+        .await;
+    assert!(
+        took - killed <= timers.deadtime + Duration::from_secs(2),
+        "{:?}",
+        took - killed
+    );
+}

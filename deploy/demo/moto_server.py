@@ -13,7 +13,8 @@ secondary* IP", so the tests need those four things to behave like EC2:
     (AWS's documented error for that case), whatever AllowReassociation says;
   * DescribeAddresses reports that PrivateIpAddress and the InstanceId of the ENI's attachment,
     and the private-ip-address / instance-id filters use the same values;
-  * InstanceId together with NetworkInterfaceId is InvalidParameterCombination, as on AWS.
+  * InstanceId together with NetworkInterfaceId is InvalidParameterCombination, as on AWS;
+  * DescribeNetworkInterfaces' addresses.private-ip-address filter matches secondary IPs too.
 
 Everything else (CreateTags on ENIs, DescribeNetworkInterfaces tags, DryRun, stale association
 ids => InvalidAssociationID.NotFound) is stock moto behaviour, which already matches EC2.
@@ -68,6 +69,21 @@ def _filter(self, name, method_name=None):
 
 
 Address.get_filter_value = _filter
+
+# DescribeNetworkInterfaces `addresses.private-ip-address` matches any private IPv4 of the ENI on
+# EC2 (a node finds its peers' ENIs by their heartbeat addresses); stock moto checks only one.
+from moto.ec2.models import elastic_network_interfaces as eni_models
+
+_stock_eni_filter = eni_models.NetworkInterface.get_filter_value
+
+
+def _eni_filter(self, name, method_name=None):
+    if name == "addresses.private-ip-address":
+        return [ip for ip in _eni_ips(self) if ip]
+    return _stock_eni_filter(self, name, method_name)
+
+
+eni_models.NetworkInterface.get_filter_value = _eni_filter
 
 
 def _sync_eni_association(backend, eni):

@@ -421,6 +421,61 @@ impl Ec2Client {
     }
 }
 
+/// An ENI and its private IPv4s, as a peer's placement slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EniSlots {
+    pub eni_id: String,
+    pub primary_ip: Ipv4Addr,
+    pub secondary_ips: Vec<Ipv4Addr>,
+}
+
+impl Ec2Client {
+    /// The ENIs matching one DescribeNetworkInterfaces filter (e.g. `addresses.private-ip-address`
+    /// or `network-interface-id`), with their primary and secondary private IPs.
+    pub async fn eni_slots(&self, filter: &str, value: &str) -> Result<Vec<EniSlots>, CloudError> {
+        self.begin(Op::DescribeNetworkInterfaces);
+        let f = Filter::builder().name(filter).values(value).build();
+        let enis = self
+            .client
+            .describe_network_interfaces()
+            .filters(f)
+            .send()
+            .await
+            .map(|out| out.network_interfaces.unwrap_or_default())
+            .map_err(|e| self.failed(Op::DescribeNetworkInterfaces, map_sdk_error(e)))?;
+        let mut out = Vec::new();
+        for eni in enis {
+            let Some(id) = non_empty(eni.network_interface_id()) else {
+                continue;
+            };
+            let mut primary = None;
+            let mut secondary_ips = Vec::new();
+            for p in eni.private_ip_addresses() {
+                let Some(ip) = non_empty(p.private_ip_address()).and_then(|s| s.parse().ok())
+                else {
+                    continue;
+                };
+                if p.primary() == Some(true) {
+                    primary = Some(ip);
+                } else {
+                    secondary_ips.push(ip);
+                }
+            }
+            let primary = primary
+                .or_else(|| non_empty(eni.private_ip_address()).and_then(|s| s.parse().ok()));
+            if let Some(primary_ip) = primary {
+                secondary_ips.retain(|ip| *ip != primary_ip);
+                out.push(EniSlots {
+                    eni_id: id.to_string(),
+                    primary_ip,
+                    secondary_ips,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Treats the `""` moto (and sometimes EC2) returns for absent fields as absent.
 fn non_empty(s: Option<&str>) -> Option<&str> {
     s.filter(|s| !s.is_empty())

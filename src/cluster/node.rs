@@ -116,7 +116,8 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
             ),
         }
     }
-    let brain_cfg = setup::brain_config(&cfg, &me, &identity)?;
+    let discovered = discover_peers(&ec2, &cfg, &me, &identity).await;
+    let brain_cfg = setup::brain_config(&cfg, &me, &identity, &discovered)?;
     let socket = UdpSocket::bind(bind)
         .await
         .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
@@ -584,4 +585,100 @@ fn api_calls_json(calls: &ApiCalls) -> serde_json::Value {
         );
     }
     serde_json::Value::Object(m)
+}
+
+/// Finds the ENI and private IPs of peers whose `[[cluster.node]]` entry doesn't give them, so one
+/// config file (without ENI ids) can serve every node: first by the peer's heartbeat addresses
+/// (its private IPs), then by where the peer's own EIP is while it sits at home. Retries API errors
+/// for a short while; what stays unknown is reported by `setup::brain_config`.
+pub async fn discover_peers(
+    ec2: &Ec2Client,
+    cfg: &crate::config::Config,
+    me: &str,
+    identity: &crate::cloud::InstanceIdentity,
+) -> std::collections::HashMap<String, crate::cloud::aws::EniSlots> {
+    use crate::cloud::Ec2 as _;
+    let mut found = std::collections::HashMap::new();
+    let Some(cl) = cfg.cluster.as_ref() else {
+        return found;
+    };
+    let wanted: Vec<&crate::config::ClusterNode> = cl
+        .node
+        .iter()
+        .filter(|n| n.name != me && (n.eni_id.is_none() || n.primary_ip.is_none()))
+        .collect();
+    for attempt in 0..5u32 {
+        let mut retry = false;
+        for n in &wanted {
+            if found.contains_key(&n.name) {
+                continue;
+            }
+            let ips = n
+                .address
+                .iter()
+                .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+                .filter_map(|a| match a.ip() {
+                    std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+                    _ => None,
+                });
+            for ip in ips {
+                match ec2
+                    .eni_slots("addresses.private-ip-address", &ip.to_string())
+                    .await
+                {
+                    Ok(list) => {
+                        if let Some(s) = list.into_iter().find(|s| s.eni_id != identity.eni_id) {
+                            found.insert(n.name.clone(), s);
+                            break;
+                        }
+                    }
+                    Err(e) => retry |= e.is_retryable(),
+                }
+            }
+            if found.contains_key(&n.name) {
+                continue;
+            }
+            let allocs: Vec<String> = cfg
+                .eip
+                .iter()
+                .filter(|e| e.owner == n.name)
+                .map(|e| e.allocation_id.clone())
+                .collect();
+            if allocs.is_empty() {
+                continue;
+            }
+            match ec2.describe_addresses(&allocs).await {
+                Ok(addrs) => {
+                    let home = addrs
+                        .into_iter()
+                        .filter_map(|a| a.placement)
+                        .find(|p| p.eni_id != identity.eni_id);
+                    if let Some(p) = home {
+                        match ec2.eni_slots("network-interface-id", &p.eni_id).await {
+                            Ok(list) => {
+                                if let Some(s) = list.into_iter().next() {
+                                    found.insert(n.name.clone(), s);
+                                }
+                            }
+                            Err(e) => retry |= e.is_retryable(),
+                        }
+                    }
+                }
+                Err(e) => retry |= e.is_retryable(),
+            }
+        }
+        if found.len() == wanted.len() || !retry {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500 * (attempt as u64 + 1))).await;
+    }
+    for (name, s) in &found {
+        tracing::info!(
+            "cluster: peer {name} is ENI {} ({} + {:?}), found through the EC2 API",
+            s.eni_id,
+            s.primary_ip,
+            s.secondary_ips
+        );
+    }
+    found
 }

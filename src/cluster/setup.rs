@@ -94,12 +94,13 @@ pub fn peer_addresses(cl: &ClusterSection, me: &str) -> Result<Vec<SocketAddr>, 
 
 /// The brain's configuration: timers from `[cluster]`, budget and reconcile interval from
 /// `[aws]`, EIPs from `[[eip]]`, this node's placement slots from `identity` (config wins there
-/// too, see `identity_overrides`), peers' slots from their `[[cluster.node]]` entries (on EC2
-/// a node cannot discover its peers' ENIs, so `eni_id` and `primary_ip` are required for peers).
+/// too, see `identity_overrides`), peers' slots from their `[[cluster.node]]` entries, else from
+/// `discovered` (found through the EC2 API at start, see `node::discover_peers`).
 pub fn brain_config(
     cfg: &Config,
     me: &str,
     identity: &InstanceIdentity,
+    discovered: &std::collections::HashMap<String, crate::cloud::aws::EniSlots>,
 ) -> Result<BrainConfig, String> {
     let cl = cfg
         .cluster
@@ -127,19 +128,33 @@ pub fn brain_config(
                 secondary_ips,
             }
         } else {
+            let found = discovered.get(&n.name);
             let missing = |what: &str| {
                 format!(
-                    "[[cluster.node]] {:?} needs {what}: a node cannot discover its peers' \
-                     placement, so every peer's eni_id and primary_ip (and secondary_ip) must be \
-                     in config",
+                    "[[cluster.node]] {:?} needs {what}: it is neither in the config nor could it \
+                     be found through the EC2 API (by the node's heartbeat addresses or where its \
+                     own EIP is); set eni_id, primary_ip and secondary_ip for this peer",
                     n.name
                 )
             };
+            let mut secondary_ips = configured;
+            if secondary_ips.is_empty() {
+                if let Some(f) = found {
+                    secondary_ips = f.secondary_ips.clone();
+                }
+            }
             NodeSpec {
                 name: n.name.clone(),
-                eni_id: n.eni_id.clone().ok_or_else(|| missing("eni_id"))?,
-                primary_ip: n.primary_ip.ok_or_else(|| missing("primary_ip"))?,
-                secondary_ips: configured,
+                eni_id: n
+                    .eni_id
+                    .clone()
+                    .or_else(|| found.map(|f| f.eni_id.clone()))
+                    .ok_or_else(|| missing("eni_id"))?,
+                primary_ip: n
+                    .primary_ip
+                    .or_else(|| found.map(|f| f.primary_ip))
+                    .ok_or_else(|| missing("primary_ip"))?,
+                secondary_ips,
             }
         };
         nodes.push(spec);
@@ -330,7 +345,7 @@ owner = "b"
         let ov = identity_overrides(&cfg, "a");
         let id = ov.complete().expect("config gives the whole identity");
         assert_eq!(id.eni_id, "eni-a");
-        let b = brain_config(&cfg, "a", &id).expect("brain config");
+        let b = brain_config(&cfg, "a", &id, &Default::default()).expect("brain config");
         assert_eq!(b.keepalive, Duration::from_millis(200));
         assert_eq!(b.warntime, Duration::from_millis(500));
         assert_eq!(b.failback_hold, Duration::from_secs(2));
@@ -354,7 +369,7 @@ owner = "b"
             .replace("initdead = \"2s\"", "initdead = \"60s\"");
         let cfg = config(&text);
         let id = identity_overrides(&cfg, "a").complete().expect("identity");
-        let b = brain_config(&cfg, "a", &id).expect("brain config");
+        let b = brain_config(&cfg, "a", &id, &Default::default()).expect("brain config");
         assert_eq!(b.pause_threshold, Duration::from_secs(4));
         assert_eq!(b.pause_holdoff, Duration::from_secs(5));
         assert_eq!(b.failback_hold, Duration::from_secs(30));
@@ -366,7 +381,7 @@ owner = "b"
         let text = BASE.replace("eni_id = \"eni-b\"\n", "");
         let cfg = config(&text);
         let id = identity_overrides(&cfg, "a").complete().expect("identity");
-        let err = brain_config(&cfg, "a", &id).expect_err("peer eni missing");
+        let err = brain_config(&cfg, "a", &id, &Default::default()).expect_err("peer eni missing");
         assert!(err.contains("\"b\" needs eni_id"), "{err}");
     }
 

@@ -35,6 +35,9 @@ pub struct Timers {
     pub retry_backoff_max: Duration,
     /// Health-check the backend (needs the health module to have any effect).
     pub check: bool,
+    /// Write every peer's ENI and private IPs into each node's config (false: nodes must find
+    /// their peers through the EC2 API).
+    pub peer_identity: bool,
 }
 
 impl Default for Timers {
@@ -52,6 +55,7 @@ impl Default for Timers {
             api_budget_per_minute: 600,
             retry_backoff_max: Duration::from_secs(2),
             check: false,
+            peer_identity: true,
         }
     }
 }
@@ -382,6 +386,13 @@ witness_stale_after = "{witness_stale_after}"
                     .iter()
                     .map(|ip| format!("\"{ip}\""))
                     .collect();
+                if i != j && !timers.peer_identity {
+                    text.push_str(&format!(
+                        "\n[[cluster.node]]\nname = \"{}\"\naddress = [\"{address}\"]\n",
+                        p.name
+                    ));
+                    continue;
+                }
                 text.push_str(&format!(
                     r#"
 [[cluster.node]]
