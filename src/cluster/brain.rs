@@ -1603,6 +1603,9 @@ impl Brain {
             .filter(|p| match (p.state, p.witness) {
                 (PeerState::Suspect, _) => true,
                 (PeerState::SilentWitnessed, Some(Verdict::Fresh { until, .. })) => now >= until,
+                // Declared dead without proof (the witness could not be read in time): keep
+                // reading until a verdict, or an EIP it may hold behind a partition stays put.
+                (PeerState::Dead, Some(Verdict::Unknown { .. } | Verdict::Fresh { .. })) => true,
                 _ => false,
             })
             .map(|p| self.cfg.nodes[p.node].eni_id.clone())
