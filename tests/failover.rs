@@ -511,3 +511,46 @@ async fn peers_are_found_through_ec2_when_the_config_omits_them() {
         took - killed
     );
 }
+
+/// Changed cluster timers apply on SIGHUP without a failover: no EIP moves, and a later death
+/// is detected with the new deadtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_timers_change_by_reload_without_a_failover() {
+    let timers = Timers::default();
+    let mut sc = Scenario::start(2, 1, timers, false).await;
+    let from = sc.now();
+    for n in &sc.cluster.nodes {
+        let text = std::fs::read_to_string(&n.config_path).expect("config");
+        assert!(text.contains("deadtime = \"1000ms\""), "{text}");
+        let text = text
+            .replace("deadtime = \"1000ms\"", "deadtime = \"2500ms\"")
+            .replace("initdead = \"2000ms\"", "initdead = \"2500ms\"");
+        std::fs::write(&n.config_path, text).expect("write config");
+        let pid = n.pid().expect("running");
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sc.assert_no_moves_after(from, "cluster settings reload");
+    for n in &sc.cluster.nodes {
+        let log = n.log();
+        assert!(
+            log.contains("settings reloaded in place"),
+            "{}:\n{log}",
+            n.name
+        );
+    }
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(10))
+        .await;
+    let took = took - killed;
+    assert!(
+        took >= Duration::from_millis(2000),
+        "new deadtime applies: {took:?}"
+    );
+    assert!(took <= Duration::from_secs(5), "{took:?}");
+}

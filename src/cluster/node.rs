@@ -11,10 +11,9 @@
 //! SIGSTOP shows up as a gap, which the brain detects).
 //!
 //! Reload: on a new snapshot generation the key file is re-read; changed keys take effect at
-//! once (with a fresh incarnation, which peers log as a restart; nothing moves). Timers, nodes
-//! and EIPs are fixed for the life of the process: a changed `[cluster]`/`[aws]`/`[[eip]]` is
-//! logged as needing a restart (a restart is a graceful leave + rejoin: one handoff and one
-//! failback).
+//! once (with a fresh incarnation, which peers log as a restart; nothing moves). Changed timers,
+//! nodes, EIPs or `[aws]` settings rebuild the brain in place (`apply_settings`), without a
+//! failover; only a changed `cluster.bind` needs a restart. (The EC2 client keeps its timeouts.)
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -413,11 +412,9 @@ impl Shell {
             );
             return;
         };
-        if cluster_settings_json(&snap.config) != self.cluster_json {
-            tracing::warn!(
-                "cluster: [cluster]/[aws]/[[eip]] changed; timers, nodes and EIPs apply only \
-                 after a restart (only the key file is re-read on reload)"
-            );
+        let settings = cluster_settings_json(&snap.config);
+        if settings != self.cluster_json {
+            self.apply_settings(&snap.config, settings);
         }
         match setup::read_key_file(std::path::Path::new(&cl.auth_key_file)) {
             Ok(keys) if keys == self.keys => {}
@@ -438,6 +435,64 @@ impl Shell {
                 );
             }
             Err(e) => tracing::error!("cluster: reload: {e}; keeping the current keys"),
+        }
+    }
+
+    /// Applies changed timers, nodes, EIPs or API settings without a failover: a new brain is
+    /// built from the new config and takes over in place. Peers see the same incarnation keep
+    /// talking, so nothing changes for them; this node re-reads placement and, as after a start,
+    /// takes over nobody's EIP for `initdead` (its own stays where it is: no call is made when
+    /// placement is right). A changed `bind` needs a restart.
+    fn apply_settings(&mut self, cfg: &Config, settings: serde_json::Value) {
+        let Some(cl) = cfg.cluster.as_ref() else {
+            return;
+        };
+        let me = self.brain.config().me.clone();
+        if parse_bind(&cl.bind).ok() != Some(self.local_addr) && !cl.bind.ends_with(":0") {
+            tracing::warn!("cluster: cluster.bind changed: applies after a restart");
+        }
+        // Peers already located keep their slots unless the new config says otherwise.
+        let known: std::collections::HashMap<String, crate::cloud::aws::EniSlots> = self
+            .brain
+            .config()
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    crate::cloud::aws::EniSlots {
+                        eni_id: n.eni_id.clone(),
+                        primary_ip: n.primary_ip,
+                        secondary_ips: n.secondary_ips.clone(),
+                    },
+                )
+            })
+            .collect();
+        let built = setup::brain_config(cfg, &me, &self.identity, &known)
+            .and_then(|b| {
+                let peers = setup::peer_addresses(cl, &me)?;
+                Ok((b, peers))
+            })
+            .and_then(|(b, peers)| {
+                let now = self.now();
+                Brain::new(b, self.incarnation ^ now.as_nanos() as u64, now)
+                    .map(|brain| (brain, peers))
+                    .map_err(|e| e.to_string())
+            });
+        match built {
+            Ok((brain, peers)) => {
+                self.brain = brain;
+                self.peers = peers;
+                self.cluster_json = settings;
+                self.last_health = None;
+                tracing::info!(
+                    "cluster: settings reloaded in place (no failover); takeovers resume after \
+                     initdead"
+                );
+            }
+            Err(e) => {
+                tracing::error!("cluster: reload rejected, keeping the running settings: {e}")
+            }
         }
     }
 
