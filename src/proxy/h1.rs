@@ -140,6 +140,36 @@ fn bad_value_byte(v: &[u8]) -> bool {
     v.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 
+/// RFC 9112 3.2: a Host value is `uri-host [ ":" port ]` (reg-name, IPv4 or an IP literal in
+/// brackets). Spaces, `/`, `@`, quotes and the like make it invalid (400), so a backend never
+/// routes on a Host that another parser would read differently.
+fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
+}
+
 fn trim_ows(v: &[u8]) -> &[u8] {
     let s = v
         .iter()
@@ -279,6 +309,9 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !valid_host(v) {
+                return Err(Reject::Bad("invalid Host value"));
+            }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for tok in tokens(v) {
                 if tok.eq_ignore_ascii_case(b"close") {
@@ -468,6 +501,8 @@ pub struct ChunkedDecoder {
     size: u64,
     digits: u32,
     line_len: usize,
+    /// A `;` was seen on the current size line: extension bytes follow.
+    ext: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -482,10 +517,34 @@ enum ChunkState {
     DataLf,
     /// Trailer section: at the start of a line.
     TrailerStart,
+    /// A trailer field name (token characters up to `:`).
+    TrailerName,
     TrailerLine,
     TrailerLf,
     FinalLf,
     Done,
+}
+
+/// RFC 9110 5.6.2 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 /// Longest chunk-size line or trailer line accepted.
@@ -536,9 +595,13 @@ impl ChunkedDecoder {
                     }
                     self.size = self.size * 16 + d as u64;
                 }
+                // RFC 9112 7.1.1: chunk-size [ BWS ";" chunk-ext ] CRLF. Anything else right
+                // after the digits (`0x3`, `3z`) is refused: a backend could read another size.
                 SizeExt => match b {
                     b'\r' => self.state = SizeLf,
-                    b';' | b' ' | b'\t' | b'=' | b'"' | 0x21..=0x7e => {}
+                    b';' => self.ext = true,
+                    b' ' | b'\t' => {}
+                    0x21..=0x7e if self.ext => {}
                     _ => return Err("invalid chunk extension"),
                 },
                 SizeLf => {
@@ -546,6 +609,7 @@ impl ChunkedDecoder {
                         return Err("chunk size line not ended by CRLF");
                     }
                     self.digits = 0;
+                    self.ext = false;
                     self.state = if self.size == 0 { TrailerStart } else { Data };
                 }
                 DataCr => {
@@ -561,15 +625,22 @@ impl ChunkedDecoder {
                     self.state = Size;
                     self.line_len = 0;
                 }
+                // Trailer lines must be `name: value` fields: a line such as
+                // `GET /admin HTTP/1.1` in the trailer section is refused, not forwarded.
                 TrailerStart => {
                     if b == b'\r' {
                         self.state = FinalLf;
-                    } else if b < 0x20 || b == 0x7f || b == b' ' || b == b'\t' {
-                        return Err("invalid trailer");
+                    } else if is_tchar(b) {
+                        self.state = TrailerName;
                     } else {
-                        self.state = TrailerLine;
+                        return Err("invalid trailer");
                     }
                 }
+                TrailerName => match b {
+                    b':' => self.state = TrailerLine,
+                    _ if is_tchar(b) => {}
+                    _ => return Err("invalid trailer field name"),
+                },
                 TrailerLine => match b {
                     b'\r' => self.state = TrailerLf,
                     b'\t' => {}
@@ -630,6 +701,9 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
             "GET x HTTP/1.1\r\nHost: x\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -683,6 +757,12 @@ mod tests {
             b"4\nWiki",
             b"4\r\nWikiX\r\n",
             b"fffffffffffffffff\r\n",
+            b"0x3\r\nabc\r\n0\r\n\r\n",
+            b"3z\r\nabc\r\n",
+            b"3=1\r\nabc\r\n",
+            b"0\r\nGET /admin HTTP/1.1\r\n\r\n",
+            b"0\r\nX-T 1\r\n\r\n",
+            b"0\r\n: 1\r\n\r\n",
         ] {
             let mut d = ChunkedDecoder::default();
             assert!(d.feed(bad, &mut Vec::new(), true).is_err(), "{bad:?}");

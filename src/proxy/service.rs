@@ -222,6 +222,8 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + s.timeout_http_request;
         loop {
             let fail = match h1::parse_request(&b.client, &mut b.req) {
+                // A head that arrived whole in one read can exceed the limit too.
+                Ok(Parsed::Complete) if b.req.head_len > max => Some(ProxyError::BadRequest),
                 Ok(Parsed::Complete) => return (HeadRead::Ok, start, date),
                 Ok(Parsed::Partial) if b.client.len() >= max => Some(ProxyError::BadRequest),
                 Ok(Parsed::Partial) => None,
@@ -604,9 +606,25 @@ impl Conn {
         }
         let cookie_name = listen.cookie.as_ref().map(|c| c.name.as_bytes());
         let mut te_written = false;
+        let mut cl_written = false;
         for (n, v) in &req.headers {
             let name = &src[n.clone()];
             let value = &src[v.clone()];
+            // Content-Length is re-emitted once, as the single validated decimal value (identical
+            // duplicates and `5, 5` lists become one header, as HAProxy does).
+            if name.eq_ignore_ascii_case(b"content-length") {
+                if !cl_written && req.framing() != Framing::Chunked {
+                    let n = match req.framing() {
+                        Framing::Length(n) => n,
+                        _ => 0,
+                    };
+                    out.extend_from_slice(b"content-length: ");
+                    let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
+                    out.extend_from_slice(b"\r\n");
+                    cl_written = true;
+                }
+                continue;
+            }
             // The one transfer coding we accept is re-emitted where the client put it.
             if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 if !te_written {
