@@ -115,6 +115,11 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// Frees the header index while the connection is idle (it is rebuilt per request).
+    pub fn release(&mut self) {
+        self.headers = Vec::new();
+        self.conn_listed = Vec::new();
+    }
     pub fn method(&self) -> Method {
         self.method.unwrap_or(Method::Other)
     }
@@ -244,6 +249,7 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     out.target_r = offset(buf, target.as_bytes());
     out.minor = minor;
     out.headers.clear();
+    out.headers.reserve(16);
     out.conn_listed.clear();
     out.abs_path_r = None;
     out.abs_authority_r = None;
@@ -385,6 +391,11 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
+    /// Frees the header index while the connection is idle.
+    pub fn release(&mut self) {
+        self.headers = Vec::new();
+        self.conn_listed = Vec::new();
+    }
     pub fn framing(&self) -> Framing {
         self.framing.unwrap_or(Framing::None)
     }
@@ -412,6 +423,7 @@ pub fn parse_response(
     out.minor = res.version.unwrap_or(1);
     out.reason_r = offset(buf, res.reason.unwrap_or("").as_bytes());
     out.headers.clear();
+    out.headers.reserve(16);
     out.conn_listed.clear();
     let mut cl: Option<u64> = None;
     let mut chunked = false;
