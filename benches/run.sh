@@ -261,23 +261,26 @@ for t in "${TARGETS[@]}"; do
   stop_proxy
 done
 
-# Fixed rate: 70 % of HAProxy's max at 50 connections.
-HA_MAX=$(awk '$1 == "haproxy" && $2 == 50 {print $3}' "$WORK/wrk.tsv")
-RATE=$(( HA_MAX * 70 / 100 ))
+# Fixed rate: 70 % of HAProxy's wrk max at the same connection count, ROUNDS rounds with the
+# proxies alternating (this machine is shared: alternating spreads other tenants' noise).
+ROUNDS=${ROUNDS:-3}
 : >"$WORK/rate.tsv"
-for t in "${TARGETS[@]}"; do
-  [ "$t" = direct ] && continue
-  echo "== fixed rate $RATE req/s: $t" >&2
-  start_proxy "$t"
-  for c in $CONNS; do
-    before=$(cpu_ticks "$PROXY_PID")
-    line=$("${LOAD_CPU[@]}" "$LOADGEN" rate "127.0.0.1:$PORT" "$RATE" "$c" "$DUR")
-    after=$(cpu_ticks "$PROXY_PID")
-    cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
-    printf '%s\t%s\t%s\tcpu_s=%s\n' "$t" "$c" "$line" "$cpu" >>"$WORK/rate.tsv"
-    echo "   $t c=$c: $line cpu=${cpu}s" >&2
+for c in $CONNS; do
+  ha_max=$(awk -v c="$c" '$1 == "haproxy" && $2 == c {print $3}' "$WORK/wrk.tsv")
+  rate=$(( ${ha_max:-10000} * 70 / 100 ))
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+      [ "$t" = direct ] && continue
+      start_proxy "$t"
+      before=$(cpu_ticks "$PROXY_PID")
+      line=$("${LOAD_CPU[@]}" "$LOADGEN" rate "127.0.0.1:$PORT" "$rate" "$c" "$DUR")
+      after=$(cpu_ticks "$PROXY_PID")
+      cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
+      printf '%s\t%s\t%s\t%s\tcpu_s=%s\n' "$t" "$c" "$rate" "$line" "$cpu" >>"$WORK/rate.tsv"
+      echo "   fixed $rate req/s round $r: $t c=$c: $line cpu=${cpu}s" >&2
+      stop_proxy
+    done
   done
-  stop_proxy
 done
 
 # Idle connections: RSS with $IDLE keep-alive clients that each sent one request.
@@ -313,15 +316,39 @@ done
     echo "| $n | $c | $rps | $p50 | $p99 | $cpu | $ratio | $errs |"
   done <"$WORK/wrk.tsv"
   echo
-  echo "Fixed rate ($RATE req/s = 70 % of HAProxy's max at 50 conns), open loop:"
+  echo "Fixed rate (70 % of HAProxy's max at the same conns), open loop, median of $ROUNDS rounds"
+  echo "(each value is the median over the rounds; all rounds are in $WORK/rate.tsv):"
   echo
-  echo "| target | conns | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | proxy CPU s |"
+  echo "| target | conns | rate req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | proxy CPU s |"
   echo "|---|---|---|---|---|---|---|---|---|"
-  while IFS=$'\t' read -r n c line cpu; do
-    get() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-    us() { awk -v v="$(get "$1")" 'BEGIN {printf "%.3f", v/1000}'; }
-    echo "| $n | $c | $(get rate) | $(us p50_us) | $(us p99_us) | $(us p999_us) | $(us max_us) | $(get errors) | ${cpu#cpu_s=} |"
-  done <"$WORK/rate.tsv"
+  for c in $CONNS; do
+    for t in "${TARGETS[@]}"; do
+      [ "$t" = direct ] && continue
+      awk -F'\t' -v t="$t" -v c="$c" '
+        function med(a, n,   i, j, x) {
+          for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+          return a[int((n + 1) / 2)]
+        }
+        $1 == t && $2 == c {
+          n++; rate = $3
+          split($4, kv, " ")
+          for (k in kv) { split(kv[k], p, "="); v[p[1], n] = p[2] }
+          cpu[n] = substr($5, 7)
+        }
+        END {
+          if (n == 0) exit
+          split("p50_us p99_us p999_us max_us errors", keys, " ")
+          line = sprintf("| %s | %s | %s", t, c, rate)
+          for (q = 1; q <= 5; q++) {
+            for (i = 1; i <= n; i++) arr[i] = v[keys[q], i] + 0
+            m = med(arr, n)
+            line = line sprintf(" | %s", keys[q] == "errors" ? m : sprintf("%.3f", m / 1000))
+          }
+          for (i = 1; i <= n; i++) arr[i] = cpu[i] + 0
+          print line sprintf(" | %.2f |", med(arr, n))
+        }' "$WORK/rate.tsv"
+    done
+  done
   echo
   echo "Memory (KiB):"
   echo
