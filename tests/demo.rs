@@ -18,8 +18,9 @@ fn demo_shows_a_failover_and_a_failback() {
         );
         return;
     }
+    // Fixed ports below the kernel's ephemeral range (32768+), so no test's port 0 can take them.
     let out = Command::new(env!("CARGO_BIN_EXE_edgelb"))
-        .args(["demo", "--base-port", "36080", "--exit-after-failover"])
+        .args(["demo", "--base-port", "21080", "--exit-after-failover"])
         .env("EDGELB_LOG", "warn")
         .output()
         .expect("run the demo");

@@ -115,6 +115,11 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// Frees the header index while the connection is idle (it is rebuilt per request).
+    pub fn release(&mut self) {
+        self.headers = Vec::new();
+        self.conn_listed = Vec::new();
+    }
     pub fn method(&self) -> Method {
         self.method.unwrap_or(Method::Other)
     }
@@ -129,15 +134,52 @@ fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 /// Bare LF line endings are refused: every `\n` in a head must follow `\r`.
+/// (Branch-free folds so the compiler vectorises them: they run over every request head.)
 fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    head.first() == Some(&b'\n')
+        || head[1.min(head.len())..]
+            .iter()
+            .zip(head)
+            .fold(false, |acc, (&b, &prev)| {
+                acc | ((b == b'\n') & (prev != b'\r'))
+            })
 }
 
 /// RFC 9110 5.5: field values may not carry NUL or other controls (HTAB aside).
 fn bad_value_byte(v: &[u8]) -> bool {
-    v.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    v.iter().fold(false, |acc, &b| {
+        acc | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    })
+}
+
+/// RFC 9112 3.2: a Host value is `uri-host [ ":" port ]` (reg-name, IPv4 or an IP literal in
+/// brackets). Spaces, `/`, `@`, quotes and the like make it invalid (400), so a backend never
+/// routes on a Host that another parser would read differently.
+fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
@@ -194,9 +236,10 @@ pub enum Parsed {
 
 /// Parses a request head at the start of `buf` into `out` (reused between requests).
 pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject> {
-    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut hdrs);
-    let head_len = match req.parse(buf) {
+    // Uninitialised header slots: a 128-entry EMPTY_HEADER array is a 4 KiB memset per parse.
+    let mut hdrs = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut hdrs) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(Reject::Bad("too many headers")),
@@ -214,6 +257,7 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     out.target_r = offset(buf, target.as_bytes());
     out.minor = minor;
     out.headers.clear();
+    out.headers.reserve(16);
     out.conn_listed.clear();
     out.abs_path_r = None;
     out.abs_authority_r = None;
@@ -279,6 +323,9 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
             }
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !valid_host(v) {
+                return Err(Reject::Bad("invalid Host value"));
+            }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for tok in tokens(v) {
                 if tok.eq_ignore_ascii_case(b"close") {
@@ -352,6 +399,11 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
+    /// Frees the header index while the connection is idle.
+    pub fn release(&mut self) {
+        self.headers = Vec::new();
+        self.conn_listed = Vec::new();
+    }
     pub fn framing(&self) -> Framing {
         self.framing.unwrap_or(Framing::None)
     }
@@ -363,9 +415,11 @@ pub fn parse_response(
     request_method: Method,
     out: &mut ResponseHead,
 ) -> Result<Parsed, &'static str> {
-    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut hdrs);
-    let head_len = match res.parse(buf) {
+    let mut hdrs = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut hdrs)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(_) => return Err("malformed response head"),
@@ -379,6 +433,7 @@ pub fn parse_response(
     out.minor = res.version.unwrap_or(1);
     out.reason_r = offset(buf, res.reason.unwrap_or("").as_bytes());
     out.headers.clear();
+    out.headers.reserve(16);
     out.conn_listed.clear();
     let mut cl: Option<u64> = None;
     let mut chunked = false;
@@ -468,6 +523,8 @@ pub struct ChunkedDecoder {
     size: u64,
     digits: u32,
     line_len: usize,
+    /// A `;` was seen on the current size line: extension bytes follow.
+    ext: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -482,10 +539,34 @@ enum ChunkState {
     DataLf,
     /// Trailer section: at the start of a line.
     TrailerStart,
+    /// A trailer field name (token characters up to `:`).
+    TrailerName,
     TrailerLine,
     TrailerLf,
     FinalLf,
     Done,
+}
+
+/// RFC 9110 5.6.2 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 /// Longest chunk-size line or trailer line accepted.
@@ -536,9 +617,13 @@ impl ChunkedDecoder {
                     }
                     self.size = self.size * 16 + d as u64;
                 }
+                // RFC 9112 7.1.1: chunk-size [ BWS ";" chunk-ext ] CRLF. Anything else right
+                // after the digits (`0x3`, `3z`) is refused: a backend could read another size.
                 SizeExt => match b {
                     b'\r' => self.state = SizeLf,
-                    b';' | b' ' | b'\t' | b'=' | b'"' | 0x21..=0x7e => {}
+                    b';' => self.ext = true,
+                    b' ' | b'\t' => {}
+                    0x21..=0x7e if self.ext => {}
                     _ => return Err("invalid chunk extension"),
                 },
                 SizeLf => {
@@ -546,6 +631,7 @@ impl ChunkedDecoder {
                         return Err("chunk size line not ended by CRLF");
                     }
                     self.digits = 0;
+                    self.ext = false;
                     self.state = if self.size == 0 { TrailerStart } else { Data };
                 }
                 DataCr => {
@@ -561,15 +647,22 @@ impl ChunkedDecoder {
                     self.state = Size;
                     self.line_len = 0;
                 }
+                // Trailer lines must be `name: value` fields: a line such as
+                // `GET /admin HTTP/1.1` in the trailer section is refused, not forwarded.
                 TrailerStart => {
                     if b == b'\r' {
                         self.state = FinalLf;
-                    } else if b < 0x20 || b == 0x7f || b == b' ' || b == b'\t' {
-                        return Err("invalid trailer");
+                    } else if is_tchar(b) {
+                        self.state = TrailerName;
                     } else {
-                        self.state = TrailerLine;
+                        return Err("invalid trailer");
                     }
                 }
+                TrailerName => match b {
+                    b':' => self.state = TrailerLine,
+                    _ if is_tchar(b) => {}
+                    _ => return Err("invalid trailer field name"),
+                },
                 TrailerLine => match b {
                     b'\r' => self.state = TrailerLf,
                     b'\t' => {}
@@ -630,6 +723,9 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
             "GET x HTTP/1.1\r\nHost: x\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -683,6 +779,12 @@ mod tests {
             b"4\nWiki",
             b"4\r\nWikiX\r\n",
             b"fffffffffffffffff\r\n",
+            b"0x3\r\nabc\r\n0\r\n\r\n",
+            b"3z\r\nabc\r\n",
+            b"3=1\r\nabc\r\n",
+            b"0\r\nGET /admin HTTP/1.1\r\n\r\n",
+            b"0\r\nX-T 1\r\n\r\n",
+            b"0\r\n: 1\r\n\r\n",
         ] {
             let mut d = ChunkedDecoder::default();
             assert!(d.feed(bad, &mut Vec::new(), true).is_err(), "{bad:?}");

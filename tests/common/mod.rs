@@ -27,6 +27,8 @@ pub struct Backend {
     pub received: Arc<Mutex<Vec<Vec<u8>>>>,
     pub connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
+    /// Tasks of accepted connections, so `kill` can drop them.
+    conn_tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Backend {
@@ -45,14 +47,17 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let conn_tasks = Arc::new(Mutex::new(Vec::new()));
         let (n, r, c) = (name.to_string(), received.clone(), connections.clone());
+        let ct = conn_tasks.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = listener.accept().await else {
                     return;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(backend_conn(s, n.clone(), r.clone()));
+                let h = tokio::spawn(backend_conn(s, n.clone(), r.clone()));
+                ct.lock().unwrap().push(h.abort_handle());
             }
         });
         Backend {
@@ -61,6 +66,16 @@ impl Backend {
             received,
             connections,
             task,
+            conn_tasks,
+        }
+    }
+
+    /// Kills the backend: stops listening (new connections are refused) and drops every
+    /// established connection, as when the process dies.
+    pub fn kill(&self) {
+        self.task.abort();
+        for h in self.conn_tasks.lock().unwrap().drain(..) {
+            h.abort();
         }
     }
 
@@ -515,4 +530,105 @@ pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::P
     let mut f = std::fs::File::create(&p).unwrap();
     f.write_all(text.as_bytes()).unwrap();
     p
+}
+
+/// A backend that accepts connections and never answers (a stalled, SIGSTOPped process): the
+/// sockets stay open and nothing is read or written until the backend is dropped.
+pub struct StallBackend {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl StallBackend {
+    pub async fn start() -> StallBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        StallBackend {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for StallBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A backend that reads each request head and answers with `script` (raw bytes), then either
+/// closes normally or, with `reset`, aborts the connection with a TCP RST (SO_LINGER 0).
+pub struct ScriptedBackend {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl ScriptedBackend {
+    pub async fn start(script: &'static [u8], reset: bool) -> ScriptedBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut tmp).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                    let _ = s.write_all(script).await;
+                    if reset {
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    }
+                    drop(s);
+                });
+            }
+        });
+        ScriptedBackend {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for ScriptedBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A config whose servers are given as (name, address) pairs, for backends that are not
+/// `Backend`s; otherwise like `seed_config`.
+pub fn seed_config_addrs(
+    servers: &[(&str, SocketAddr)],
+    extra_listen: &str,
+    extra_top: &str,
+) -> String {
+    let mut s = format!(
+        "[log]\naccess = \"off\"\n{extra_top}\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\nforwardfor = {{ except = [\"10.0.0.0/8\"] }}\ncookie = {{ name = \"SERVERID\", insert = true, indirect = true, nocache = true }}\n{extra_listen}\n"
+    );
+    for (name, addr) in servers {
+        s.push_str(&format!(
+            "[[listen.server]]\nname = \"{name}\"\naddress = \"{addr}\"\ncheck = false\n"
+        ));
+    }
+    s
 }

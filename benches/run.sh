@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# edgelb vs HAProxy 2.6 side by side, on loopback only. One command, bounded in time (~5 min
+# after the build):
+#
+#   benches/run.sh                 # DUR=10 CONNS="50 500" IDLE=9500
+#
+# What runs:
+# - three keep-alive backends: benches/tools/backend.rs (`--example bench_backend`, one tokio
+#   current-thread process serving 127.0.0.1:18181-18183, small 29-byte body with an ETag);
+# - wrk (1 thread, pinned to CPU 0 with the backends) against (a) one backend directly,
+#   (b) HAProxy with the seed config, (c) edgelb with the same settings; each proxy pinned to
+#   CPU 1 with one worker thread (nbthread 1 / workers = 1: the one core it has);
+# - the seed settings on both: roundrobin, `cookie SERVERID insert indirect nocache`,
+#   `forwardfor except 10.0.0.0/8` (so loopback clients DO get the header appended), httplog +
+#   dontlognull written to stdout, which is /dev/null for both (same footing: each formats every
+#   line and writes it), health checks on (TCP, 2 s);
+# - fixed-rate runs (benches/tools/loadgen.rs, open loop) at 70 % of HAProxy's wrk max at 50 conns;
+# - ~10k idle keep-alive client connections (each sent one request first) and the proxies' RSS.
+#   IDLE defaults to 9500: this machine's hard `ulimit -n` is 20000 and HAProxy refuses to start
+#   unless it can reserve 2 fds per `maxconn` (so maxconn 9900 here, 20000 for edgelb).
+#
+# TARGETS="haproxy edgelb" limits the targets (default: direct haproxy edgelb [nginx]).
+# Output: a table on stdout (also saved to $OUT, default /tmp/edgelb-bench/results.txt).
+# nginx is used as a third proxy only if `nginx` is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DUR=${DUR:-10}
+CONNS=${CONNS:-"50 500"}
+IDLE=${IDLE:-9500}
+WORK=${WORK:-/tmp/edgelb-bench}
+OUT=${OUT:-$WORK/results.txt}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/edgelb-perf}
+mkdir -p "$WORK"
+
+command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
+command -v haproxy >/dev/null || { echo "haproxy is not installed" >&2; exit 1; }
+
+# BUILD=0 skips the build; EDGELB=/path/to/edgelb benchmarks another binary (e.g. a baseline).
+if [ "${BUILD:-1}" = 1 ]; then
+  echo "== building edgelb, bench_backend and loadgen (release)" >&2
+  cargo build --release --quiet --bin edgelb --example bench_backend --example loadgen
+fi
+EDGELB=${EDGELB:-$CARGO_TARGET_DIR/release/edgelb}
+BACKEND=$CARGO_TARGET_DIR/release/examples/bench_backend
+LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(nproc)" -ge 2 ]; then
+  LOAD_CPU=(taskset -c 0)
+  PROXY_CPU=(taskset -c 1)
+else
+  LOAD_CPU=()
+  PROXY_CPU=()
+fi
+TICK=$(getconf CLK_TCK)
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+BPORTS=(18181 18182 18183)
+HA_PORT=18180
+EL_PORT=18190
+NG_PORT=18170
+
+BENCH_BACKEND_SECS=900 "${LOAD_CPU[@]}" "$BACKEND" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 \
+  2>"$WORK/backend.log" &
+PIDS+=($!)
+
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 9900
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  option httplog
+  option dontlognull
+  option forwardfor except 10.0.0.0/8
+  option tcp-smart-accept
+  option tcp-smart-connect
+  option redispatch
+  retries 3
+  timeout connect 10s
+  timeout client 30s
+  timeout server 30s
+listen webapp
+  bind 127.0.0.1:$HA_PORT
+  balance roundrobin
+  cookie SERVERID insert indirect nocache
+  server app1 127.0.0.1:18181 cookie app1 check
+  server app2 127.0.0.1:18182 cookie app2 check
+  server app3 127.0.0.1:18183 cookie app3 check
+EOF
+
+cat >"$WORK/edgelb.toml" <<EOF
+[global]
+workers = 1
+maxconn = 20000
+
+[log]
+access = "stdout"
+format = "httplog"
+dontlognull = true
+
+[defaults]
+timeout_connect = "10s"
+timeout_client = "30s"
+timeout_server = "30s"
+retries = 3
+redispatch = true
+
+[[listen]]
+name = "webapp"
+bind = ["127.0.0.1:$EL_PORT"]
+balance = "roundrobin"
+forwardfor = { except = ["10.0.0.0/8"] }
+
+[listen.cookie]
+name = "SERVERID"
+insert = true
+indirect = true
+nocache = true
+
+[[listen.server]]
+name = "app1"
+address = "127.0.0.1:18181"
+
+[[listen.server]]
+name = "app2"
+address = "127.0.0.1:18182"
+
+[[listen.server]]
+name = "app3"
+address = "127.0.0.1:18183"
+EOF
+
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 20000; }
+http {
+  access_log /dev/null;
+  upstream app { server 127.0.0.1:18181; server 127.0.0.1:18182; server 127.0.0.1:18183; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+EOF
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  return 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+vm() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+
+# Starts proxy $1 (haproxy|edgelb|nginx); sets PROXY_PID and PORT.
+start_proxy() {
+  case $1 in
+    haproxy)
+      "${PROXY_CPU[@]}" haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>"$WORK/haproxy.err" &
+      PROXY_PID=$!
+      PORT=$HA_PORT
+      ;;
+    edgelb)
+      "${PROXY_CPU[@]}" "$EDGELB" run -c "$WORK/edgelb.toml" >/dev/null 2>"$WORK/edgelb.err" &
+      PROXY_PID=$!
+      PORT=$EL_PORT
+      ;;
+    nginx)
+      "${PROXY_CPU[@]}" nginx -c "$WORK/nginx.conf" -g 'daemon off;' >/dev/null 2>"$WORK/nginx.err" &
+      PROXY_PID=$!
+      PORT=$NG_PORT
+      ;;
+    direct)
+      PROXY_PID=""
+      PORT=18181
+      ;;
+  esac
+  [ -n "$PROXY_PID" ] && PIDS+=("$PROXY_PID")
+  wait_port "$PORT"
+  sleep 0.5
+}
+
+stop_proxy() {
+  if [ -n "${PROXY_PID:-}" ]; then
+    kill "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=""
+  fi
+}
+
+# wrk's latency "1.23ms" / "456.00us" / "1.02s" -> ms
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n = n * 1000
+    printf "%.3f", n }'
+}
+
+WRK_HDRS=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) bench" -H "Accept: text/html,*/*;q=0.8"
+  -H "Accept-Language: en-US,en;q=0.5" -H "Cookie: session=abcdef0123456789; theme=dark")
+
+# run_wrk NAME CONNS -> appends "NAME CONNS rps p50 p99 cpu_s" to $WORK/wrk.tsv
+run_wrk() {
+  local name=$1 c=$2 out before after cpu
+  before=0
+  [ -n "$PROXY_PID" ] && before=$(cpu_ticks "$PROXY_PID")
+  out=$("${LOAD_CPU[@]}" wrk -t1 -c"$c" -d"${DUR}s" --latency "${WRK_HDRS[@]}" "http://127.0.0.1:$PORT/bench" 2>&1)
+  echo "$out" >"$WORK/wrk-$name-$c.txt"
+  cpu="-"
+  if [ -n "$PROXY_PID" ]; then
+    after=$(cpu_ticks "$PROXY_PID")
+    cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
+  fi
+  local rps p50 p99 errs
+  rps=$(echo "$out" | awk '/^Requests\/sec/ {printf "%.0f", $2}')
+  p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+  p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {printf "%s ", $0}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$rps" "$p50" "$p99" "$cpu" "${errs:-}" >>"$WORK/wrk.tsv"
+  echo "   $name c=$c: $rps req/s p50 ${p50}ms p99 ${p99}ms cpu ${cpu}s ${errs:-}" >&2
+}
+
+if [ -n "${TARGETS:-}" ]; then
+  read -r -a TARGETS <<<"$TARGETS"
+else
+  TARGETS=(direct haproxy edgelb)
+  command -v nginx >/dev/null && TARGETS+=(nginx)
+fi
+
+: >"$WORK/wrk.tsv"
+: >"$WORK/rss.tsv"
+wait_port 18181
+for t in "${TARGETS[@]}"; do
+  echo "== wrk: $t" >&2
+  start_proxy "$t"
+  "${LOAD_CPU[@]}" wrk -t1 -c50 -d2s "http://127.0.0.1:$PORT/bench" >/dev/null 2>&1 || true
+  for c in $CONNS; do run_wrk "$t" "$c"; done
+  if [ -n "$PROXY_PID" ]; then
+    printf '%s\tpeak_rss_kib\t%s\n' "$t" "$(vm "$PROXY_PID" VmHWM)" >>"$WORK/rss.tsv"
+  fi
+  stop_proxy
+done
+
+# Fixed rate: 70 % of HAProxy's wrk max at the same connection count, ROUNDS rounds with the
+# proxies alternating (this machine is shared: alternating spreads other tenants' noise).
+ROUNDS=${ROUNDS:-3}
+: >"$WORK/rate.tsv"
+for c in $CONNS; do
+  ha_max=$(awk -v c="$c" '$1 == "haproxy" && $2 == c {print $3}' "$WORK/wrk.tsv")
+  rate=$(( ${ha_max:-10000} * 70 / 100 ))
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do
+      [ "$t" = direct ] && continue
+      start_proxy "$t"
+      before=$(cpu_ticks "$PROXY_PID")
+      line=$("${LOAD_CPU[@]}" "$LOADGEN" rate "127.0.0.1:$PORT" "$rate" "$c" "$DUR")
+      after=$(cpu_ticks "$PROXY_PID")
+      cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
+      printf '%s\t%s\t%s\t%s\tcpu_s=%s\n' "$t" "$c" "$rate" "$line" "$cpu" >>"$WORK/rate.tsv"
+      echo "   fixed $rate req/s round $r: $t c=$c: $line cpu=${cpu}s" >&2
+      stop_proxy
+    done
+  done
+done
+
+# Idle connections: RSS with $IDLE keep-alive clients that each sent one request.
+for t in "${TARGETS[@]}"; do
+  [ "$t" = direct ] && continue
+  echo "== $IDLE idle connections: $t" >&2
+  start_proxy "$t"
+  base=$(vm "$PROXY_PID" VmRSS)
+  "${LOAD_CPU[@]}" "$LOADGEN" idle "127.0.0.1:$PORT" "$IDLE" 6 >"$WORK/idle-$t.txt" &
+  lg=$!
+  for _ in $(seq 1 120); do
+    grep -q idle_open "$WORK/idle-$t.txt" 2>/dev/null && break
+    sleep 0.5
+  done
+  sleep 2
+  idle_rss=$(vm "$PROXY_PID" VmRSS)
+  opened=$(sed -n 's/idle_open=//p' "$WORK/idle-$t.txt")
+  wait "$lg" || true
+  printf '%s\tidle_base_kib\t%s\n%s\tidle_rss_kib\t%s\n%s\tidle_open\t%s\n' \
+    "$t" "$base" "$t" "$idle_rss" "$t" "${opened:-0}" >>"$WORK/rss.tsv"
+  echo "   $t: base ${base} KiB, with ${opened:-0} idle: ${idle_rss} KiB" >&2
+  stop_proxy
+done
+
+{
+  echo "# edgelb vs HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk ${DUR}s"
+  echo
+  echo "| target | conns | req/s | p50 ms | p99 ms | proxy CPU s | req/s vs HAProxy | notes |"
+  echo "|---|---|---|---|---|---|---|---|"
+  while IFS=$'\t' read -r n c rps p50 p99 cpu errs; do
+    ha=$(awk -v c="$c" '$1 == "haproxy" && $2 == c {print $3}' "$WORK/wrk.tsv")
+    ratio=$(awk -v a="$rps" -v b="$ha" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "-" }')
+    echo "| $n | $c | $rps | $p50 | $p99 | $cpu | $ratio | $errs |"
+  done <"$WORK/wrk.tsv"
+  echo
+  echo "Fixed rate (70 % of HAProxy's max at the same conns), open loop, median of $ROUNDS rounds"
+  echo "(each value is the median over the rounds; all rounds are in $WORK/rate.tsv):"
+  echo
+  echo "| target | conns | rate req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | proxy CPU s |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for c in $CONNS; do
+    for t in "${TARGETS[@]}"; do
+      [ "$t" = direct ] && continue
+      awk -F'\t' -v t="$t" -v c="$c" '
+        function med(a, n,   i, j, x) {
+          for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+          return a[int((n + 1) / 2)]
+        }
+        $1 == t && $2 == c {
+          n++; rate = $3
+          split($4, kv, " ")
+          for (k in kv) { split(kv[k], p, "="); v[p[1], n] = p[2] }
+          cpu[n] = substr($5, 7)
+        }
+        END {
+          if (n == 0) exit
+          split("p50_us p99_us p999_us max_us errors", keys, " ")
+          line = sprintf("| %s | %s | %s", t, c, rate)
+          for (q = 1; q <= 5; q++) {
+            for (i = 1; i <= n; i++) arr[i] = v[keys[q], i] + 0
+            m = med(arr, n)
+            line = line sprintf(" | %s", keys[q] == "errors" ? m : sprintf("%.3f", m / 1000))
+          }
+          for (i = 1; i <= n; i++) arr[i] = cpu[i] + 0
+          print line sprintf(" | %.2f |", med(arr, n))
+        }' "$WORK/rate.tsv"
+    done
+  done
+  echo
+  echo "Memory (KiB):"
+  echo
+  echo "| target | peak RSS under wrk (VmHWM) | RSS at start | RSS with idle conns | idle conns open |"
+  echo "|---|---|---|---|---|"
+  for t in "${TARGETS[@]}"; do
+    [ "$t" = direct ] && continue
+    g() { awk -v t="$t" -v k="$1" '$1 == t && $2 == k {print $3}' "$WORK/rss.tsv"; }
+    echo "| $t | $(g peak_rss_kib) | $(g idle_base_kib) | $(g idle_rss_kib) | $(g idle_open) |"
+  done
+} | tee "$OUT"
