@@ -1260,14 +1260,6 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut sent = 0u64;
-    let read =
-        |r: std::io::Result<std::io::Result<usize>>, sent: u64| -> Result<usize, (u64, [u8; 2])> {
-            match r {
-                Ok(Ok(n)) => Ok(n),
-                Ok(Err(_)) => Err((sent, *b"SD")),
-                Err(_) => Err((sent, *b"sD")),
-            }
-        };
     match framing {
         Framing::None => Ok(0),
         Framing::Length(mut remaining) => loop {
@@ -1283,12 +1275,7 @@ where
             if remaining == 0 {
                 return Ok(sent);
             }
-            let n = read(
-                timeout(tserver, read_more(urd, ubuf))
-                    .await
-                    .map_err(std::io::Error::other),
-                sent,
-            )?;
+            let n = read_server(urd, ubuf, tserver, sent).await?;
             if n == 0 {
                 return Err((sent, *b"SD"));
             }
@@ -1310,12 +1297,7 @@ where
                 if dec.is_done() {
                     return Ok(sent);
                 }
-                let n = read(
-                    timeout(tserver, read_more(urd, ubuf))
-                        .await
-                        .map_err(std::io::Error::other),
-                    sent,
-                )?;
+                let n = read_server(urd, ubuf, tserver, sent).await?;
                 if n == 0 {
                     return Err((sent, *b"SD"));
                 }
@@ -1329,16 +1311,26 @@ where
                 sent += ubuf.len() as u64;
                 ubuf.clear();
             }
-            let n = read(
-                timeout(tserver, read_more(urd, ubuf))
-                    .await
-                    .map_err(std::io::Error::other),
-                sent,
-            )?;
+            let n = read_server(urd, ubuf, tserver, sent).await?;
             if n == 0 {
                 return Ok(sent);
             }
         },
+    }
+}
+
+/// One read from the server while relaying a body: `Ok(0)` at EOF, `SD` on an error, `sD` on
+/// `timeout server`.
+async fn read_server<R: AsyncRead + Unpin>(
+    urd: &mut R,
+    ubuf: &mut BytesMut,
+    t: Duration,
+    sent: u64,
+) -> Result<usize, (u64, [u8; 2])> {
+    match timeout(t, read_more(urd, ubuf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(_)) => Err((sent, *b"SD")),
+        Err(_) => Err((sent, *b"sD")),
     }
 }
 
