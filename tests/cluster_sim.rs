@@ -1398,6 +1398,14 @@ fn dead_peer_without_witness_verdict_is_re_read_and_its_eip_taken() {
     chaos(1323);
 }
 
+/// Regression: right after an EC2 outage every stamp is old; a node whose own writes had just
+/// resumed took its partitioned peer's old stamp as proof of death, and the two re-took each
+/// other's EIPs on every reconcile (ping-pong) until the partition healed.
+#[test]
+fn old_stamps_right_after_an_api_outage_prove_nothing() {
+    chaos(1429);
+}
+
 #[test]
 fn status_serializes_for_the_stats_api() {
     let mut sim = steady(

@@ -657,6 +657,10 @@ pub struct Brain {
     /// Our own last successful witness write: if even we could not write recently, a peer's
     /// stale stamp says more about the API than about the peer.
     witness_write_ok: Option<Duration>,
+    /// Start of our current run of successful witness writes (None after a failure). A peer's
+    /// stamp only proves death once we have been writing fine for a whole `stale_after`: right
+    /// after an API outage everyone's stamps are old, the peer's too.
+    witness_write_ok_since: Option<Duration>,
     witness_read_attempts: u32,
     witness_read_not_before: Duration,
     tokens: f64,
@@ -748,6 +752,7 @@ impl Brain {
             next_witness_write: now,
             witness_write_attempts: 0,
             witness_write_ok: None,
+            witness_write_ok_since: None,
             witness_read_attempts: 0,
             witness_read_not_before: now,
             tokens,
@@ -1800,8 +1805,10 @@ impl Brain {
             Ok(()) => {
                 self.witness_write_attempts = 0;
                 self.witness_write_ok = Some(self.now);
+                self.witness_write_ok_since.get_or_insert(self.now);
             }
             Err(err) => {
+                self.witness_write_ok_since = None;
                 self.api_failed("witness write", &err);
                 let delay = self
                     .backoff(self.witness_write_attempts, err.is_retryable())
@@ -1832,7 +1839,10 @@ impl Brain {
         let stale_after = self.cfg.witness.stale_after.as_secs();
         let writes_work = self
             .witness_write_ok
-            .is_some_and(|t| self.now.saturating_sub(t) <= self.cfg.witness.stale_after);
+            .is_some_and(|t| self.now.saturating_sub(t) <= self.cfg.witness.stale_after)
+            && self
+                .witness_write_ok_since
+                .is_some_and(|t| self.now.saturating_sub(t) >= self.cfg.witness.stale_after);
         for eni in eni_ids {
             let Some(i) = self.cfg.nodes.iter().position(|n| n.eni_id == *eni) else {
                 continue;
