@@ -1406,6 +1406,14 @@ fn old_stamps_right_after_an_api_outage_prove_nothing() {
     chaos(1429);
 }
 
+/// Regression: a survivor whose describes were failing first saw an orphaned EIP on a peer that
+/// had died since; it took the EIP for "moved there behind a partition" although its own plan had
+/// assigned it to that peer while it was alive, and left it on the dead node.
+#[test]
+fn eip_on_a_dead_node_by_our_own_earlier_plan_is_taken_over() {
+    chaos(1693);
+}
+
 #[test]
 fn status_serializes_for_the_stats_api() {
     let mut sim = steady(

@@ -495,6 +495,10 @@ struct EipTrack {
     elsewhere_at: Duration,
     /// Issue time of the first observation that showed it on its current holder.
     arrived_seen_at: Duration,
+    /// Nodes (bit per node index) our own plan designated as holder while they were up, since
+    /// the EIP was last seen at home: if it sits on one of them, it got there by a plan we agreed
+    /// on, not behind a partition.
+    agreed_holders: u128,
     /// Describes issued before this call id predate our last associate of this EIP.
     ignore_describes_before: u64,
     pending: Option<CallId>,
@@ -709,6 +713,7 @@ impl Brain {
                 observed: None,
                 elsewhere_at: Duration::ZERO,
                 arrived_seen_at: Duration::ZERO,
+                agreed_holders: 0,
                 ignore_describes_before: 0,
                 pending: None,
                 attempts: 0,
@@ -1350,10 +1355,11 @@ impl Brain {
     fn held_while_heard(&self, h: usize, eip: usize) -> bool {
         let p = &self.peers[h];
         let t = &self.eips[eip];
-        p.last_heard.is_some_and(|l| {
-            l >= t.arrived_seen_at
-                || (l >= t.elsewhere_at && p.last.held_eips.contains(&t.allocation_id))
-        })
+        (h < 128 && t.agreed_holders & (1u128 << h) != 0)
+            || p.last_heard.is_some_and(|l| {
+                l >= t.arrived_seen_at
+                    || (l >= t.elsewhere_at && p.last.held_eips.contains(&t.allocation_id))
+            })
     }
 
     fn failback_ready(&self, owner: usize, holder: usize) -> bool {
@@ -1486,6 +1492,11 @@ impl Brain {
                     self.eips[e].allocation_id, who, d.why
                 );
                 self.log(LogLevel::Info, msg);
+            }
+            if let Some(h) = d.holder {
+                if h < 128 && (h == self.me || self.live(h) == Live::Up) {
+                    self.eips[e].agreed_holders |= 1u128 << h;
+                }
             }
             self.eips[e].decision = d;
             if d.holder != Some(self.me) {
@@ -1708,13 +1719,21 @@ impl Brain {
                     let holder_of =
                         |p: Option<&Placement>| p.and_then(|p| self.locate(p)).map(|l| l.0);
                     let new_holder = holder_of(a.placement.as_ref());
-                    match &self.eips[e].observed {
-                        Some(o) if holder_of(o.placement.as_ref()) == new_holder => {}
-                        Some(o) => {
+                    let prev_holder = self.eips[e]
+                        .observed
+                        .as_ref()
+                        .map(|o| holder_of(o.placement.as_ref()));
+                    if new_holder == Some(self.eips[e].owner) {
+                        // Home again: past agreements about who holds it are settled.
+                        self.eips[e].agreed_holders = 0;
+                    }
+                    match (&self.eips[e].observed, prev_holder) {
+                        (Some(_), Some(ph)) if ph == new_holder => {}
+                        (Some(o), _) => {
                             self.eips[e].elsewhere_at = o.issued;
                             self.eips[e].arrived_seen_at = issued;
                         }
-                        None => self.eips[e].arrived_seen_at = issued,
+                        (None, _) => self.eips[e].arrived_seen_at = issued,
                     }
                     if prev.as_ref() != Some(&a.placement) {
                         let msg = format!(
