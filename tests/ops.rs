@@ -93,6 +93,22 @@ fn config_text(
     s
 }
 
+/// One backend and a running daemon in front of it: (backend, config dir, daemon, proxy address).
+async fn one_backend_daemon() -> (Backend, tempfile::TempDir, Daemon, std::net::SocketAddr) {
+    let a = Backend::start("app1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sport) = (free_port(), free_port());
+    let path = write_file(
+        dir.path(),
+        "e.toml",
+        &config_text(port, sport, &[(&a, 1)], ""),
+    );
+    let d = Daemon::start(&path, None);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    (a, dir, d, addr)
+}
+
 async fn stats_json(port: u16) -> serde_json::Value {
     let r = fetch(
         format!("127.0.0.1:{port}").parse().unwrap(),
@@ -213,17 +229,7 @@ async fn reloads_under_load_drop_no_request_and_a_bad_config_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
-    let a = Backend::start("app1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, sport) = (free_port(), free_port());
-    let path = write_file(
-        dir.path(),
-        "e.toml",
-        &config_text(port, sport, &[(&a, 1)], ""),
-    );
-    let mut d = Daemon::start(&path, None);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr).await;
+    let (_a, _dir, mut d, addr) = one_backend_daemon().await;
 
     let mut slow = Client::connect(addr).await;
     slow.send(&get("/slow/1500", "")).await;
@@ -260,17 +266,7 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_sigterm_exits_at_once() {
-    let a = Backend::start("app1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, sport) = (free_port(), free_port());
-    let path = write_file(
-        dir.path(),
-        "e.toml",
-        &config_text(port, sport, &[(&a, 1)], ""),
-    );
-    let mut d = Daemon::start(&path, None);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr).await;
+    let (_a, _dir, mut d, addr) = one_backend_daemon().await;
     let mut slow = Client::connect(addr).await;
     slow.send(&get("/slow/4000", "")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
