@@ -387,29 +387,17 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
     cl.set(
         "bind",
         Value::Str(format!("0.0.0.0:{}", udpport.0)),
-        udpport
-            .1
-            .as_ref()
-            .map(Loc::comment)
-            .or(Some("Heartbeat's default udpport".into())),
+        origin(&udpport.1, "udpport"),
     );
     cl.set(
         "keepalive",
         Value::Dur(keepalive.0),
-        keepalive
-            .1
-            .as_ref()
-            .map(Loc::comment)
-            .or(Some("Heartbeat's default keepalive".into())),
+        origin(&keepalive.1, "keepalive"),
     );
     cl.set(
         "deadtime",
         Value::Dur(deadtime.0),
-        deadtime
-            .1
-            .as_ref()
-            .map(Loc::comment)
-            .or(Some("Heartbeat's default deadtime".into())),
+        origin(&deadtime.1, "deadtime"),
     );
     if let Some((w, at)) = &warntime {
         cl.set("warntime", Value::Dur(*w), at.comment());
@@ -986,4 +974,13 @@ fn authkeys(src: &Source, rep: &mut Report) -> Option<(String, String)> {
         }
     }
     Some((chosen.2.clone(), chosen.3.comment()))
+}
+
+/// Where a timer came from: its ha.cf line, or Heartbeat's default for `what`.
+fn origin(at: &Option<Loc>, what: &str) -> Option<String> {
+    Some(
+        at.as_ref()
+            .map(Loc::comment)
+            .unwrap_or_else(|| format!("Heartbeat's default {what}")),
+    )
 }
