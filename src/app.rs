@@ -44,23 +44,41 @@ pub fn node_name(cfg: &config::Config, flag: Option<&str>) -> String {
         .unwrap_or_else(|| "edgelb".into())
 }
 
-/// Loads and validates; `check` and `run` share this path. A file in HAProxy's format (or one
-/// forced with `--haproxy-config`) goes through `import` first.
+/// Loads, validates and runs the start-up preflight (`preflight::check`: key and token files
+/// exist with safe owner and mode); `check`, `run` and every reload share this one path, so a
+/// config `check` accepts is one `run` starts with. A file in HAProxy's format (or one forced
+/// with `--haproxy-config`) goes through `import` first.
 pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
-    match source {
+    let (loaded, text) = match source {
         Source::File(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
                 file: p.display().to_string(),
                 reason: e.to_string(),
             })?;
             if crate::import::looks_like_haproxy(&text) {
-                load_haproxy(p)
+                (load_haproxy(p)?, None)
             } else {
-                config::load_str(&text, &p.display().to_string())
+                (
+                    config::load_str(&text, &p.display().to_string())?,
+                    Some(text),
+                )
             }
         }
-        Source::HaproxyFile(p) => load_haproxy(p),
-        Source::Text(t) => config::load_str(t, "<config>"),
+        Source::HaproxyFile(p) => (load_haproxy(p)?, None),
+        Source::Text(t) => (config::load_str(t, "<config>")?, Some(t.clone())),
+    };
+    let problems: Vec<config::ConfigProblem> = crate::preflight::check(&loaded.config)
+        .into_iter()
+        .map(|(key, message)| config::ConfigProblem {
+            file: loaded.source.clone(),
+            line: text.as_deref().map_or(1, |t| config::line_of_key(t, &key)),
+            message,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError::Invalid(problems))
     }
 }
 

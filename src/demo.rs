@@ -60,7 +60,7 @@ pub async fn run() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("edgelb-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let token_path = dir.join("admin.token");
-    std::fs::write(&token_path, "demo-token\n").map_err(|e| e.to_string())?;
+    crate::demo_cluster::write_secret(&token_path, "demo-token\n")?;
     let text = LOCAL_TOML.replace(
         "# admin_token_file = \"/tmp/edgelb-admin.token\"",
         &format!("admin_token_file = \"{}\"", token_path.display()),

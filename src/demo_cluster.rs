@@ -409,7 +409,8 @@ pub async fn run(ports: Ports, exit_after: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+/// Writes a secret file with mode 0600 (the start-up preflight refuses anything wider).
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).map_err(|e| e.to_string())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

@@ -18,6 +18,7 @@ pub mod demo_cluster;
 pub mod health;
 pub mod import;
 pub mod ops;
+pub mod preflight;
 pub mod proxy;
 pub mod runtime;
 pub mod stats;

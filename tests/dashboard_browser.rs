@@ -167,3 +167,133 @@ async fn dashboard_shows_a_killed_backend_down() {
     assert!(meta.len() > 10_000, "screenshot looks empty");
     eprintln!("dashboard screenshot: {}", shot.display());
 }
+
+/// The cluster view as the node publishes it (`Runtime::cluster_view`), at one step of a
+/// failover: lb2 alive and holding its EIP, then dead with a move pending, then moved to lb1.
+fn cluster_step(peer: &str, holder: &str, desired: &str, pending: bool) -> serde_json::Value {
+    serde_json::json!({
+        "me": "lb1", "phase": "active", "healthy": true, "api_tokens": 55,
+        "peers": [{"name": "lb2", "state": peer, "incarnation": 7, "last_heard_ago_ms": 15300,
+                   "serving": peer == "Alive", "healthy_backends": 3, "total_backends": 3,
+                   "sees_us": peer == "Alive"}],
+        "eips": [{"allocation_id": "eipalloc-0abc", "public_ip": "203.0.113.10", "owner": "lb2",
+                  "observed_holder": holder, "desired_holder": desired, "reason": "owner dead",
+                  "pending_call": if pending { serde_json::json!(4) } else { serde_json::Value::Null },
+                  "moves": 1}]
+    })
+}
+
+/// Where this test writes its screenshots (printed, kept after the run).
+fn shots_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard_browser");
+    std::fs::create_dir_all(&d).expect("screenshot dir");
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_fits_laptop_and_desktop_with_sparklines_timeline_and_working_buttons() {
+    let Some(bin) = chromium() else {
+        if std::env::var("EDGELB_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("chromium not found; skipped because EDGELB_SKIP_BROWSER=1");
+            return;
+        }
+        panic!("chromium not found (EDGELB_CHROMIUM=/path, or EDGELB_SKIP_BROWSER=1 to skip)");
+    };
+    let backends = [
+        Backend::start().await,
+        Backend::start().await,
+        Backend::start().await,
+    ];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let (_dir, token) = token_file("dash-token");
+    let toml = format!(
+        "[stats]\ndashboard_bind = \"127.0.0.1:0\"\napi_bind = \"127.0.0.1:0\"\n\
+         admin_token_file = \"{token}\"\nrefresh = \"300ms\"\n[log]\naccess = \"off\"\n{}",
+        listen_toml("webapp", 0, &addrs, "inter = \"200ms\"")
+    );
+    let app = edgelb::app::App::start(edgelb::app::Options {
+        source: edgelb::app::Source::Text(toml),
+        node: Some("lb1".into()),
+    })
+    .await
+    .expect("edgelb starts");
+    let stats = app.stats_addresses()[0];
+    let proxy = app.listen_addr("webapp").expect("webapp bound");
+    let rt = app.rt.clone();
+
+    // Real traffic through the proxy for the sparklines, and a failover in the published view.
+    let load = tokio::spawn(async move {
+        loop {
+            let _ = http(proxy, "GET", "/", &[], "").await;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    });
+    rt.cluster_view
+        .store(Some(Arc::new(cluster_step("Alive", "lb2", "lb2", false))));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    rt.cluster_view
+        .store(Some(Arc::new(cluster_step("Dead", "lb2", "lb1", true))));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    rt.cluster_view
+        .store(Some(Arc::new(cluster_step("Dead", "lb1", "lb1", false))));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    let node = std::env::var("EDGELB_NODE").unwrap_or_else(|_| "node".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/dashboard_cdp.js"
+    );
+    let out_dir = shots_dir();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&node)
+            .arg(script)
+            .arg(&bin)
+            .arg(format!("http://{stats}/"))
+            .arg("dash-token")
+            .arg(&out_dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("browser run within 120 s")
+    .expect("node runs (set EDGELB_NODE=/path/to/node)");
+    load.abort();
+    assert!(
+        out.status.success(),
+        "driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("driver JSON");
+    for w in ["1280", "1920"] {
+        let f = &v["widths"][w];
+        eprintln!(
+            "dashboard screenshot at {w} px: {}",
+            f["screenshot"].as_str().unwrap_or("?")
+        );
+        assert_eq!(f["fit"], "yes", "no horizontal overflow at {w} px: {f}");
+        assert!(f["rate_sparklines"].as_u64() >= Some(3), "{w}: {f}");
+        assert!(f["latency_sparklines"].as_u64() >= Some(3), "{w}: {f}");
+        assert!(f["heartbeat_cells"].as_u64() >= Some(4), "{w}: {f}");
+        assert!(f["eip_moves"].as_u64() >= Some(1), "{w}: {f}");
+        let events = f["events"].to_string();
+        assert!(events.contains("lb2: Alive -> Dead"), "{w}: {events}");
+        assert!(
+            events.contains("EIP 203.0.113.10 (eipalloc-0abc): lb2 -> lb1 in"),
+            "{w}: {events}"
+        );
+        let shot = std::fs::metadata(f["screenshot"].as_str().unwrap()).expect("screenshot");
+        assert!(shot.len() > 10_000, "screenshot looks empty");
+    }
+    // The page's drain button went through the admin API (same origin, Bearer, JSON).
+    assert!(
+        !v["drain_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("[error]"),
+        "{v}"
+    );
+    assert_eq!(v["app1_after"], "DRAIN");
+    let j = http(stats, "GET", "/stats.json", &[], "").await.json();
+    assert_eq!(j["listens"][0]["servers"][0]["admin_state"], "drain");
+}

@@ -689,7 +689,7 @@ fn terraform_rendered_edge_cloud_init_is_a_cloud_config() {
     };
     let tpl = root().join("deploy/terraform/templates/edge-cloud-init.yaml.tftpl");
     let expr = format!(
-        r#"templatefile("{}", {{ node_name = "edge-a", deb_url = "https://example.invalid/edgelb.deb?a=1&b=%2F", edgelb_toml = "[global]\n", cluster_key = "k3y", admin_token = "t0ken" }})"#,
+        r#"templatefile("{}", {{ node_name = "edge-a", deb_url = "https://example.invalid/edgelb.deb?a=1&b=%2F", edgelb_toml = "[global]\n", cluster_key = "k3y", admin_token = "t0ken", read_token = "r3ad" }})"#,
         tpl.display()
     );
     let text = terraform_eval(&tf, &expr);
@@ -697,6 +697,8 @@ fn terraform_rendered_edge_cloud_init_is_a_cloud_config() {
     assert!(text.contains("hostname: edge-a\n"));
     // Secrets and the URL only appear base64-encoded (no YAML or shell quoting problems).
     assert!(!text.contains("k3y") && !text.contains("t0ken") && !text.contains("example.invalid"));
+    assert!(!text.contains("r3ad"));
+    assert!(text.contains("install -m 0600 -o edgelb -g edgelb read.token /etc/edgelb/read.token"));
     assert!(text.contains("systemctl enable --now edgelb.service"));
     assert!(!text.contains('\t'), "YAML must not contain tabs");
 }

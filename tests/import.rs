@@ -568,3 +568,60 @@ fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode()
 }
+
+// ---- import never exposes more than the source --------------------------------------------------
+
+fn stats_binds(text: &str) -> (String, String, String) {
+    let imp = hap_only(text).unwrap_or_else(|e| panic!("{e}"));
+    let st = imp.config.stats.expect("[stats]");
+    (st.dashboard_bind, st.api_bind, imp.toml)
+}
+
+#[test]
+fn import_never_widens_what_the_source_exposed() {
+    // The seed's local, mode-660 admin socket: loopback TCP, never 0.0.0.0.
+    let (dash, api, _) = stats_binds(&format!(
+        "global\n  stats socket /run/hapee.sock mode 660 level admin\n{OK_TAIL}"
+    ));
+    assert_eq!(
+        (dash.as_str(), api.as_str()),
+        ("127.0.0.1:9022", "127.0.0.1:9023")
+    );
+    let (golden, _) = golden_case("seed", 0);
+    let st = golden.config.stats.expect("seed [stats]");
+    assert_eq!(
+        (st.dashboard_bind.as_str(), st.api_bind.as_str()),
+        ("127.0.0.1:9022", "127.0.0.1:9023")
+    );
+
+    // A `listen stats` on one address: that address only, no 9023 it never mentioned.
+    let stats = "listen stats\n  bind 10.0.0.5:8404\n  stats enable\n  stats uri /\n";
+    for (global, what) in [
+        ("", "no socket"),
+        (
+            "global\n  stats socket /run/h.sock level admin\n",
+            "with a socket",
+        ),
+    ] {
+        let (dash, api, _) = stats_binds(&format!("{global}{OK_TAIL}{stats}"));
+        assert_eq!(
+            (dash.as_str(), api.as_str()),
+            ("10.0.0.5:8404", "10.0.0.5:8404"),
+            "{what}"
+        );
+    }
+
+    // A page the source protected with `stats auth`: loopback until a read token is set.
+    let (dash, api, toml) = stats_binds(&format!(
+        "{OK_TAIL}listen stats\n  bind *:8404\n  stats enable\n  stats auth admin:pw\n"
+    ));
+    assert_eq!(
+        (dash.as_str(), api.as_str()),
+        ("127.0.0.1:8404", "127.0.0.1:8404")
+    );
+    assert!(toml.contains("read_token_file"), "{toml}");
+    assert!(
+        !toml.contains("admin:pw") && !toml.contains("\"pw\""),
+        "no password copied: {toml}"
+    );
+}

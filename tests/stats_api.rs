@@ -213,17 +213,8 @@ async fn admin_without_credentials_is_401_and_changes_nothing() {
     let path = "/admin/servers/webapp/app1/state";
     let r = f.stats.post(path, &[], "maint").await;
     assert_eq!(r.status, 401);
-    let challenges: Vec<&str> = r
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("www-authenticate"))
-        .map(|(_, v)| v.as_str())
-        .collect();
-    assert!(
-        challenges.iter().any(|c| c.starts_with("Bearer")),
-        "{challenges:?}"
-    );
-    assert!(challenges.iter().any(|c| c.starts_with("Basic")));
+    // A Bearer challenge only: a Basic one would make browsers prompt and cache the login.
+    assert_eq!(challenges(&r), ["Bearer realm=\"edgelb admin\""]);
     let r = f
         .stats
         .post(path, &[("Authorization", "Bearer wrong")], "maint")
@@ -242,7 +233,7 @@ async fn admin_without_credentials_is_401_and_changes_nothing() {
     assert_eq!(f.stats.get("/admin/servers").await.status, 401);
     let j = f.stats.get("/stats.json").await.json();
     assert_eq!(j["listens"][0]["servers"][0]["admin_state"], "ready");
-    // Basic with any user and the token as password is accepted.
+    // Basic, even with the right password, is refused for admin: browsers replay it cross-site.
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops:{TOKEN}"));
     let r = f
         .stats
@@ -252,7 +243,215 @@ async fn admin_without_credentials_is_401_and_changes_nothing() {
             "drain",
         )
         .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("Bearer"), "{}", r.body);
+    assert_eq!(challenges(&r), ["Bearer realm=\"edgelb admin\""]);
+    let j = f.stats.get("/stats.json").await.json();
+    assert_eq!(j["listens"][0]["servers"][0]["admin_state"], "ready");
+}
+
+fn challenges(r: &Resp) -> Vec<&str> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn admin_state(j: &serde_json::Value, server: usize) -> String {
+    j["listens"][0]["servers"][server]["admin_state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn cross_origin_form_post_with_valid_basic_credentials_changes_nothing() {
+    let f = fixture("", true).await;
+    let path = "/admin/servers/webapp/app1/state";
+    let basic_s = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("ops:{TOKEN}"))
+    );
+    let bearer_s = format!("Bearer {TOKEN}");
+    let (basic, bearer): (&str, &str) = (&basic_s, &bearer_s);
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let evil = ("Origin", "http://evil.example");
+    // What a page on another site makes a browser send: a form POST, the cached Basic login,
+    // and the browser's own Origin / Sec-Fetch-Site.
+    let attacks: Vec<Vec<(&str, &str)>> = vec![
+        vec![("Authorization", basic), form, evil],
+        vec![
+            ("Authorization", basic),
+            form,
+            evil,
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        vec![
+            ("Authorization", basic),
+            form,
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        vec![("Authorization", basic), form, ("Origin", "null")],
+        // Even holding the token, a cross-site request is refused.
+        vec![("Authorization", bearer), form, evil],
+        vec![
+            ("Authorization", bearer),
+            ("Content-Type", "application/json"),
+            ("Sec-Fetch-Site", "same-site"),
+        ],
+    ];
+    for h in &attacks {
+        let r = f.stats.post(path, h, "state=maint").await;
+        assert!(
+            r.status == 403 || r.status == 401,
+            "{h:?}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            challenges(&r).iter().all(|c| !c.starts_with("Basic")),
+            "{h:?}"
+        );
+    }
+    // Basic without any browser header (a script replaying it) is refused too.
+    let r = f
+        .stats
+        .post(path, &[("Authorization", basic), form], "state=maint")
+        .await;
+    assert_eq!(r.status, 401);
+    // A same-origin browser write must be JSON: text/form bodies are what forms can send.
+    let same_s = format!("http://{}", f.stats.addr);
+    let same: &str = &same_s;
+    let r = f
+        .stats
+        .post(
+            path,
+            &[
+                ("Authorization", bearer),
+                ("Origin", same),
+                ("Content-Type", "text/plain"),
+            ],
+            "maint",
+        )
+        .await;
+    assert_eq!(r.status, 415, "{}", r.body);
+    let j = f.stats.get("/stats.json").await.json();
+    assert_eq!(admin_state(&j, 0), "ready", "nothing changed");
+    // The dashboard's own request: same origin, Bearer, JSON.
+    let r = f
+        .stats
+        .post(
+            path,
+            &[
+                ("Authorization", bearer),
+                ("Origin", same),
+                ("Sec-Fetch-Site", "same-origin"),
+                ("Content-Type", "application/json"),
+            ],
+            r#"{"state":"drain"}"#,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // curl: no browser headers, `-d drain` labels the bare word as a form.
+    let r = f
+        .stats
+        .post(
+            "/admin/servers/webapp/app2/state",
+            &[("Authorization", bearer), form],
+            "maint",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = f.stats.get("/stats.json").await.json();
+    assert_eq!(
+        (admin_state(&j, 0), admin_state(&j, 1)),
+        ("drain".into(), "maint".into())
+    );
+}
+
+#[tokio::test]
+async fn read_token_guards_stats_but_not_probes_or_the_page() {
+    let backends = [Backend::start().await];
+    let dir = tempfile::tempdir().unwrap();
+    let (_d1, admin) = token_file(TOKEN);
+    let read = dir.path().join("read.token");
+    std::fs::write(&read, "r3ad\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&read, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let toml = format!(
+        "[stats]\nadmin_token_file = \"{admin}\"\nread_token_file = \"{}\"\n{}",
+        read.display(),
+        listen_toml("webapp", 18080, &[backends[0].addr], "")
+    );
+    let rt = runtime(&toml);
+    rt.listeners_ready.store(true, Ordering::Release);
+    let stats = StatsServer::start(rt).await;
+    let basic = |user: &str, pw: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+        )
+    };
+    for path in [
+        "/stats.json",
+        "/stats.csv",
+        "/;csv",
+        "/haproxy?stats;csv",
+        "/metrics",
+        "/history.json",
+    ] {
+        let r = stats.get(path).await;
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(challenges(&r), ["Bearer realm=\"edgelb stats\""], "{path}");
+        let r = http(
+            stats.addr,
+            "GET",
+            path,
+            &[("Authorization", "Bearer wrong")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 401, "{path}");
+        for good in [
+            "Bearer r3ad".to_string(),
+            format!("Bearer {TOKEN}"),
+            basic("prometheus", "r3ad"),
+        ] {
+            let r = http(stats.addr, "GET", path, &[("Authorization", &good)], "").await;
+            assert_eq!(r.status, 200, "{path} with {good}");
+        }
+    }
+    for path in ["/healthz", "/readyz", "/"] {
+        assert_eq!(stats.get(path).await.status, 200, "{path} stays open");
+    }
+    // The read token is not an admin credential.
+    let r = stats
+        .post(
+            "/admin/servers/webapp/app1/state",
+            &[("Authorization", "Bearer r3ad")],
+            "drain",
+        )
+        .await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn default_stats_binds_are_loopback() {
+    let toml = format!(
+        "[stats]\n{}",
+        listen_toml("web", 18080, &["127.0.0.1:9".parse().unwrap()], "")
+    );
+    let loaded = edgelb::config::load_str(&toml, "t.toml").unwrap();
+    let st = loaded.config.stats.unwrap();
+    assert_eq!(
+        (st.dashboard_bind.as_str(), st.api_bind.as_str()),
+        ("127.0.0.1:9022", "127.0.0.1:9023")
+    );
+    for b in [&st.dashboard_bind, &st.api_bind] {
+        assert!(edgelb::config::parse_bind(b).unwrap().ip().is_loopback());
+    }
+    assert!(st.read_token_file.is_none());
 }
 
 #[tokio::test]
@@ -461,12 +660,31 @@ async fn healthz_and_readyz() {
     assert!(r.body.contains("listeners not bound"), "{}", r.body);
     f.rt.listeners_ready.store(true, Ordering::Release);
     assert_eq!(f.stats.get("/readyz").await.status, 200);
-    // Every listen needs a usable server: put the only `api` server in MAINT.
+    // Every listen needs a server for new clients: put the only `api` server in MAINT.
     post_state(&f, "/admin/servers/api/app1/state", "maint").await;
     let r = f.stats.get("/readyz").await;
     assert_eq!(r.status, 503);
-    assert!(r.body.contains("no server available in: api"), "{}", r.body);
+    assert!(r.body.contains("in: api"), "{}", r.body);
     post_state(&f, "/admin/servers/api/app1/state", "ready").await;
+    assert_eq!(f.stats.get("/readyz").await.status, 200);
+    // Every `webapp` server drained: cookie holders are still served, but every new client
+    // would get a 503, so the node is not ready.
+    for s in ["app1", "app2", "app3"] {
+        post_state(&f, &format!("/admin/servers/webapp/{s}/state"), "drain").await;
+    }
+    let r = f.stats.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("drained") && r.body.contains("in: webapp"),
+        "{}",
+        r.body
+    );
+    post_state(&f, "/admin/servers/webapp/app2/state", "ready").await;
+    assert_eq!(f.stats.get("/readyz").await.status, 200);
+    // Weight 0 on the last ready server: round-robin can pick nobody.
+    post_state(&f, "/admin/servers/webapp/app2/weight", "0").await;
+    assert_eq!(f.stats.get("/readyz").await.status, 503);
+    post_state(&f, "/admin/servers/webapp/app2/weight", "1").await;
     assert_eq!(f.stats.get("/readyz").await.status, 200);
     f.rt.stopping.store(true, Ordering::Release);
     assert_eq!(f.stats.get("/readyz").await.status, 503);
@@ -539,12 +757,13 @@ async fn metrics_use_prometheus_conventions() {
     c.count_status(200);
     c.latency.observe(Duration::from_millis(3));
     c.latency.observe(Duration::from_millis(40));
-    let r = f.stats.get("/metrics").await;
+    let om = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let r = http(f.stats.addr, "GET", "/metrics", &[("Accept", om)], "").await;
     assert_eq!(r.status, 200);
     assert!(r
         .header("content-type")
         .unwrap()
-        .starts_with("application/openmetrics-text"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let m = r.body;
     for needle in [
         "# TYPE edgelb_server_requests counter",
@@ -563,6 +782,73 @@ async fn metrics_use_prometheus_conventions() {
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
     }
+}
+
+#[tokio::test]
+async fn metrics_default_to_prometheus_text_and_promtool_reports_nothing() {
+    let f = fixture("", true).await;
+    let snap = f.rt.load();
+    let c = &snap.listens[0].servers[0].live.counters;
+    c.count_status(200);
+    c.latency.observe(Duration::from_millis(3));
+    let m = f.stats.get("/metrics").await;
+    let plain = http(
+        f.stats.addr,
+        "GET",
+        "/metrics",
+        &[("Accept", "text/plain")],
+        "",
+    )
+    .await;
+    for r in [&m, &plain] {
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        assert!(!r.body.contains("# EOF"));
+        for needle in [
+            "# TYPE edgelb_server_requests_total counter\n",
+            "edgelb_server_requests_total{listen=\"webapp\",server=\"app1\",code_class=\"2xx\"} 1\n",
+            "# TYPE edgelb_server_up gauge\n",
+            "# TYPE edgelb_server_request_duration_seconds histogram\n",
+            "edgelb_server_request_duration_seconds_bucket{le=\"0.005\",listen=\"webapp\",server=\"app1\"} 1\n",
+        ] {
+            assert!(r.body.contains(needle), "missing {needle:?} in\n{}", r.body);
+        }
+    }
+    let Some(promtool) = promtool() else {
+        if std::env::var("EDGELB_SKIP_PROMTOOL").as_deref() == Ok("1") {
+            eprintln!("promtool not found; skipped because EDGELB_SKIP_PROMTOOL=1");
+            return;
+        }
+        panic!("promtool not found (apt-get install prometheus, EDGELB_PROMTOOL=/path, or EDGELB_SKIP_PROMTOOL=1)");
+    };
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {}\n{said}",
+        out.status
+    );
 }
 
 #[tokio::test]
@@ -677,7 +963,7 @@ async fn scrape_cost_with_200_servers() {
     let j = time("/stats.json", &|| edgelb::stats::json::render(&state).len());
     let c = time("/stats.csv", &|| edgelb::stats::csv::render(&state).len());
     let m = time("/metrics", &|| {
-        edgelb::stats::metrics::render(&state).unwrap().len()
+        edgelb::stats::metrics::render(&state, edgelb::stats::metrics::Format::Prometheus).len()
     });
     // Generous bounds: a debug build on a shared 2-core box.
     for d in [j, c, m] {

@@ -26,9 +26,15 @@ resource "random_password" "admin_token" {
   special = false
 }
 
+resource "random_password" "read_token" {
+  length  = 40
+  special = false
+}
+
 locals {
   cluster_key = coalesce(var.cluster_key, random_password.cluster_key.result)
   admin_token = coalesce(var.admin_token, random_password.admin_token.result)
+  read_token  = coalesce(var.read_token, random_password.read_token.result)
 
   # One configuration for both nodes; each node finds itself by host name.
   edgelb_toml = templatefile("${path.module}/templates/edgelb.toml.tftpl", {
@@ -117,6 +123,7 @@ resource "aws_instance" "edge" {
     edgelb_toml = local.edgelb_toml
     cluster_key = local.cluster_key
     admin_token = local.admin_token
+    read_token  = local.read_token
   })
   # Changing the config later is an edgelb reload, not a new instance.
   user_data_replace_on_change = false

@@ -38,3 +38,9 @@ output "admin_token" {
   value       = local.admin_token
   sensitive   = true
 }
+
+output "read_token" {
+  description = "Token for the read-only stats routes: Prometheus, the HAProxy exporter, the dashboard (terraform output -raw read_token)."
+  value       = local.read_token
+  sensitive   = true
+}

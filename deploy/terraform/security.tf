@@ -31,6 +31,9 @@ resource "aws_vpc_security_group_ingress_rule" "edge_https" {
 
 resource "aws_vpc_security_group_ingress_rule" "edge_stats" {
   security_group_id = aws_security_group.edge.id
+  # edgelb binds 9022/9023 on loopback unless the config says otherwise; the rendered config
+  # (templates/edgelb.toml.tftpl) opens them on all addresses with read and admin tokens, and
+  # this rule is what keeps everyone but admin_cidr out.
   description       = "edgelb dashboard (9022) and API (9023) from the admin network"
   ip_protocol       = "tcp"
   from_port         = 9022

@@ -98,6 +98,13 @@ variable "admin_token" {
   sensitive   = true
 }
 
+variable "read_token" {
+  description = "Token for the read-only stats routes (/stats.json, CSV, /metrics) written to /etc/edgelb/read.token; null = generate one."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
 variable "create_ec2_endpoint" {
   description = "Create an interface VPC endpoint for the EC2 API. A node whose own EIP is parked on its peer (after a failover) has no public IP; without this endpoint (or a NAT gateway) it cannot reach the EC2 API to take its EIP back."
   type        = bool

@@ -11,6 +11,13 @@ mod validate;
 pub use load::{load_file, load_str, ConfigError, ConfigProblem, Loaded};
 pub use validate::resolve_address;
 
+/// The line of a dotted key (`["stats", "admin_token_file"]`) in TOML `text`, for problems found
+/// after validation (the start-up preflight); 1 when the key is not found.
+pub fn line_of_key(text: &str, path: &[&str]) -> usize {
+    let path: Vec<spans::Seg> = path.iter().map(|k| spans::key(k)).collect();
+    spans::SourceMap::new(text).line_of(&path)
+}
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -399,25 +406,40 @@ fn default_weight() -> u32 {
 }
 
 /// `[stats]`: the dashboard (9022) and the API (9023).
+///
+/// Both default to loopback: the dashboard and the read-only routes show backend addresses and
+/// the node's EC2 identity, so a public bind is something the operator writes, not a default.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StatsSection {
+    /// Default [`DEFAULT_DASHBOARD_BIND`] (loopback; HAProxy has no default stats bind).
     #[serde(default = "default_dashboard_bind")]
     pub dashboard_bind: String,
+    /// Default [`DEFAULT_API_BIND`] (loopback).
     #[serde(default = "default_api_bind")]
     pub api_bind: String,
-    /// File holding the admin bearer token (also accepted as the Basic-auth password). Without it
-    /// the admin actions are disabled (403).
+    /// File holding the admin bearer token (`Authorization: Bearer <token>`). Without it the
+    /// admin actions are disabled (403). Must be owned by edgelb (or root), mode 0600.
     pub admin_token_file: Option<String>,
+    /// File holding a read token. When set, `/stats.json`, `/stats.csv` (and `;csv`), `/metrics`
+    /// and `/history.json` need it (Bearer, or a Basic password with any user name, like
+    /// HAProxy's `stats auth`); the admin token is accepted too. `/healthz`, `/readyz` and the
+    /// dashboard page itself stay open. Default: none (reads are open to whoever reaches the bind).
+    pub read_token_file: Option<String>,
     /// How often the dashboard refreshes.
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh: Duration,
 }
 
+/// Default `[stats] dashboard_bind`: loopback only.
+pub const DEFAULT_DASHBOARD_BIND: &str = "127.0.0.1:9022";
+/// Default `[stats] api_bind`: loopback only.
+pub const DEFAULT_API_BIND: &str = "127.0.0.1:9023";
+
 fn default_dashboard_bind() -> String {
-    "0.0.0.0:9022".into()
+    DEFAULT_DASHBOARD_BIND.into()
 }
 fn default_api_bind() -> String {
-    "0.0.0.0:9023".into()
+    DEFAULT_API_BIND.into()
 }
 fn default_refresh() -> Duration {
     Duration::from_secs(2)

@@ -764,18 +764,24 @@ fn global_directive(ctx: &mut Ctx<'_>, l: &Line) {
                     .words
                     .windows(2)
                     .any(|w| w[0] == "level" && w[1] == "admin");
-                ctx.stats
-                    .get_or_insert_with(|| Table::new("[stats]"))
-                    .comments
-                    .push(format!(
-                        "{c}: replaced by the admin API (api_bind) and dashboard"
-                    ));
+                // A local socket becomes loopback TCP, never a public bind (a `listen stats`
+                // section, processed later, may set the address the source did expose).
+                let t = ctx.stats.get_or_insert_with(|| Table::new("[stats]"));
+                t.comments.push(format!(
+                    "{c}: replaced by the admin API (api_bind) and dashboard, on loopback like the socket"
+                ));
+                if t.get("dashboard_bind").is_none() {
+                    let d = crate::config::DEFAULT_DASHBOARD_BIND;
+                    let a = crate::config::DEFAULT_API_BIND;
+                    t.set("dashboard_bind", Value::Str(d.into()), None);
+                    t.set("api_bind", Value::Str(a.into()), None);
+                }
                 ctx.rep.note(
                     at,
                     if admin {
-                        "the admin API on :9023 replaces the admin socket ([stats] emitted; set admin_token_file to allow admin actions)"
+                        "the admin API on 127.0.0.1:9023 (loopback only, as the socket was local) replaces the admin socket ([stats] emitted; set admin_token_file to allow admin actions)"
                     } else {
-                        "the stats API on :9023 replaces the stats socket ([stats] emitted)"
+                        "the stats API on 127.0.0.1:9023 (loopback only, as the socket was local) replaces the stats socket ([stats] emitted)"
                     },
                 );
             }
@@ -969,6 +975,8 @@ struct Proxy {
     binds: Vec<Src<String>>,
     servers: Vec<Server>,
     stats_enabled: Option<Loc>,
+    /// `stats auth`: the source's stats page needed a password.
+    stats_auth: Option<Loc>,
     disabled: bool,
 }
 
@@ -1188,13 +1196,37 @@ fn kind_word(k: SecKind) -> &'static str {
     }
 }
 
+/// A stats-only proxy becomes `[stats]` on the address the source bound, and only there: the
+/// API shares the dashboard's address (one server answers both) instead of opening 9023, and a
+/// page the source protected with `stats auth` stays on loopback until a read token is set, so
+/// the import never exposes more than the source did.
 fn stats_proxy(ctx: &mut Ctx<'_>, s: &Section, p: &Proxy) {
     let t = ctx.stats.get_or_insert_with(|| Table::new("[stats]"));
     ctx.rep.mapped(&s.at, "[stats] (a stats-only proxy)");
     if let Some(b) = p.binds.first() {
-        t.set("dashboard_bind", Value::Str(b.v.clone()), b.at.comment());
-        ctx.rep
-            .mapped(&b.at, format!("stats.dashboard_bind = {:?}", b.v));
+        let addr = crate::config::parse_bind(&b.v).ok();
+        let public = addr.is_some_and(|a| !a.ip().is_loopback());
+        let bind = match (&p.stats_auth, addr) {
+            (Some(auth), Some(a)) if public => {
+                t.todo(format!(
+                    "the source protected the stats page on {} with `stats auth` ({}:{}): put a \
+                     token in a file (mode 0600), set read_token_file to it, then bind {} again",
+                    b.v, auth.file, auth.line, b.v
+                ));
+                format!("127.0.0.1:{}", a.port())
+            }
+            _ => b.v.clone(),
+        };
+        t.set("dashboard_bind", Value::Str(bind.clone()), b.at.comment());
+        t.set(
+            "api_bind",
+            Value::Str(bind.clone()),
+            Some("the API shares the dashboard's address: the source opened no other port".into()),
+        );
+        ctx.rep.mapped(
+            &b.at,
+            format!("stats.dashboard_bind = stats.api_bind = {bind:?}"),
+        );
     }
     for b in p.binds.iter().skip(1) {
         ctx.rep.warn(
@@ -1700,7 +1732,11 @@ fn proxy_directive(ctx: &mut Ctx<'_>, s: &Section, target: &str, p: &mut Proxy, 
                     t.todo("set admin_token_file to enable the admin actions HAProxy allowed with `stats admin`");
                     ctx.rep.warn(at, "admin actions need [stats] admin_token_file (a bearer token), which HAProxy had no equivalent of; TODO left");
                 }
-                Some("auth") | Some("realm") => ctx.rep.warn(at, "stats user/password auth is replaced by the admin bearer token ([stats] admin_token_file); not imported"),
+                Some("auth") => {
+                    p.stats_auth.get_or_insert(at.clone());
+                    ctx.rep.warn(at, "stats user/password auth is not imported: edgelb reads a token from [stats] read_token_file (the Basic password, any user name); the dashboard is kept on loopback until you set it (TODO left)");
+                }
+                Some("realm") => ctx.rep.not_needed(at, "edgelb sends no Basic challenge"),
                 Some("hide-version") | Some("show-legends") | Some("show-node") | Some("show-desc") => ctx.rep.not_needed(at, "dashboard display option"),
                 _ => ctx.rep.warn(at, "unsupported stats directive"),
             }

@@ -7,124 +7,28 @@
 //! - `POST /admin/servers/{listen}/{server}/weight` body `N` (0..256) or `N%` of the config weight;
 //! - `POST /admin/servers/{listen}/{server}/check`  body `enable|disable`.
 //!
-//! The value is read from a `text/plain` body (`drain`), a form body (`state=drain`, or
-//! `value=drain`), or a JSON body (`{"state":"drain"}` or `"drain"`). Names may be given as
-//! `#<id>` like HAProxy. Answers: 200 with the server's JSON after the change; 401 (with
-//! `WWW-Authenticate`) for missing/wrong credentials; 403 when no token file is configured or it
-//! cannot be read; 400 with the reason for bad input; 404 for an unknown listen/server/route.
-//!
-//! Credentials: `Authorization: Bearer <token>`, or HTTP Basic with any user name and the token
-//! as the password, compared in constant time. The token file is read when the config generation
-//! changes (startup and each reload), never per request.
+//! The value is read from a JSON body (`{"state":"drain"}` or `"drain"`) and, from clients that
+//! are not browsers (no `Origin`, no `Sec-Fetch-*`: curl, scripts), also from a `text/plain`
+//! body (`drain`) or a form body (`state=drain`, `value=drain`, or a bare `drain` as `curl -d`
+//! sends it). Names may be given as `#<id>` like HAProxy. Answers: 200 with the server's JSON
+//! after the change; 401 (with a `Bearer` challenge only) for missing/wrong/Basic credentials;
+//! 403 for a cross-site request, or when no usable token file is configured; 415 for a browser
+//! write without a JSON body; 400 with the reason for bad input; 404 for an unknown
+//! listen/server/route. Who may call what is decided in `auth.rs`.
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwapOption;
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 
 use crate::health::{self, AdminError};
-use crate::runtime::{unix_ms, Runtime};
+use crate::runtime::unix_ms;
 
 use super::json::{server_doc, ServerDoc};
-use super::{respond, text, Body, StatsState};
+use super::{auth, respond, text, Body, StatsState};
 
 /// Admin bodies are one word; anything bigger is a mistake.
 const MAX_BODY: usize = 4096;
-
-#[derive(Debug)]
-struct TokenState {
-    generation: u64,
-    /// Ok(token bytes) or Err(why admin is disabled).
-    token: Result<Vec<u8>, String>,
-}
-
-/// The admin token of the current config generation.
-#[derive(Debug, Default)]
-pub struct TokenCache {
-    cur: ArcSwapOption<TokenState>,
-}
-
-impl TokenCache {
-    fn current(&self, rt: &Runtime) -> Arc<TokenState> {
-        let snap = rt.load();
-        if let Some(t) = self.cur.load_full() {
-            if t.generation == snap.generation {
-                return t;
-            }
-        }
-        let path = snap
-            .config
-            .stats
-            .as_ref()
-            .and_then(|s| s.admin_token_file.clone());
-        let token = match path {
-            None => Err("admin disabled: no admin_token_file in [stats]".to_string()),
-            Some(p) => match std::fs::read_to_string(&p) {
-                Ok(s) if !s.trim().is_empty() => Ok(s.trim().as_bytes().to_vec()),
-                // An empty token would let an empty password in: treat it as no token.
-                Ok(_) => Err(format!("admin disabled: token file {p} is empty")),
-                Err(e) => {
-                    tracing::warn!("stats: cannot read admin token file {p}: {e}");
-                    Err(format!("admin disabled: cannot read token file {p}"))
-                }
-            },
-        };
-        let t = Arc::new(TokenState {
-            generation: snap.generation,
-            token,
-        });
-        self.cur.store(Some(t.clone()));
-        t
-    }
-}
-
-/// True when the request carries the token as a bearer token or as a Basic password.
-fn authorized(headers: &http::HeaderMap, token: &[u8]) -> bool {
-    let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let v = v.trim();
-    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-    let presented: Vec<u8> = if scheme.eq_ignore_ascii_case("bearer") {
-        rest.trim().as_bytes().to_vec()
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
-            return false;
-        };
-        match raw.iter().position(|&b| b == b':') {
-            Some(i) => raw[i + 1..].to_vec(),
-            None => return false,
-        }
-    } else {
-        return false;
-    };
-    presented.ct_eq(token).into()
-}
-
-fn unauthorized() -> Response<Body> {
-    let mut r = text(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized: admin token required",
-    );
-    let h = r.headers_mut();
-    h.append(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"edgelb admin\""),
-    );
-    h.append(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Basic realm=\"edgelb admin\""),
-    );
-    r
-}
 
 fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
     match serde_json::to_string(v) {
@@ -165,22 +69,35 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The value of an admin POST, from a text, form or JSON body.
-fn body_value(content_type: &str, body: &[u8], key: &str) -> Result<String, String> {
-    let ct = content_type
+fn media_type(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn is_json(content_type: &str) -> bool {
+    media_type(content_type) == "application/json"
+}
+
+/// The value of an admin POST, from a text, form or JSON body.
+fn body_value(content_type: &str, body: &[u8], key: &str) -> Result<String, String> {
+    let ct = media_type(content_type);
     let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
     let v = if ct == "application/x-www-form-urlencoded" {
-        body.trim()
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == key || *k == "value")
-            .and_then(|(_, v)| percent_decode(v))
-            .ok_or_else(|| format!("form body needs {key}=<value>"))?
+        let body = body.trim();
+        if body.contains('=') {
+            body.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key || *k == "value")
+                .and_then(|(_, v)| percent_decode(v))
+                .ok_or_else(|| format!("form body needs {key}=<value>"))?
+        } else {
+            // `curl -d drain` (or `-d 50%`) labels a bare word as a form: taken as written.
+            body.to_string()
+        }
     } else if ct == "application/json" {
         let j: serde_json::Value =
             serde_json::from_str(body).map_err(|e| format!("invalid JSON body: {e}"))?;
@@ -223,14 +140,10 @@ where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let tok = st.token.current(&st.rt);
-    let token = match &tok.token {
-        Ok(t) => t,
-        Err(why) => return text(StatusCode::FORBIDDEN, why.clone()),
-    };
-    if !authorized(req.headers(), token) {
-        return unauthorized();
+    if let Some(refused) = st.token.check_admin(&st.rt, req.headers()) {
+        return refused;
     }
+    let browser = auth::from_browser(req.headers());
     let path = req.uri().path().to_string();
     let segs: Option<Vec<String>> = path
         .trim_start_matches("/admin")
@@ -274,6 +187,14 @@ where
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
+            if browser && !is_json(&ct) {
+                // A browser can send text and forms cross-site without a preflight; JSON it
+                // cannot. The dashboard sends JSON.
+                return text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "a browser must send the admin value as JSON (Content-Type: application/json)",
+                );
+            }
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
@@ -343,23 +264,11 @@ mod tests {
             body_value("application/json", br#"{"weight": 7}"#, "weight").as_deref(),
             Ok("7")
         );
+        assert_eq!(
+            body_value("application/x-www-form-urlencoded", b"drain", "state").as_deref(),
+            Ok("drain")
+        );
         assert!(body_value("text/plain", b"  ", "state").is_err());
         assert!(body_value("application/json", b"{", "state").is_err());
-    }
-
-    #[test]
-    fn credentials() {
-        let mut h = http::HeaderMap::new();
-        assert!(!authorized(&h, b"s3cret"));
-        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
-        assert!(authorized(&h, b"s3cret"));
-        h.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
-        assert!(!authorized(&h, b"s3cret"));
-        let basic = base64::engine::general_purpose::STANDARD.encode("anyone:s3cret");
-        h.insert(
-            header::AUTHORIZATION,
-            format!("Basic {basic}").parse().unwrap(),
-        );
-        assert!(authorized(&h, b"s3cret"));
     }
 }

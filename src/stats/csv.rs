@@ -259,6 +259,12 @@ fn backend_row(st: &StatsState, l: &ListenRt, now: u64) -> Row {
     traffic(&mut r, c);
     backend_side(&mut r, c, now);
     r.set("dreq", get(&c.dreq));
+    // HAProxy counts a balancer pick on the server and its backend at once; the sum over the
+    // servers is the same number without a second counter on the request path.
+    let lbtot: u64 = l.servers.iter().map(|s| get(&s.live.counters.lbtot)).sum();
+    r.set("lbtot", lbtot);
+    // HAProxy's backend `slim` is `fullconn`, by default (maxconn of its frontend + 9) / 10.
+    r.set("slim", (l.settings.maxconn as u64 + 9) / 10);
     r.set("status", if act > 0 { "UP" } else { "DOWN" });
     r.set("weight", weight);
     r.set("uweight", weight);

@@ -1,30 +1,74 @@
-//! `/metrics`: Prometheus/OpenMetrics text exposition, `edgelb_` namespace.
+//! `/metrics`: Prometheus exposition, `edgelb_` namespace, in the format the scraper asks for:
+//! the Prometheus text format 0.0.4 by default and for `Accept: text/plain` (what `curl`,
+//! `promtool check metrics` and older scrapers read), OpenMetrics 1.0 when `Accept` prefers
+//! `application/openmetrics-text` (Prometheus' own scrapes do).
 //!
-//! A custom prometheus-client `Collector` reads the runtime's atomics at scrape time, so nothing
-//! is registered per server and the request path never touches a metrics object. Names follow
-//! Prometheus conventions (base units, `_total` counters); labels are `listen`, `server` and,
-//! for responses, `code_class` (`1xx`..`5xx`, `other`).
+//! The samples are read from the runtime's atomics at scrape time, so nothing is registered per
+//! server and the request path never touches a metrics object. Names follow Prometheus
+//! conventions (base units, `_total` counters); labels are `listen`, `server` and, for
+//! responses, `code_class` (`1xx`..`5xx`, `other`). The two formats differ only where the specs
+//! do: 0.0.4 names a counter family with its `_total` suffix and has no `# EOF`.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
 
 use crate::runtime::{AdminState, Counters, Runtime, Snapshot, LATENCY_BUCKETS_MS};
 
 use super::{backend_active, StatsState};
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Which exposition format an answer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Prometheus,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the format from an `Accept` header: OpenMetrics when its quality is positive and
+    /// at least that of `text/plain` (or `*/*`); the 0.0.4 text format otherwise.
+    pub fn negotiate(accept: Option<&http::HeaderValue>) -> Format {
+        let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
+            return Format::Prometheus;
+        };
+        let (mut om, mut text) = (0.0f32, 0.0f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => om = om.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if om > 0.0 && om >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Metric types of the plain families (the histogram is written on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricType {
+    Counter,
+    Gauge,
+}
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-
-#[derive(Debug)]
-struct RuntimeCollector {
-    rt: Arc<Runtime>,
-}
 
 fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
@@ -52,29 +96,68 @@ impl<'a> Family<'a> {
     fn add(&mut self, labels: Labels<'a>, v: impl Into<Num>) {
         self.samples.push((labels, v.into().0));
     }
-    fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut m = enc.encode_descriptor(self.name, self.help, None, self.kind)?;
+    fn encode(&self, out: &mut String, format: Format) {
+        let name = self.name;
+        let counter = self.kind == MetricType::Counter;
+        let (family, kind) = match (counter, format) {
+            (true, Format::Prometheus) => (format!("edgelb_{name}_total"), "counter"),
+            (true, Format::OpenMetrics) => (format!("edgelb_{name}"), "counter"),
+            (false, _) => (format!("edgelb_{name}"), "gauge"),
+        };
+        let _ = writeln!(out, "# HELP {family} {}", self.help);
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        let sample = if counter {
+            format!("edgelb_{name}_total")
+        } else {
+            family
+        };
         for (labels, v) in &self.samples {
-            if labels.is_empty() {
-                emit(&mut m, self.kind, *v)?;
-            } else {
-                emit(&mut m.encode_family(labels)?, self.kind, *v)?;
-            }
+            out.push_str(&sample);
+            write_labels(out, labels, None);
+            out.push(' ');
+            write_value(out, *v);
+            out.push('\n');
         }
-        Ok(())
     }
 }
 
-/// Integral values print as integers (`1`, not `1.0`) for readable output.
-fn emit(m: &mut MetricEncoder, kind: MetricType, v: f64) -> Result<(), std::fmt::Error> {
-    let integral = v.fract() == 0.0 && v.abs() < 9.0e15;
-    match kind {
-        MetricType::Counter if integral && v >= 0.0 => {
-            m.encode_counter::<(), u64, f64>(&(v as u64), None)
+/// `{k="v",...}` with the exposition escapes; `le` (histograms) goes first.
+fn write_labels(out: &mut String, labels: &Labels, le: Option<&str>) {
+    if labels.is_empty() && le.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    for (k, v) in le
+        .map(|le| ("le", le))
+        .into_iter()
+        .chain(labels.iter().copied())
+    {
+        if !first {
+            out.push(',');
         }
-        MetricType::Counter => m.encode_counter::<(), f64, f64>(&v, None),
-        _ if integral => m.encode_gauge(&(v as i64)),
-        _ => m.encode_gauge(&v),
+        first = false;
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// Integral values print as integers (`1`, not `1.0`) for readable output.
+fn write_value(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -162,13 +245,9 @@ macro_rules! traffic_set {
     };
 }
 
-impl RuntimeCollector {
-    fn encode_snapshot(
-        &self,
-        snap: &Snapshot,
-        mut enc: DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let rt = &self.rt;
+/// Writes every family of one scrape.
+fn encode_snapshot(rt: &Runtime, snap: &Snapshot, out: &mut String, format: Format) {
+    {
         let mut info = Family::new(
             "build_info",
             "Version of edgelb (value is always 1).",
@@ -181,21 +260,21 @@ impl RuntimeCollector {
             ],
             1u32,
         );
-        info.encode(&mut enc)?;
+        info.encode(out, format);
         let mut up = Family::new(
             "uptime_seconds",
             "Seconds since the process started.",
             MetricType::Gauge,
         );
         up.add(vec![], rt.uptime().as_secs_f64());
-        up.encode(&mut enc)?;
+        up.encode(out, format);
         let mut gen = Family::new(
             "config_generation",
             "Generation of the loaded configuration (1 = first load).",
             MetricType::Gauge,
         );
         gen.add(vec![], snap.generation);
-        gen.encode(&mut enc)?;
+        gen.encode(out, format);
         let reload = rt.reload.load();
         let mut rl = Family::new(
             "config_last_reload_successful",
@@ -203,28 +282,28 @@ impl RuntimeCollector {
             MetricType::Gauge,
         );
         rl.add(vec![], reload.ok);
-        rl.encode(&mut enc)?;
+        rl.encode(out, format);
         let mut pc = Family::new(
             "process_connections_current",
             "Client connections open on all listens.",
             MetricType::Gauge,
         );
         pc.add(vec![], get(&rt.process.actconn));
-        pc.encode(&mut enc)?;
+        pc.encode(out, format);
         let mut pt = Family::new(
             "process_connections",
             "Client connections accepted on all listens.",
             MetricType::Counter,
         );
         pt.add(vec![], get(&rt.process.cum_conns));
-        pt.encode(&mut enc)?;
+        pt.encode(out, format);
         let mut pr = Family::new(
             "process_requests",
             "HTTP requests received on all listens.",
             MetricType::Counter,
         );
         pr.add(vec![], get(&rt.process.cum_req));
-        pr.encode(&mut enc)?;
+        pr.encode(out, format);
 
         // Frontend: connections rather than sessions, as the dashboard and HAProxy call them.
         let mut fe = traffic_set!("frontend", "listen's frontend");
@@ -356,60 +435,62 @@ impl RuntimeCollector {
             }
         }
         for f in fe.iter().chain([&fe_err, &fe_den]) {
-            f.encode(&mut enc)?;
+            f.encode(out, format);
         }
         for f in be.iter().chain([&be_up, &be_act, &be_w]) {
-            f.encode(&mut enc)?;
+            f.encode(out, format);
         }
         for f in sv.iter().chain([
             &sv_up, &sv_adm, &sv_w, &sv_h, &sv_cf, &sv_cd, &sv_dur, &sv_chg, &sv_down, &sv_retr,
             &sv_redis, &sv_lb,
         ]) {
-            f.encode(&mut enc)?;
+            f.encode(out, format);
         }
 
         // Total request time per server, from the lock-free histogram in `ServerLive`.
-        let mut m = enc.encode_descriptor(
-            "server_request_duration_seconds",
-            "Total time of proxied requests (first byte in to last byte out).",
-            None,
-            MetricType::Histogram,
-        )?;
+        let family = "edgelb_server_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {family} Total time of proxied requests (first byte in to last byte out)."
+        );
+        let _ = writeln!(out, "# TYPE {family} histogram");
         for l in &snap.listens {
             for s in &l.servers {
                 let (counts, sum, count) = s.live.counters.latency.read();
-                let buckets: Vec<(f64, u64)> = counts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| {
-                        let ub = LATENCY_BUCKETS_MS
-                            .get(i)
-                            .map(|&ms| ms as f64 / 1000.0)
-                            .unwrap_or(f64::MAX);
-                        (ub, c)
-                    })
-                    .collect();
                 let labels: Labels = vec![("listen", &l.name), ("server", &s.name)];
-                m.encode_family(&labels)?
-                    .encode_histogram::<()>(sum, count, &buckets, None)?;
+                let mut cumulative = 0;
+                for (i, c) in counts.iter().enumerate() {
+                    cumulative += c;
+                    let le = LATENCY_BUCKETS_MS
+                        .get(i)
+                        .map(|&ms| format!("{}", ms as f64 / 1000.0))
+                        .unwrap_or_else(|| "+Inf".into());
+                    out.push_str(family);
+                    out.push_str("_bucket");
+                    write_labels(out, &labels, Some(&le));
+                    let _ = writeln!(out, " {cumulative}");
+                }
+                out.push_str(family);
+                out.push_str("_sum");
+                write_labels(out, &labels, None);
+                out.push(' ');
+                write_value(out, sum);
+                out.push('\n');
+                out.push_str(family);
+                out.push_str("_count");
+                write_labels(out, &labels, None);
+                let _ = writeln!(out, " {count}");
             }
         }
-        Ok(())
     }
 }
 
-impl Collector for RuntimeCollector {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snap = self.rt.load();
-        self.encode_snapshot(&snap, encoder)
-    }
-}
-
-/// The exposition text for one scrape.
-pub fn render(st: &StatsState) -> Result<String, std::fmt::Error> {
-    let mut reg = Registry::with_prefix("edgelb");
-    reg.register_collector(Box::new(RuntimeCollector { rt: st.rt.clone() }));
+/// The exposition text for one scrape, in `format`.
+pub fn render(st: &StatsState, format: Format) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, &reg)?;
-    Ok(out)
+    encode_snapshot(&st.rt, &st.rt.load(), &mut out, format);
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
 }

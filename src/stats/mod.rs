@@ -1,17 +1,20 @@
 //! The stats servers: the dashboard (9022) and the API (9023).
 //!
 //! Owns: HTTP routing for `/` (dashboard page), `/stats.json`, `/stats.csv` (and HAProxy's `;csv`
-//! forms), `/metrics`, `/healthz`, `/readyz` and `/admin/...`; the 1-second rate sampler; the
-//! admin token. Both binds answer every route (the dashboard page calls `/stats.json` and the admin
-//! API on its own origin); when `dashboard_bind == api_bind` one server answers everything.
+//! forms), `/metrics`, `/history.json`, `/healthz`, `/readyz` and `/admin/...`; the 1-second
+//! sampler (rates, sparkline and cluster-timeline history); the token files and access rules
+//! (`auth.rs`). Both binds answer every route (the dashboard page calls `/stats.json` and the
+//! admin API on its own origin); when `dashboard_bind == api_bind` one server answers everything.
 //!
 //! Must not: slow the request path. Everything here reads the snapshot (`ArcSwap` load) and the
 //! atomics in `ServerLive`/`Counters`; the only writes are the admin actions, which go through
 //! `health`'s functions and so through `ServerLive` methods.
 
 pub mod admin;
+pub mod auth;
 pub mod csv;
 pub mod dashboard;
+pub mod history;
 pub mod json;
 pub mod metrics;
 pub mod rates;
@@ -39,12 +42,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Body = Full<Bytes>;
 
-/// Everything a stats request needs: the runtime, the rate table and the admin token cache.
+/// Everything a stats request needs: the runtime, the rate table, the history rings and the
+/// token cache.
 #[derive(Debug)]
 pub struct StatsState {
     pub rt: Arc<Runtime>,
     pub rates: Arc<Rates>,
-    token: admin::TokenCache,
+    pub history: Arc<history::History>,
+    token: auth::TokenCache,
 }
 
 impl StatsState {
@@ -52,13 +57,36 @@ impl StatsState {
         Arc::new(Self {
             rt,
             rates: Arc::new(Rates::default()),
-            token: admin::TokenCache::default(),
+            history: Arc::new(history::History::default()),
+            token: auth::TokenCache::default(),
         })
     }
 
-    /// Starts the 1-second rate sampler; abort the handle to stop it.
-    pub fn spawn_sampler(&self) -> tokio::task::JoinHandle<()> {
-        self.rates.spawn_sampler(self.rt.clone())
+    /// Takes one sample of everything the sampler keeps (rates, then history, which reads them).
+    pub fn sample(&self, elapsed: Duration) {
+        let snap = self.rt.load();
+        self.rates.sample(&snap, elapsed);
+        self.history.sample(
+            &snap,
+            &self.rates,
+            self.rt.cluster_view.load_full().as_deref(),
+        );
+    }
+
+    /// Starts the 1-second sampler; abort the handle to stop it.
+    pub fn spawn_sampler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = tokio::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let now = tokio::time::Instant::now();
+                me.sample(now - last);
+                last = now;
+            }
+        })
     }
 }
 
@@ -105,8 +133,10 @@ pub fn backend_active(listen: &ListenRt) -> (usize, u64) {
 }
 
 /// `/readyz`: ready when every listener is bound, the process is not stopping, and **every**
-/// listen has at least one usable server (UP and not MAINT). An edge node that cannot serve one
-/// of its sites is not ready; the reason names the listens without a server.
+/// listen has at least one server that takes new clients (UP, ready, weight > 0: what round-robin
+/// may pick). While all servers of a listen are down, drained or in MAINT every new client gets a
+/// 503, so the node is not ready even if cookie holders are still served; the reason names the
+/// listens.
 pub fn readiness(rt: &Runtime) -> Result<(), String> {
     use std::sync::atomic::Ordering;
     if rt.stopping.load(Ordering::Acquire) {
@@ -119,13 +149,16 @@ pub fn readiness(rt: &Runtime) -> Result<(), String> {
     let empty: Vec<&str> = snap
         .listens
         .iter()
-        .filter(|l| l.usable_servers() == 0)
+        .filter(|l| backend_active(l).0 == 0)
         .map(|l| &*l.name)
         .collect();
     if empty.is_empty() {
         Ok(())
     } else {
-        Err(format!("no server available in: {}", empty.join(", ")))
+        Err(format!(
+            "no server takes new clients (all down, drained or in maintenance) in: {}",
+            empty.join(", ")
+        ))
     }
 }
 
@@ -177,22 +210,41 @@ where
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if path == "/stats.csv" || path == "/stats;csv" || whole.contains(";csv") {
+    let is_csv = path == "/stats.csv" || path == "/stats;csv" || whole.contains(";csv");
+    // Open routes: probes and the page (it holds no data; it fetches with the token).
+    match path.as_str() {
+        "/healthz" => return text(StatusCode::OK, "ok"),
+        "/readyz" => {
+            return match readiness(&state.rt) {
+                Ok(()) => text(StatusCode::OK, "ready"),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+            }
+        }
+        "/" | "/index.html" | "/dashboard" if !is_csv => {
+            return respond(StatusCode::OK, "text/html; charset=utf-8", dashboard::PAGE)
+        }
+        _ => {}
+    }
+    if let Some(refused) = state.token.check_read(&state.rt, req.headers()) {
+        return refused;
+    }
+    if is_csv {
         return respond(StatusCode::OK, "text/plain", csv::render(&state));
     }
     match path.as_str() {
-        "/healthz" => text(StatusCode::OK, "ok"),
-        "/readyz" => match readiness(&state.rt) {
-            Ok(()) => text(StatusCode::OK, "ready"),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
-        },
         "/stats.json" => respond(StatusCode::OK, "application/json", json::render(&state)),
-        "/metrics" => match metrics::render(&state) {
-            Ok(body) => respond(StatusCode::OK, metrics::CONTENT_TYPE, body),
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed"),
-        },
-        "/" | "/index.html" | "/dashboard" => {
-            respond(StatusCode::OK, "text/html; charset=utf-8", dashboard::PAGE)
+        "/history.json" => respond(
+            StatusCode::OK,
+            "application/json",
+            state.history.render_json(),
+        ),
+        "/metrics" => {
+            let format = metrics::Format::negotiate(req.headers().get(header::ACCEPT));
+            respond(
+                StatusCode::OK,
+                format.content_type(),
+                metrics::render(&state, format),
+            )
         }
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }

@@ -1,8 +1,9 @@
 //! Per-second rates (HAProxy `rate`, `req_rate`, `conn_rate` and their `*_max`), computed by a
 //! 1-second sampler from the cumulative counters.
 //!
-//! The request path only bumps counters; this sampler reads them once a second and publishes a
-//! fresh table through an `ArcSwap`, so scrapes read rates without any lock.
+//! The request path only bumps counters; the stats sampler (`StatsState::spawn_sampler`) calls
+//! `sample` once a second, which publishes a fresh table through an `ArcSwap`, so scrapes read
+//! rates without any lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::runtime::{Counters, Runtime, Snapshot};
+use crate::runtime::{Counters, Snapshot};
 
 /// Which row of a listen a rate belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,21 +97,5 @@ impl Rates {
             }
         }
         self.table.store(Arc::new(next));
-    }
-
-    /// Samples every second until the returned task is aborted.
-    pub fn spawn_sampler(self: &Arc<Self>, rt: Arc<Runtime>) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last = tokio::time::Instant::now();
-            loop {
-                tick.tick().await;
-                let now = tokio::time::Instant::now();
-                me.sample(&rt.load(), now - last);
-                last = now;
-            }
-        })
     }
 }

@@ -89,6 +89,20 @@ impl Drop for Backend {
     }
 }
 
+/// `promtool` (Debian `prometheus`), if installed: `EDGELB_PROMTOOL` or `/usr/bin/promtool`.
+pub fn promtool() -> Option<std::path::PathBuf> {
+    tool("EDGELB_PROMTOOL", "/usr/bin/promtool")
+}
+
+/// A tool the test needs: the variable's path, else the default path if it exists.
+pub fn tool(var: &str, default: &str) -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var(var) {
+        return Some(p.into());
+    }
+    let p = std::path::PathBuf::from(default);
+    p.exists().then_some(p)
+}
+
 /// One `[[listen]]` named `name` with a server per backend (`app1`, `app2`, ...) and `health`
 /// lines appended to `[listen.health]`.
 pub fn listen_toml(name: &str, bind_port: u16, backends: &[SocketAddr], health: &str) -> String {
@@ -278,6 +292,9 @@ pub fn token_file(token: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("admin.token");
     std::fs::write(&p, format!("{token}\n")).expect("write token");
+    // Secret files must be mode 0600 (the start-up preflight and the stats token cache check).
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod token");
     let s = p.display().to_string();
     (dir, s)
 }

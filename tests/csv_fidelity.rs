@@ -1,0 +1,225 @@
+//! HAProxy CSV fidelity against a real HAProxy 2.6 run: the same listen (two servers, cookie
+//! insert), the same requests (new clients, then cookie holders), then the CSV columns tools
+//! read must agree: `stot`, `lbtot` (server and BACKEND), `slim` (FRONTEND and BACKEND's
+//! fullconn), `req_tot`, `hrsp_2xx`. Then prometheus-haproxy-exporter scrapes both CSVs and must
+//! export the same metric families with the same values for the key series.
+//!
+//! Needs `haproxy` (`EDGELB_HAPROXY`) and `prometheus-haproxy-exporter`
+//! (`EDGELB_HAPROXY_EXPORTER`); `EDGELB_SKIP_HAPROXY=1` skips when they are missing.
+
+mod common_stats;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common_stats::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let h = tool("EDGELB_HAPROXY", "/usr/sbin/haproxy");
+    let e = tool(
+        "EDGELB_HAPROXY_EXPORTER",
+        "/usr/bin/prometheus-haproxy-exporter",
+    );
+    match (h, e) {
+        (Some(h), Some(e)) => Some((h, e)),
+        _ if std::env::var("EDGELB_SKIP_HAPROXY").as_deref() == Ok("1") => None,
+        _ => panic!(
+            "haproxy and prometheus-haproxy-exporter are needed (apt-get install haproxy \
+             prometheus-haproxy-exporter), or EDGELB_SKIP_HAPROXY=1"
+        ),
+    }
+}
+
+/// A child process killed on drop.
+struct Child(tokio::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+async fn wait_port(addr: SocketAddr) {
+    wait_for(Duration::from_secs(10), "port open", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+}
+
+/// The same traffic to one proxy: 6 new clients (round-robin), 3 pinned to s1 by cookie.
+async fn traffic(proxy: SocketAddr) {
+    for _ in 0..6 {
+        let r = http(proxy, "GET", "/", &[], "").await;
+        assert_eq!(r.status, 200);
+    }
+    for _ in 0..3 {
+        let r = http(proxy, "GET", "/", &[("Cookie", "SERVERID=s1")], "").await;
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// `name{labels} value` lines of an exposition, keyed by the whole series.
+fn series(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| l.starts_with("haproxy_") && !l.starts_with("haproxy_exporter"))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn families(text: &str) -> BTreeSet<String> {
+    series(text)
+        .keys()
+        .map(|k| k.split('{').next().unwrap_or(k).to_string())
+        .collect()
+}
+
+async fn exporter(bin: &std::path::Path, csv_url: &str) -> (Child, SocketAddr) {
+    let port = free_port();
+    let child = tokio::process::Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--haproxy.scrape-uri={csv_url}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start prometheus-haproxy-exporter");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_port(addr).await;
+    (Child(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_exporter_agree_with_haproxy_2_6() {
+    let Some((haproxy, exporter_bin)) = tools() else {
+        eprintln!("skipped: EDGELB_SKIP_HAPROXY=1");
+        return;
+    };
+    let backends = [Backend::start().await, Backend::start().await];
+    let dir = tempfile::tempdir().unwrap();
+    let (hp, hs) = (free_port(), free_port());
+    let cfg = format!(
+        "global\n  maxconn 100\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n  \
+         timeout server 5s\nlisten webapp\n  bind 127.0.0.1:{hp}\n  balance roundrobin\n  \
+         cookie SERVERID insert indirect nocache\n  server s1 {} cookie s1\n  server s2 {} cookie s2\n\
+         listen stats\n  bind 127.0.0.1:{hs}\n  stats enable\n  stats uri /\n",
+        backends[0].addr, backends[1].addr
+    );
+    std::fs::write(dir.path().join("h.cfg"), &cfg).unwrap();
+    let _haproxy = Child(
+        tokio::process::Command::new(&haproxy)
+            .arg("-f")
+            .arg(dir.path().join("h.cfg"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start haproxy"),
+    );
+    let hap_proxy: SocketAddr = format!("127.0.0.1:{hp}").parse().unwrap();
+    let hap_stats: SocketAddr = format!("127.0.0.1:{hs}").parse().unwrap();
+    wait_port(hap_proxy).await;
+    wait_port(hap_stats).await;
+
+    let toml = format!(
+        "[global]\nmaxconn = 100\n[log]\naccess = \"off\"\n[stats]\ndashboard_bind = \"127.0.0.1:0\"\n\
+         api_bind = \"127.0.0.1:0\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\n\
+         cookie = {{ name = \"SERVERID\" }}\n[[listen.server]]\nname = \"s1\"\naddress = \"{}\"\n\
+         check = false\n[[listen.server]]\nname = \"s2\"\naddress = \"{}\"\ncheck = false\n",
+        backends[0].addr, backends[1].addr
+    );
+    let app = edgelb::app::App::start(edgelb::app::Options {
+        source: edgelb::app::Source::Text(toml),
+        node: Some("lb1".into()),
+    })
+    .await
+    .expect("edgelb starts");
+    let our_proxy = app.listen_addr("webapp").unwrap();
+    let our_stats = app.stats_addresses()[0];
+
+    traffic(hap_proxy).await;
+    traffic(our_proxy).await;
+
+    let theirs = http(hap_stats, "GET", "/;csv", &[], "").await.body;
+    let ours = http(our_stats, "GET", "/;csv", &[], "").await.body;
+    let mut bytes = Vec::new();
+    for sv in ["FRONTEND", "s1", "s2", "BACKEND"] {
+        for col in [
+            "stot", "lbtot", "slim", "req_tot", "hrsp_2xx", "status", "weight", "act",
+        ] {
+            if sv == "FRONTEND" && ["lbtot", "weight", "act"].contains(&col) {
+                continue;
+            }
+            assert_eq!(
+                csv_field(&ours, "webapp", sv, col),
+                csv_field(&theirs, "webapp", sv, col),
+                "{sv} {col}\nedgelb:\n{ours}\nhaproxy:\n{theirs}"
+            );
+        }
+        for col in ["bin", "bout"] {
+            bytes.push(format!(
+                "{sv} {col}: edgelb {} haproxy {}",
+                csv_field(&ours, "webapp", sv, col),
+                csv_field(&theirs, "webapp", sv, col)
+            ));
+        }
+    }
+    eprintln!("byte counters (same 9 requests):\n  {}", bytes.join("\n  "));
+    assert_eq!(csv_field(&ours, "webapp", "BACKEND", "lbtot"), "6");
+    assert_eq!(csv_field(&ours, "webapp", "BACKEND", "slim"), "10");
+
+    // prometheus-haproxy-exporter on both CSVs.
+    let (_e1, hap_exp) = exporter(&exporter_bin, &format!("http://{hap_stats}/;csv")).await;
+    let (_e2, our_exp) = exporter(&exporter_bin, &format!("http://{our_stats}/;csv")).await;
+    let scrape = |a: SocketAddr| async move { http(a, "GET", "/metrics", &[], "").await.body };
+    let (theirs_m, ours_m) = (scrape(hap_exp).await, scrape(our_exp).await);
+    let (tf, of) = (families(&theirs_m), families(&ours_m));
+    let missing: Vec<_> = tf.difference(&of).collect();
+    let extra: Vec<_> = of.difference(&tf).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "families only from HAProxy: {missing:?}; only from edgelb: {extra:?}"
+    );
+    let (ts, os) = (series(&theirs_m), series(&ours_m));
+    let key = [
+        "haproxy_up",
+        "haproxy_backend_up",
+        "haproxy_server_up",
+        "haproxy_backend_server_selected_total",
+        "haproxy_server_selected_total",
+        "haproxy_backend_sessions_total",
+        "haproxy_server_sessions_total",
+        "haproxy_frontend_sessions_total",
+        "haproxy_frontend_http_requests_total",
+        "haproxy_backend_http_responses_total",
+        "haproxy_server_http_responses_total",
+        "haproxy_frontend_limit_sessions",
+        "haproxy_backend_weight",
+        "haproxy_server_weight",
+        "haproxy_backend_active_servers",
+    ];
+    let mut compared = 0;
+    for (k, v) in &ts {
+        let fam = k.split('{').next().unwrap_or(k);
+        if !key.contains(&fam)
+            || k.contains("proxy=\"stats\"")
+            || k.contains("backend=\"stats\"")
+            || k.contains("frontend=\"stats\"")
+        {
+            continue;
+        }
+        assert_eq!(os.get(k), Some(v), "{k}\nedgelb exporter:\n{ours_m}");
+        compared += 1;
+    }
+    assert!(compared >= 10, "compared {compared} series");
+    drop(app);
+}
