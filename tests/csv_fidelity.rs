@@ -131,8 +131,8 @@ async fn csv_and_exporter_agree_with_haproxy_2_6() {
     wait_port(hap_stats).await;
 
     let toml = format!(
-        "[global]\nmaxconn = 100\n[log]\naccess = \"off\"\n[stats]\ndashboard_bind = \"127.0.0.1:0\"\n\
-         api_bind = \"127.0.0.1:0\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\n\
+        "[global]\nmaxconn = 100\n[log]\naccess = \"off\"\n[stats]\ndashboard_bind = \"127.0.0.2:0\"\n\
+         api_bind = \"127.0.0.2:0\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\n\
          cookie = {{ name = \"SERVERID\" }}\n[[listen.server]]\nname = \"s1\"\naddress = \"{}\"\n\
          check = false\n[[listen.server]]\nname = \"s2\"\naddress = \"{}\"\ncheck = false\n",
         backends[0].addr, backends[1].addr

@@ -207,7 +207,7 @@ async fn dashboard_fits_laptop_and_desktop_with_sparklines_timeline_and_working_
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let (_dir, token) = token_file("dash-token");
     let toml = format!(
-        "[stats]\ndashboard_bind = \"127.0.0.1:0\"\napi_bind = \"127.0.0.1:0\"\n\
+        "[stats]\ndashboard_bind = \"127.0.0.2:0\"\napi_bind = \"127.0.0.2:0\"\n\
          admin_token_file = \"{token}\"\nrefresh = \"300ms\"\n[log]\naccess = \"off\"\n{}",
         listen_toml("webapp", 0, &addrs, "inter = \"200ms\"")
     );
