@@ -34,11 +34,11 @@ resource "aws_vpc_security_group_ingress_rule" "edge_stats" {
   # edgelb binds 9022/9023 on loopback unless the config says otherwise; the rendered config
   # (templates/edgelb.toml.tftpl) opens them on all addresses with read and admin tokens, and
   # this rule is what keeps everyone but admin_cidr out.
-  description       = "edgelb dashboard (9022) and API (9023) from the admin network"
-  ip_protocol       = "tcp"
-  from_port         = 9022
-  to_port           = 9023
-  cidr_ipv4         = var.admin_cidr
+  description = "edgelb dashboard (9022) and API (9023) from the admin network"
+  ip_protocol = "tcp"
+  from_port   = 9022
+  to_port     = 9023
+  cidr_ipv4   = var.admin_cidr
 }
 
 resource "aws_vpc_security_group_ingress_rule" "edge_ssh" {
