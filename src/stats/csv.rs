@@ -208,10 +208,14 @@ fn server_row(st: &StatsState, l: &ListenRt, s: &ServerRt, now: u64) -> Row {
     r.set("uweight", live.weight());
     r.set("act", 1);
     r.set("bck", 0);
-    r.set("chkfail", get(&live.chkfail));
-    r.set("chkdown", get(&live.chkdown));
+    // HAProxy leaves the check counters empty for a server without `check` (so exporters
+    // publish no check/downtime series for it).
+    if s.check {
+        r.set("chkfail", get(&live.chkfail));
+        r.set("chkdown", get(&live.chkdown));
+        r.set("downtime", live.downtime_total_ms() / 1000);
+    }
     r.set("lastchg", age_s(get(&live.last_change_ms), now).max(0));
-    r.set("downtime", live.downtime_total_ms() / 1000);
     r.set("iid", l.id);
     r.set("sid", s.index + 1);
     r.set("type", 2);
