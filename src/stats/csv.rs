@@ -268,7 +268,7 @@ fn backend_row(st: &StatsState, l: &ListenRt, now: u64) -> Row {
     let lbtot: u64 = l.servers.iter().map(|s| get(&s.live.counters.lbtot)).sum();
     r.set("lbtot", lbtot);
     // HAProxy's backend `slim` is `fullconn`, by default (maxconn of its frontend + 9) / 10.
-    r.set("slim", (l.settings.maxconn as u64 + 9) / 10);
+    r.set("slim", (l.settings.maxconn as u64).div_ceil(10));
     r.set("status", if act > 0 { "UP" } else { "DOWN" });
     r.set("weight", weight);
     r.set("uweight", weight);
