@@ -60,6 +60,9 @@ enum Cmd {
         /// Print the raw cluster JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// File with the read (or admin) token, when [stats] read_token_file is set.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -78,7 +81,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config } => check(&config),
-        Cmd::Status { api, json } => status(&api, json),
+        Cmd::Status {
+            api,
+            json,
+            token_file,
+        } => status(&api, json, token_file.as_deref()),
         Cmd::Import(args) => edgelb::import::run(&args),
         Cmd::Demo {
             single,
@@ -174,7 +181,14 @@ fn check(path: &std::path::Path) -> ExitCode {
 /// Seconds `edgelb status` waits for the stats API.
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn status(api: &str, json: bool) -> ExitCode {
+fn status(api: &str, json: bool, token_file: Option<&std::path::Path>) -> ExitCode {
+    let token = match token_file.map(std::fs::read_to_string).transpose() {
+        Ok(t) => t.map(|t| t.trim().to_string()),
+        Err(e) => {
+            eprintln!("cannot read the token file: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -186,7 +200,7 @@ fn status(api: &str, json: bool) -> ExitCode {
         }
     };
     let fetched = rt.block_on(async {
-        tokio::time::timeout(STATUS_TIMEOUT, fetch_stats(api))
+        tokio::time::timeout(STATUS_TIMEOUT, fetch_stats(api, token.as_deref()))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {STATUS_TIMEOUT:?}")))
     });
@@ -220,7 +234,7 @@ fn status(api: &str, json: bool) -> ExitCode {
 }
 
 /// GET `<api>/stats.json` with a minimal HTTP/1.1 client (plain http only).
-async fn fetch_stats(api: &str) -> Result<Vec<u8>, String> {
+async fn fetch_stats(api: &str, token: Option<&str>) -> Result<Vec<u8>, String> {
     use http_body_util::BodyExt;
     let uri: http::Uri = format!("{}/stats.json", api.trim_end_matches('/'))
         .parse()
@@ -242,9 +256,13 @@ async fn fetch_stats(api: &str) -> Result<Vec<u8>, String> {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/stats.json");
-    let req = http::Request::get(path)
+    let mut req = http::Request::get(path)
         .header(http::header::HOST, format!("{host}:{port}"))
-        .header(http::header::ACCEPT, "application/json")
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
@@ -255,6 +273,11 @@ async fn fetch_stats(api: &str) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
+    if status == http::StatusCode::UNAUTHORIZED {
+        return Err(
+            "HTTP 401: the stats need a token (--token-file /etc/edgelb/read.token)".into(),
+        );
+    }
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }
