@@ -2,8 +2,13 @@
 //! server on port 0. A killed backend must show as DOWN in the rendered DOM; a screenshot is kept
 //! in the target directory (`dashboard.png`) for humans.
 //!
-//! Needs `/usr/bin/chromium` (or `EDGELB_CHROMIUM=/path`). Without it the test fails with a clear
-//! message, unless `EDGELB_SKIP_BROWSER=1`.
+//! A second test drives Chromium over the DevTools protocol (`tests/support/dashboard_cdp.js`, run
+//! by node): at 1280 and 1920 px the page must not overflow horizontally, sparklines and the
+//! cluster timeline must render, full-page screenshots go to `$CARGO_TARGET_TMPDIR/dashboard_browser/`
+//! (paths printed), and the page's own token field and drain button must work.
+//!
+//! Needs `/usr/bin/chromium` (or `EDGELB_CHROMIUM=/path`) and `node` (or `EDGELB_NODE`). Without
+//! chromium the tests fail with a clear message, unless `EDGELB_SKIP_BROWSER=1`.
 
 mod common_stats;
 
@@ -26,6 +31,29 @@ fn chromium() -> Option<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .find(|p| p.exists())
+}
+
+/// Chromium, or None when it is missing and `EDGELB_SKIP_BROWSER=1` (else the test fails).
+fn chromium_or_skip() -> Option<PathBuf> {
+    if let Some(bin) = chromium() {
+        return Some(bin);
+    }
+    if std::env::var("EDGELB_SKIP_BROWSER").as_deref() == Ok("1") {
+        eprintln!("chromium not found; skipped because EDGELB_SKIP_BROWSER=1");
+        return None;
+    }
+    panic!(
+        "chromium not found at /usr/bin/chromium (install it, point EDGELB_CHROMIUM at it, \
+         or set EDGELB_SKIP_BROWSER=1 to skip this test)"
+    );
+}
+
+async fn three_backends() -> [Backend; 3] {
+    [
+        Backend::start().await,
+        Backend::start().await,
+        Backend::start().await,
+    ]
 }
 
 /// Runs headless Chromium on `url` with `extra` args; returns stdout.
@@ -90,21 +118,10 @@ async fn json_status(rt_addr: std::net::SocketAddr, server_idx: usize) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_a_killed_backend_down() {
-    let Some(bin) = chromium() else {
-        if std::env::var("EDGELB_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!("chromium not found; skipped because EDGELB_SKIP_BROWSER=1");
-            return;
-        }
-        panic!(
-            "chromium not found at /usr/bin/chromium (install it, point EDGELB_CHROMIUM at it, \
-             or set EDGELB_SKIP_BROWSER=1 to skip this test)"
-        );
+    let Some(bin) = chromium_or_skip() else {
+        return;
     };
-    let mut backends = [
-        Backend::start().await,
-        Backend::start().await,
-        Backend::start().await,
-    ];
+    let mut backends = three_backends().await;
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let (_dir, token) = token_file("dash-token");
     let toml = format!(
@@ -192,18 +209,10 @@ fn shots_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_fits_laptop_and_desktop_with_sparklines_timeline_and_working_buttons() {
-    let Some(bin) = chromium() else {
-        if std::env::var("EDGELB_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!("chromium not found; skipped because EDGELB_SKIP_BROWSER=1");
-            return;
-        }
-        panic!("chromium not found (EDGELB_CHROMIUM=/path, or EDGELB_SKIP_BROWSER=1 to skip)");
+    let Some(bin) = chromium_or_skip() else {
+        return;
     };
-    let backends = [
-        Backend::start().await,
-        Backend::start().await,
-        Backend::start().await,
-    ];
+    let backends = three_backends().await;
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let (_dir, token) = token_file("dash-token");
     let toml = format!(
