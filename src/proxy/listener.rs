@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::service::Conn;
+use super::session::Conn;
 use crate::runtime::{Runtime, Snapshot};
 
 /// Accept backlog of every listening socket.

@@ -1,5 +1,12 @@
 //! The HTTP/1.1 request path: listeners, the per-connection service, upstream connections.
 //!
+//! Where things are: `listener` accepts; `session` runs one client connection (head reads,
+//! keep-alive, the access-log line, the guards that release every counter); `exchange` runs one
+//! request/response (cookie, server choice, connect + retries, relay); `request` writes the
+//! upstream head and streams the request body; `response` reads response heads and streams the
+//! body; `tunnel` carries an upgraded connection. `h1` parses and frames, `error_pages` holds
+//! every generated response. An HTTP/2 front end would feed its requests into `exchange`.
+//!
 //! edgelb speaks HTTP/1 itself on the proxy path (httparse + its own framing) instead of going
 //! through hyper: it must answer malformed input byte-for-byte like HAProxy (400/408 pages,
 //! `<BADREQ>` log lines), rewrite headers in place without re-encoding, and know exactly when a
@@ -8,9 +15,13 @@
 pub mod access_log;
 pub mod cookie;
 pub mod error_pages;
+pub mod exchange;
 pub mod forwarded;
 pub mod h1;
 pub mod listener;
 pub mod pool;
-pub mod service;
+pub mod request;
+pub mod response;
+pub mod session;
+pub mod tunnel;
 pub mod upstream;

@@ -1,0 +1,635 @@
+//! One request/response exchange: the persistence cookie, the server choice, the connect and
+//! retry loop, and the relay of request and response over the chosen connection.
+//!
+//! Invariant: a request is only sent to a second server when the connection to the first failed
+//! before anything was written, or when a reused pooled connection died before any response byte
+//! and the request is idempotent and has no body.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::cookie;
+use super::error_pages::ProxyError;
+use super::h1::{self, Framing, Method};
+use super::request::{upload_body, UploadErr};
+use super::response::{read_final_head, relay_body, HeadErr};
+use super::session::{Bufs, Conn};
+use super::tunnel::tunnel;
+use super::upstream;
+use crate::runtime::{unix_ms, ListenRt, ServerRt};
+
+/// Client-cookie log character (3rd of the termination state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientCookie {
+    NotConfigured,
+    None,
+    Invalid,
+    Down,
+    Valid,
+}
+
+impl ClientCookie {
+    pub(super) fn flag(self) -> u8 {
+        match self {
+            ClientCookie::NotConfigured => b'-',
+            ClientCookie::None => b'N',
+            ClientCookie::Invalid => b'I',
+            ClientCookie::Down => b'D',
+            ClientCookie::Valid => b'V',
+        }
+    }
+}
+
+/// How an exchange ended, for the log, the counters and the keep-alive decision.
+#[derive(Debug)]
+pub(super) struct Outcome {
+    pub(super) status: i32,
+    pub(super) bytes_out: u64,
+    pub(super) bytes_in: u64,
+    pub(super) term: [u8; 2],
+    pub(super) server: Option<usize>,
+    pub(super) server_cookie: u8,
+    pub(super) tc: Option<Duration>,
+    pub(super) tr: Option<Duration>,
+    pub(super) tw: Option<Duration>,
+    pub(super) retries: u32,
+    pub(super) redispatched: bool,
+    pub(super) keep_client: bool,
+}
+
+impl Outcome {
+    pub(super) fn generated(e: ProxyError, term: [u8; 2], keep: bool) -> Self {
+        Outcome {
+            status: e.status() as i32,
+            bytes_out: e.bytes().len() as u64,
+            bytes_in: 0,
+            term,
+            server: None,
+            server_cookie: b'-',
+            tc: None,
+            tr: None,
+            tw: None,
+            retries: 0,
+            redispatched: false,
+            keep_client: keep && !e.closes(),
+        }
+    }
+}
+
+/// What the request head said, copied out so the buffer can move on.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReqInfo {
+    pub(super) method: Method,
+    pub(super) minor: u8,
+    pub(super) framing: Framing,
+    pub(super) keep_alive: bool,
+    pub(super) upgrade: bool,
+    /// The whole Content-Length body was already read and rides in `head_out` with the head.
+    pub(super) body_inline: bool,
+}
+
+pub(super) enum RelayErr {
+    /// A reused connection died before any response byte: replay on a fresh one.
+    RetryFresh,
+    Done(Outcome),
+}
+
+impl Conn {
+    /// Picks the server by cookie, writes the upstream head, connects and relays.
+    pub(super) async fn exchange(
+        &mut self,
+        stream: &mut TcpStream,
+        listen: &Arc<ListenRt>,
+        b: &mut Bufs,
+    ) -> (Outcome, u8) {
+        let info = ReqInfo {
+            method: b.req.method(),
+            minor: b.req.minor,
+            framing: b.req.framing(),
+            keep_alive: b.req.keep_alive,
+            upgrade: b.req.upgrade,
+            body_inline: false,
+        };
+
+        // Persistence cookie: the first one in any Cookie header wins.
+        let mut ck = ClientCookie::NotConfigured;
+        let mut direct: Option<usize> = None;
+        let mut strip_cookie = false;
+        if let Some(c) = &listen.cookie {
+            ck = ClientCookie::None;
+            let mut value: Option<&[u8]> = None;
+            for (n, v) in &b.req.headers {
+                if b.client[n.clone()].eq_ignore_ascii_case(b"cookie") {
+                    let scan = cookie::scan(&b.client[v.clone()], c.name.as_bytes());
+                    if scan.found {
+                        strip_cookie = c.indirect;
+                        if value.is_none() {
+                            value = scan.value;
+                        }
+                    }
+                }
+            }
+            if let Some(raw) = value {
+                let m = cookie::match_value(raw);
+                ck = match listen.servers.iter().position(|s| s.cookie.as_bytes() == m) {
+                    Some(i) if !m.is_empty() => {
+                        if listen.servers[i].live.eligible_cookie() {
+                            direct = Some(i);
+                            ClientCookie::Valid
+                        } else {
+                            ClientCookie::Down
+                        }
+                    }
+                    _ => ClientCookie::Invalid,
+                };
+            }
+        }
+
+        self.build_upstream_head(listen, b, strip_cookie);
+        let head_len = b.req.head_len;
+        b.client.advance(head_len);
+        let body_unread = info.framing != Framing::None;
+        // A small body that came with the head goes out in the same write.
+        let mut info = info;
+        if let Framing::Length(n) = info.framing {
+            if (b.client.len() as u64) >= n {
+                let n = n as usize;
+                b.head_out.extend_from_slice(&b.client[..n]);
+                b.client.advance(n);
+                info.body_inline = true;
+            }
+        }
+
+        let (first, by_cookie) = match direct {
+            Some(i) => (i, true),
+            None => match listen.balancer.pick(&listen.shared, &listen.servers, None) {
+                Some(i) => {
+                    if let Some(s) = listen.servers.get(i) {
+                        s.live.counters.lbtot.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (i, false)
+                }
+                None => {
+                    let e = ProxyError::ServiceUnavailable;
+                    let keep = info.keep_alive && !body_unread;
+                    let _ = timeout(
+                        listen.settings.timeout_client,
+                        stream.write_all(&error_bytes(e, keep)),
+                    )
+                    .await;
+                    listen.shared.backend.count_status(503);
+                    return (Outcome::generated(e, *b"SC", keep), ck.flag());
+                }
+            },
+        };
+
+        let mut allow_pooled = true;
+        loop {
+            let conn = match upstream::connect(listen, first, by_cookie, allow_pooled).await {
+                Ok(c) => c,
+                Err(ex) => {
+                    if let Some(s) = listen.servers.get(ex.server) {
+                        s.live.counters.econ.fetch_add(1, Ordering::Relaxed);
+                    }
+                    listen.shared.backend.econ.fetch_add(1, Ordering::Relaxed);
+                    listen.shared.backend.count_status(503);
+                    let e = ProxyError::ServiceUnavailable;
+                    let keep = info.keep_alive && !body_unread;
+                    let _ = timeout(
+                        listen.settings.timeout_client,
+                        stream.write_all(&error_bytes(e, keep)),
+                    )
+                    .await;
+                    let mut o =
+                        Outcome::generated(e, if ex.timed_out { *b"sC" } else { *b"SC" }, keep);
+                    o.server = Some(ex.server);
+                    o.retries = ex.retries;
+                    o.redispatched = ex.redispatched;
+                    o.tw = Some(ex.wait);
+                    let flag = if ex.redispatched && ck == ClientCookie::Valid {
+                        ClientCookie::Down.flag()
+                    } else {
+                        ck.flag()
+                    };
+                    return (o, flag);
+                }
+            };
+            let Some(srv) = listen.servers.get(conn.server).cloned() else {
+                return (
+                    Outcome::generated(ProxyError::ServiceUnavailable, *b"SC", false),
+                    ck.flag(),
+                );
+            };
+            // A request redispatched away from its cookie's server gets a new cookie.
+            let ck_now = if conn.redispatched && ck == ClientCookie::Valid {
+                ClientCookie::Down
+            } else {
+                ck
+            };
+            let c = &srv.live.counters;
+            c.session_start();
+            c.req_tot.fetch_add(1, Ordering::Relaxed);
+            c.last_sess_ms.store(unix_ms(), Ordering::Relaxed);
+            listen.shared.backend.session_start();
+            listen
+                .shared
+                .backend
+                .req_tot
+                .fetch_add(1, Ordering::Relaxed);
+            let reused = conn.reused;
+            let result = self
+                .relay(stream, listen, &srv, conn, b, info, ck_now)
+                .await;
+            c.session_end();
+            listen.shared.backend.session_end();
+            match result {
+                Err(RelayErr::RetryFresh) if reused => {
+                    allow_pooled = false;
+                    continue;
+                }
+                Err(RelayErr::RetryFresh) => {
+                    // Unreachable by construction (only reused connections ask for it).
+                    return (
+                        Outcome::generated(ProxyError::BadGateway, *b"SH", false),
+                        ck_now.flag(),
+                    );
+                }
+                Err(RelayErr::Done(o)) | Ok(o) => {
+                    c.bin.fetch_add(o.bytes_in, Ordering::Relaxed);
+                    c.bout.fetch_add(o.bytes_out, Ordering::Relaxed);
+                    listen
+                        .shared
+                        .backend
+                        .bin
+                        .fetch_add(o.bytes_in, Ordering::Relaxed);
+                    listen
+                        .shared
+                        .backend
+                        .bout
+                        .fetch_add(o.bytes_out, Ordering::Relaxed);
+                    if o.status > 0 {
+                        c.count_status(o.status as u16);
+                        listen.shared.backend.count_status(o.status as u16);
+                    }
+                    return (o, ck_now.flag());
+                }
+            }
+        }
+    }
+
+    /// Sends the request on `conn`, streams the body both ways and relays the response.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn relay(
+        &mut self,
+        client: &mut TcpStream,
+        listen: &ListenRt,
+        srv: &Arc<ServerRt>,
+        conn: upstream::Connected,
+        b: &mut Bufs,
+        info: ReqInfo,
+        ck: ClientCookie,
+    ) -> Result<Outcome, RelayErr> {
+        let s = listen.settings;
+        let mut up = conn.stream;
+        let mut o = Outcome {
+            status: -1,
+            bytes_out: 0,
+            bytes_in: b.head_out.len() as u64,
+            term: *b"--",
+            server: Some(conn.server),
+            server_cookie: if listen.cookie.is_some() { b'N' } else { b'-' },
+            tc: Some(conn.connect),
+            tr: None,
+            tw: Some(conn.wait),
+            retries: conn.retries,
+            redispatched: conn.redispatched,
+            keep_client: false,
+        };
+        let replayable = conn.reused && info.method.idempotent() && info.framing == Framing::None;
+        let upload_framing = if info.body_inline {
+            Framing::None
+        } else {
+            info.framing
+        };
+        let sent_at = Instant::now();
+        b.upstream.clear();
+
+        // Phase 1: head out, body up, response head back (concurrently, for 100-continue and
+        // servers that answer before reading the whole body).
+        let phase1 = {
+            let Bufs {
+                client: cbuf,
+                upstream: ubuf,
+                head_out,
+                scratch,
+                res,
+                ..
+            } = b;
+            let (mut crd, mut cwr) = client.split();
+            let (mut urd, mut uwr) = up.split();
+            if timeout(s.timeout_server, uwr.write_all(head_out))
+                .await
+                .map(|r| r.is_err())
+                .unwrap_or(true)
+            {
+                if replayable {
+                    return Err(RelayErr::RetryFresh);
+                }
+                // The server reset the connection while we were sending the request.
+                srv.live.counters.eresp.fetch_add(1, Ordering::Relaxed);
+                listen.shared.backend.eresp.fetch_add(1, Ordering::Relaxed);
+                let e = ProxyError::BadGateway;
+                let _ = timeout(s.timeout_client, cwr.write_all(&error_bytes(e, false))).await;
+                o.status = 502;
+                o.term = *b"SH";
+                o.bytes_out = e.bytes().len() as u64;
+                o.keep_client = false;
+                return Err(RelayErr::Done(o));
+            }
+            // A body that stalls leaves the server waiting: like HAProxy, the exchange ends with
+            // a 504 when the server side has been idle for `timeout server`.
+            let upload = upload_body(
+                &mut crd,
+                cbuf,
+                &mut uwr,
+                upload_framing,
+                s.timeout_server,
+                s.timeout_server,
+                scratch,
+            );
+            let heads = read_final_head(
+                &mut urd,
+                ubuf,
+                res,
+                info,
+                &mut cwr,
+                s.timeout_server,
+                64 * 1024,
+            );
+            tokio::pin!(upload);
+            tokio::pin!(heads);
+            let mut uploaded: Option<Result<u64, UploadErr>> = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    h = &mut heads => break (h, uploaded),
+                    u = &mut upload, if uploaded.is_none() => {
+                        if let Err(e) = &u {
+                            match e {
+                                UploadErr::ClientClosed | UploadErr::ClientTimeout => {
+                                    break (Err(HeadErr::Client), Some(u));
+                                }
+                                UploadErr::BadChunk => break (Err(HeadErr::Client), Some(u)),
+                                UploadErr::Server => {}
+                            }
+                        }
+                        uploaded = Some(u);
+                    }
+                }
+            }
+        };
+        let (head, uploaded) = phase1;
+        let upload_complete = matches!(uploaded, Some(Ok(_))) || upload_framing == Framing::None;
+        if let Some(Ok(n)) = &uploaded {
+            o.bytes_in += n;
+        }
+        match head {
+            Ok(()) => {}
+            Err(HeadErr::Client) => {
+                // The client aborted (or sent a broken chunked body) while uploading.
+                let bad_chunk = matches!(uploaded, Some(Err(UploadErr::BadChunk)));
+                if bad_chunk {
+                    let e = ProxyError::BadRequest;
+                    let _ = timeout(s.timeout_client, client.write_all(e.bytes())).await;
+                    o.status = 400;
+                    o.bytes_out = e.bytes().len() as u64;
+                    o.term = *b"PD";
+                } else {
+                    let timed_out = matches!(uploaded, Some(Err(UploadErr::ClientTimeout)));
+                    if timed_out {
+                        // HAProxy: a client that stops mid-body gets 504 at timeout server.
+                        let e = ProxyError::GatewayTimeout;
+                        let _ = timeout(s.timeout_client, client.write_all(&error_bytes(e, false)))
+                            .await;
+                        o.status = 504;
+                        o.bytes_out = e.bytes().len() as u64;
+                        o.term = *b"sH";
+                    } else {
+                        o.term = *b"CD";
+                    }
+                    srv.live.counters.cli_abrt.fetch_add(1, Ordering::Relaxed);
+                }
+                o.keep_client = false;
+                return Err(RelayErr::Done(o));
+            }
+            Err(HeadErr::Empty) if replayable => return Err(RelayErr::RetryFresh),
+            Err(e) => {
+                srv.live.counters.eresp.fetch_add(1, Ordering::Relaxed);
+                listen.shared.backend.eresp.fetch_add(1, Ordering::Relaxed);
+                let err = match e {
+                    HeadErr::Timeout => ProxyError::GatewayTimeout,
+                    _ => ProxyError::BadGateway,
+                };
+                let keep = info.keep_alive && upload_complete;
+                let _ = timeout(s.timeout_client, client.write_all(&error_bytes(err, keep))).await;
+                let mut out = Outcome::generated(
+                    err,
+                    if err == ProxyError::GatewayTimeout {
+                        *b"sH"
+                    } else {
+                        *b"SH"
+                    },
+                    keep,
+                );
+                out.server = o.server;
+                out.tc = o.tc;
+                out.tw = o.tw;
+                out.retries = o.retries;
+                out.redispatched = o.redispatched;
+                out.server_cookie = o.server_cookie;
+                out.bytes_in = o.bytes_in;
+                return Err(RelayErr::Done(out));
+            }
+        }
+        o.tr = Some(sent_at.elapsed());
+        let status = b.res.status;
+        o.status = status as i32;
+        let res_framing = b.res.framing();
+        let switching = status == 101 && info.upgrade;
+        let client_chunked_ok = info.minor == 1;
+        let mut keep_client = info.keep_alive
+            && upload_complete
+            && !switching
+            && res_framing != Framing::UntilClose
+            && (res_framing != Framing::Chunked || client_chunked_ok)
+            && !*self.shutdown.borrow();
+
+        // Response head for the client.
+        let insert = listen.cookie.is_some() && ck != ClientCookie::Valid;
+        let mut deleted_app_cookie = false;
+        let mut cacheable = cookie::Cacheability::default();
+        {
+            let src = &b.upstream[..];
+            let res = &b.res;
+            let out = &mut b.head_out;
+            out.clear();
+            out.extend_from_slice(b"HTTP/1.1 ");
+            let _ = std::io::Write::write_fmt(out, format_args!("{status}"));
+            out.push(b' ');
+            out.extend_from_slice(&src[res.reason_r.clone()]);
+            out.extend_from_slice(b"\r\n");
+            let cookie_name = listen.cookie.as_ref().map(|c| c.name.as_bytes());
+            for (n, v) in &res.headers {
+                let name = &src[n.clone()];
+                let value = &src[v.clone()];
+                if h1::is_hop_by_hop(name) && !(switching && name.eq_ignore_ascii_case(b"upgrade"))
+                {
+                    continue;
+                }
+                if res
+                    .conn_listed
+                    .iter()
+                    .any(|r| src[r.clone()].eq_ignore_ascii_case(name))
+                {
+                    continue;
+                }
+                if let Some(cn) = cookie_name {
+                    if name.eq_ignore_ascii_case(b"set-cookie") && cookie::set_cookie_is(value, cn)
+                    {
+                        deleted_app_cookie = true;
+                        continue;
+                    }
+                }
+                let at = out.len();
+                h1::push_lower(out, name);
+                if insert {
+                    let end = out.len();
+                    cacheable.header(&out[at..end], value);
+                }
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+            if insert {
+                if let Some(sc) = &srv.set_cookie {
+                    out.extend_from_slice(b"set-cookie: ");
+                    out.extend_from_slice(sc);
+                    out.extend_from_slice(b"\r\n");
+                    o.server_cookie = b'I';
+                    let nocache = listen.cookie.as_ref().map(|c| c.nocache).unwrap_or(false);
+                    if nocache && cacheable.needs_private(info.method.cacheable(), status) {
+                        out.extend_from_slice(b"cache-control: private\r\n");
+                    }
+                }
+            } else if deleted_app_cookie {
+                o.server_cookie = b'D';
+            }
+            if res_framing == Framing::Chunked && client_chunked_ok {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            }
+            if switching {
+                out.extend_from_slice(b"connection: upgrade\r\n");
+            } else if !keep_client {
+                out.extend_from_slice(b"connection: close\r\n");
+            } else if info.minor == 0 {
+                out.extend_from_slice(b"connection: keep-alive\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        let res_head_len = b.res.head_len;
+        b.upstream.advance(res_head_len);
+        // When the whole body is already buffered (the usual small response), head and body
+        // leave in one write: one syscall and one segment instead of two.
+        let mut body_sent_inline: Option<u64> = None;
+        if !switching {
+            match res_framing {
+                Framing::None => body_sent_inline = Some(0),
+                Framing::Length(n) if (b.upstream.len() as u64) >= n => {
+                    let n = n as usize;
+                    b.head_out.extend_from_slice(&b.upstream[..n]);
+                    b.upstream.advance(n);
+                    body_sent_inline = Some(n as u64);
+                }
+                _ => {}
+            }
+        }
+        if timeout(s.timeout_client, client.write_all(&b.head_out))
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true)
+        {
+            o.term = *b"CD";
+            srv.live.counters.cli_abrt.fetch_add(1, Ordering::Relaxed);
+            o.keep_client = false;
+            return Ok(o);
+        }
+        o.bytes_out = b.head_out.len() as u64;
+
+        if switching {
+            o.keep_client = false;
+            tunnel(client, &mut up, b, s.timeout_client.max(s.timeout_server)).await;
+            return Ok(o);
+        }
+
+        // Response body.
+        let body = if let Some(n) = body_sent_inline {
+            o.bytes_out -= n;
+            Ok(n)
+        } else {
+            let (_, mut cwr) = client.split();
+            let (mut urd, _) = up.split();
+            relay_body(
+                &mut urd,
+                &mut b.upstream,
+                &mut cwr,
+                res_framing,
+                client_chunked_ok,
+                s.timeout_server,
+                s.timeout_client,
+                &mut b.scratch2,
+            )
+            .await
+        };
+        match body {
+            Ok(n) => o.bytes_out += n,
+            Err((n, who)) => {
+                o.bytes_out += n;
+                o.term = who;
+                if who[0] == b'S' || who[0] == b's' {
+                    srv.live.counters.srv_abrt.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    srv.live.counters.cli_abrt.fetch_add(1, Ordering::Relaxed);
+                }
+                o.keep_client = false;
+                return Ok(o);
+            }
+        }
+        if res_framing == Framing::UntilClose {
+            keep_client = false;
+        }
+        o.keep_client = keep_client;
+        let reusable = b.res.keep_alive
+            && upload_complete
+            && b.upstream.is_empty()
+            && res_framing != Framing::UntilClose;
+        if reusable {
+            srv.pool.put(up);
+        }
+        Ok(o)
+    }
+}
+
+/// 502/503/504 keep the connection open; when we must close, say so.
+pub(super) fn error_bytes(e: ProxyError, keep: bool) -> std::borrow::Cow<'static, [u8]> {
+    if keep {
+        std::borrow::Cow::Borrowed(e.bytes())
+    } else {
+        e.bytes_closing()
+    }
+}

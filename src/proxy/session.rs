@@ -1,0 +1,375 @@
+//! One client connection: the loop that reads request heads, hands each to the exchange, writes
+//! the access-log line and decides keep-alive.
+//!
+//! Invariants (pinned by tests): every request whose head was read ends in exactly one response
+//! (the server's, or one of `error_pages`) and one access-log line.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+use super::access_log::{self, Record};
+use super::error_pages::ProxyError;
+use super::exchange::Outcome;
+use super::forwarded;
+use super::h1::{self, Parsed, Reject, RequestHead, ResponseHead};
+use crate::runtime::{ListenRt, Runtime, Snapshot};
+
+/// Read buffer growth step for both sides.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+/// First allocation of a read buffer.
+pub(super) const FIRST_CHUNK: usize = 4 * 1024;
+
+/// Per-connection buffers, reused for every request on the connection.
+pub(super) struct Bufs {
+    pub(super) client: BytesMut,
+    pub(super) upstream: BytesMut,
+    pub(super) head_out: Vec<u8>,
+    pub(super) scratch: Vec<u8>,
+    pub(super) scratch2: Vec<u8>,
+    /// Method and target of the current request, kept for the log line.
+    pub(super) reqline: Vec<u8>,
+    pub(super) method_len: usize,
+    pub(super) req: RequestHead,
+    pub(super) res: ResponseHead,
+    /// `x-forwarded-for: <peer>\r\n`, formatted once per connection.
+    pub(super) xff: Vec<u8>,
+}
+
+impl Bufs {
+    /// Gives the big per-connection buffers back while the client is idle between requests
+    /// (HAProxy likewise holds no buffer for an idle connection): thousands of idle keep-alive
+    /// clients cost a few hundred bytes each instead of 32 KiB. They are allocated again, at
+    /// `READ_CHUNK`, when the next request arrives.
+    pub(super) fn release_idle(&mut self) {
+        if self.client.is_empty() && self.client.capacity() > 0 {
+            self.client = BytesMut::new();
+        }
+        if self.upstream.capacity() > 0 {
+            self.upstream = BytesMut::new();
+        }
+        for v in [
+            &mut self.head_out,
+            &mut self.scratch,
+            &mut self.scratch2,
+            &mut self.reqline,
+        ] {
+            if v.capacity() > 0 {
+                *v = Vec::new();
+            }
+        }
+        self.req.release();
+        self.res.release();
+    }
+}
+
+pub struct Conn {
+    pub rt: Arc<Runtime>,
+    pub listen_name: Arc<str>,
+    pub peer: SocketAddr,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub(super) enum HeadRead {
+    Ok,
+    /// Client closed or idled out between requests: close without a word.
+    Quiet,
+    /// Answer with this error; `bool` = the client never sent a byte (dontlognull).
+    Fail(ProxyError, [u8; 2], bool),
+}
+
+pub(super) async fn read_more<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        // A fresh buffer starts at 4 KiB (most heads and small bodies fit); it grows by
+        // READ_CHUNK once something larger streams through.
+        buf.reserve(if buf.capacity() == 0 {
+            FIRST_CHUNK
+        } else {
+            READ_CHUNK
+        });
+    }
+    rd.read_buf(buf).await
+}
+
+impl Conn {
+    pub async fn serve(mut self, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        // Buffers are allocated when the first bytes arrive (see `Bufs::release_idle`).
+        let mut xff = Vec::new();
+        forwarded::write_header(&mut xff, self.peer.ip());
+        let mut b = Bufs {
+            client: BytesMut::new(),
+            upstream: BytesMut::new(),
+            head_out: Vec::new(),
+            scratch: Vec::new(),
+            scratch2: Vec::new(),
+            reqline: Vec::new(),
+            method_len: 0,
+            req: RequestHead::default(),
+            res: ResponseHead::default(),
+            xff,
+        };
+        let mut first = true;
+        loop {
+            let snap = self.rt.load();
+            let Some(listen) = snap.listen_by_name(&self.listen_name).cloned() else {
+                return;
+            };
+            let keep = self
+                .one_request(&mut stream, &snap, &listen, &mut b, first)
+                .await;
+            first = false;
+            if !keep {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// Waits for and parses one request head into `b.req`.
+    pub(super) async fn read_head(
+        &mut self,
+        stream: &mut TcpStream,
+        b: &mut Bufs,
+        listen: &ListenRt,
+        max: usize,
+        first: bool,
+    ) -> (HeadRead, Instant, SystemTime) {
+        let s = &listen.settings;
+        if b.client.is_empty() {
+            let idle = if first {
+                s.timeout_http_request
+            } else {
+                s.timeout_http_keep_alive
+            };
+            let mut shutdown = self.shutdown.clone();
+            if *shutdown.borrow() && !first {
+                return (HeadRead::Quiet, Instant::now(), SystemTime::now());
+            }
+            b.release_idle();
+            // Wait for the next request without holding a buffer, then read it.
+            let next = async {
+                stream.readable().await?;
+                read_more(stream, &mut b.client).await
+            };
+            tokio::select! {
+                r = timeout(idle, next) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        return (HeadRead::Quiet, Instant::now(), SystemTime::now())
+                    }
+                    Ok(Ok(_)) => {}
+                    Err(_) => {
+                        let r = if first {
+                            HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", true)
+                        } else {
+                            HeadRead::Quiet
+                        };
+                        return (r, Instant::now(), SystemTime::now());
+                    }
+                },
+                _ = shutdown.wait_for(|s| *s), if !first => {
+                    return (HeadRead::Quiet, Instant::now(), SystemTime::now());
+                }
+            }
+        }
+        let start = Instant::now();
+        let date = SystemTime::now();
+        let deadline = tokio::time::Instant::now() + s.timeout_http_request;
+        loop {
+            let fail = match h1::parse_request(&b.client, &mut b.req) {
+                // A head that arrived whole in one read can exceed the limit too.
+                Ok(Parsed::Complete) if b.req.head_len > max => Some(ProxyError::BadRequest),
+                Ok(Parsed::Complete) => return (HeadRead::Ok, start, date),
+                Ok(Parsed::Partial) if b.client.len() >= max => Some(ProxyError::BadRequest),
+                Ok(Parsed::Partial) => None,
+                Err(Reject::Bad(_)) => Some(ProxyError::BadRequest),
+                Err(Reject::Method) => Some(ProxyError::MethodNotAllowed),
+                Err(Reject::NotImplemented(_)) => Some(ProxyError::NotImplemented),
+            };
+            if let Some(e) = fail {
+                return (HeadRead::Fail(e, *b"PR", false), start, date);
+            }
+            match tokio::time::timeout_at(deadline, read_more(stream, &mut b.client)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return (
+                        HeadRead::Fail(ProxyError::BadRequest, *b"CR", false),
+                        start,
+                        date,
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    return (
+                        HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", false),
+                        start,
+                        date,
+                    )
+                }
+            }
+        }
+    }
+
+    /// Serves one request; returns whether the client connection stays open.
+    pub(super) async fn one_request(
+        &mut self,
+        stream: &mut TcpStream,
+        snap: &Snapshot,
+        listen: &Arc<ListenRt>,
+        b: &mut Bufs,
+        first: bool,
+    ) -> bool {
+        let fe = &listen.shared.frontend;
+        let (head_result, start, date) = self
+            .read_head(stream, b, listen, snap.global.max_header_bytes, first)
+            .await;
+        match head_result {
+            HeadRead::Ok => {}
+            HeadRead::Quiet => return false,
+            HeadRead::Fail(err, term, nothing_sent) => {
+                let client_gone = term == *b"CR";
+                if !client_gone {
+                    let _ = timeout(
+                        listen.settings.timeout_client,
+                        stream.write_all(err.bytes()),
+                    )
+                    .await;
+                    fe.count_status(err.status());
+                }
+                fe.ereq.fetch_add(1, Ordering::Relaxed);
+                // dontlognull: a connection that never sent a byte is not logged.
+                if !(nothing_sent && snap.global.dontlognull) {
+                    let mut o = Outcome::generated(err, term, false);
+                    if client_gone {
+                        o.bytes_out = 0;
+                    }
+                    let ck = if listen.cookie.is_some() { b'N' } else { b'-' };
+                    let tr = if term[1] == b'R' {
+                        None
+                    } else {
+                        Some(start.elapsed())
+                    };
+                    self.log(
+                        snap,
+                        listen,
+                        date,
+                        start.elapsed(),
+                        tr,
+                        &o,
+                        [ck, ck],
+                        None,
+                        b,
+                    );
+                }
+                return false;
+            }
+        }
+        self.rt.process.cum_req.fetch_add(1, Ordering::Relaxed);
+        fe.req_tot.fetch_add(1, Ordering::Relaxed);
+        let head_time = start.elapsed();
+        b.reqline.clear();
+        b.reqline
+            .extend_from_slice(&b.client[b.req.method_r.clone()]);
+        b.method_len = b.reqline.len();
+        b.reqline
+            .extend_from_slice(&b.client[b.req.target_r.clone()]);
+
+        // Boxed: the exchange's state machine (relay, upload, response) is most of a
+        // connection's future; boxing it per request keeps an idle keep-alive connection's task
+        // small (measured: 2448 -> see benches/README.md).
+        let (mut o, ck) = Box::pin(self.exchange(stream, listen, b)).await;
+        if o.status > 0 {
+            fe.count_status(o.status as u16);
+        }
+        fe.bin.fetch_add(o.bytes_in, Ordering::Relaxed);
+        fe.bout.fetch_add(o.bytes_out, Ordering::Relaxed);
+        if *self.shutdown.borrow() {
+            o.keep_client = false;
+        }
+        let total = start.elapsed();
+        if let Some(srv) = o.server.and_then(|i| listen.servers.get(i)) {
+            let c = &srv.live.counters;
+            c.latency.observe(total);
+            c.ttime_sum_ms
+                .fetch_add(total.as_millis() as u64, Ordering::Relaxed);
+            c.ctime_sum_ms.fetch_add(
+                o.tc.map(|d| d.as_millis() as u64).unwrap_or(0),
+                Ordering::Relaxed,
+            );
+            c.rtime_sum_ms.fetch_add(
+                o.tr.map(|d| d.as_millis() as u64).unwrap_or(0),
+                Ordering::Relaxed,
+            );
+            c.time_samples.fetch_add(1, Ordering::Relaxed);
+        }
+        let minor = b.req.minor;
+        self.log(
+            snap,
+            listen,
+            date,
+            total,
+            Some(head_time),
+            &o,
+            [ck, o.server_cookie],
+            Some(minor),
+            b,
+        );
+        o.keep_client
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn log(
+        &self,
+        snap: &Snapshot,
+        listen: &ListenRt,
+        date: SystemTime,
+        total: Duration,
+        tr: Option<Duration>,
+        o: &Outcome,
+        cookie_flags: [u8; 2],
+        minor: Option<u8>,
+        b: &Bufs,
+    ) {
+        if !snap.access_log.enabled() {
+            return;
+        }
+        let server = o.server.and_then(|i| listen.servers.get(i));
+        let mut line = Vec::with_capacity(192 + b.reqline.len());
+        let rec = Record {
+            client: self.peer,
+            date,
+            frontend: &listen.name,
+            backend: &listen.name,
+            server: server.map(|s| &*s.name),
+            tr: access_log::ms(tr),
+            tw: access_log::ms(o.tw),
+            tc: access_log::ms(o.tc),
+            tres: access_log::ms(o.tr),
+            ta: total.as_millis() as i64,
+            status: o.status,
+            bytes: o.bytes_out,
+            term: [o.term[0], o.term[1], cookie_flags[0], cookie_flags[1]],
+            actconn: self.rt.process.actconn.load(Ordering::Relaxed),
+            feconn: listen.shared.frontend.scur.load(Ordering::Relaxed),
+            beconn: listen.shared.backend.scur.load(Ordering::Relaxed),
+            srv_conn: server
+                .map(|s| s.live.counters.scur.load(Ordering::Relaxed))
+                .unwrap_or(0),
+            retries: o.retries,
+            redispatched: o.redispatched,
+            request_line: minor
+                .map(|m| (&b.reqline[..b.method_len], &b.reqline[b.method_len..], m)),
+        };
+        access_log::format(&rec, &mut line);
+        snap.access_log.send(line);
+    }
+}
