@@ -16,9 +16,9 @@ use tokio::time::timeout;
 
 use super::cookie;
 use super::error_pages::ProxyError;
-use super::h1::{self, Framing, Method};
+use super::h1::{Framing, Method};
 use super::request::{upload_body, UploadErr};
-use super::response::{read_final_head, relay_body, HeadErr};
+use super::response::{read_final_head, relay_body, write_client_head, ClientHead, HeadErr};
 use super::session::{Bufs, Conn};
 use super::tunnel::tunnel;
 use super::upstream;
@@ -471,76 +471,18 @@ impl Conn {
             && !*self.shutdown.borrow();
 
         // Response head for the client.
-        let insert = listen.cookie.is_some() && ck != ClientCookie::Valid;
-        let mut deleted_app_cookie = false;
-        let mut cacheable = cookie::Cacheability::default();
-        {
-            let src = &b.upstream[..];
-            let res = &b.res;
-            let out = &mut b.head_out;
-            out.clear();
-            out.extend_from_slice(b"HTTP/1.1 ");
-            let _ = std::io::Write::write_fmt(out, format_args!("{status}"));
-            out.push(b' ');
-            out.extend_from_slice(&src[res.reason_r.clone()]);
-            out.extend_from_slice(b"\r\n");
-            let cookie_name = listen.cookie.as_ref().map(|c| c.name.as_bytes());
-            for (n, v) in &res.headers {
-                let name = &src[n.clone()];
-                let value = &src[v.clone()];
-                if h1::is_hop_by_hop(name) && !(switching && name.eq_ignore_ascii_case(b"upgrade"))
-                {
-                    continue;
-                }
-                if res
-                    .conn_listed
-                    .iter()
-                    .any(|r| src[r.clone()].eq_ignore_ascii_case(name))
-                {
-                    continue;
-                }
-                if let Some(cn) = cookie_name {
-                    if name.eq_ignore_ascii_case(b"set-cookie") && cookie::set_cookie_is(value, cn)
-                    {
-                        deleted_app_cookie = true;
-                        continue;
-                    }
-                }
-                let at = out.len();
-                h1::push_lower(out, name);
-                if insert {
-                    let end = out.len();
-                    cacheable.header(&out[at..end], value);
-                }
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value);
-                out.extend_from_slice(b"\r\n");
-            }
-            if insert {
-                if let Some(sc) = &srv.set_cookie {
-                    out.extend_from_slice(b"set-cookie: ");
-                    out.extend_from_slice(sc);
-                    out.extend_from_slice(b"\r\n");
-                    o.server_cookie = b'I';
-                    let nocache = listen.cookie.as_ref().map(|c| c.nocache).unwrap_or(false);
-                    if nocache && cacheable.needs_private(info.method.cacheable(), status) {
-                        out.extend_from_slice(b"cache-control: private\r\n");
-                    }
-                }
-            } else if deleted_app_cookie {
-                o.server_cookie = b'D';
-            }
-            if res_framing == Framing::Chunked && client_chunked_ok {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            }
-            if switching {
-                out.extend_from_slice(b"connection: upgrade\r\n");
-            } else if !keep_client {
-                out.extend_from_slice(b"connection: close\r\n");
-            } else if info.minor == 0 {
-                out.extend_from_slice(b"connection: keep-alive\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
+        let head = ClientHead {
+            listen,
+            srv,
+            method: info.method,
+            client_minor: info.minor,
+            insert_cookie: listen.cookie.is_some() && ck != ClientCookie::Valid,
+            switching,
+            keep_client,
+            chunked_to_client: res_framing == Framing::Chunked && client_chunked_ok,
+        };
+        if let Some(flag) = write_client_head(&mut b.head_out, &b.upstream, &b.res, &head) {
+            o.server_cookie = flag;
         }
         let res_head_len = b.res.head_len;
         b.upstream.advance(res_head_len);

@@ -6,10 +6,12 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
+use super::cookie;
 use super::exchange::ReqInfo;
-use super::h1::{self, ChunkedDecoder, Framing, Parsed, ResponseHead};
+use super::h1::{self, ChunkedDecoder, Framing, Method, Parsed, ResponseHead};
 use super::request::write_to;
 use super::session::read_more;
+use crate::runtime::{ListenRt, ServerRt};
 
 pub(super) enum HeadErr {
     /// Closed before sending a single byte.
@@ -177,4 +179,97 @@ pub(super) async fn read_server<R: AsyncRead + Unpin>(
         Ok(Err(_)) => Err((sent, *b"SD")),
         Err(_) => Err((sent, *b"sD")),
     }
+}
+
+/// What the response head sent to the client says beyond the server's own headers.
+pub(super) struct ClientHead<'a> {
+    pub(super) listen: &'a ListenRt,
+    pub(super) srv: &'a ServerRt,
+    pub(super) method: Method,
+    /// The client's HTTP minor version.
+    pub(super) client_minor: u8,
+    /// The request had no valid persistence cookie: insert ours.
+    pub(super) insert_cookie: bool,
+    /// `101` to an Upgrade request: the connection becomes a tunnel.
+    pub(super) switching: bool,
+    pub(super) keep_client: bool,
+    /// The body is relayed chunked (an HTTP/1.1 client and a chunked response).
+    pub(super) chunked_to_client: bool,
+}
+
+/// Writes the response head for the client into `out` from the server's head `res` (ranges into
+/// `src`): hop-by-hop headers dropped, the app's own persistence cookie removed, ours inserted.
+/// Returns the server-cookie log flag when it changes (`I` inserted, `D` app cookie deleted).
+pub(super) fn write_client_head(
+    out: &mut Vec<u8>,
+    src: &[u8],
+    res: &ResponseHead,
+    h: &ClientHead<'_>,
+) -> Option<u8> {
+    let status = res.status;
+    let mut flag = None;
+    let mut deleted_app_cookie = false;
+    let mut cacheable = cookie::Cacheability::default();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let _ = std::io::Write::write_fmt(out, format_args!("{status}"));
+    out.push(b' ');
+    out.extend_from_slice(&src[res.reason_r.clone()]);
+    out.extend_from_slice(b"\r\n");
+    let cookie_name = h.listen.cookie.as_ref().map(|c| c.name.as_bytes());
+    for (n, v) in &res.headers {
+        let name = &src[n.clone()];
+        let value = &src[v.clone()];
+        if h1::is_hop_by_hop(name) && !(h.switching && name.eq_ignore_ascii_case(b"upgrade")) {
+            continue;
+        }
+        if res
+            .conn_listed
+            .iter()
+            .any(|r| src[r.clone()].eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if let Some(cn) = cookie_name {
+            if name.eq_ignore_ascii_case(b"set-cookie") && cookie::set_cookie_is(value, cn) {
+                deleted_app_cookie = true;
+                continue;
+            }
+        }
+        let at = out.len();
+        h1::push_lower(out, name);
+        if h.insert_cookie {
+            let end = out.len();
+            cacheable.header(&out[at..end], value);
+        }
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if h.insert_cookie {
+        if let Some(sc) = &h.srv.set_cookie {
+            out.extend_from_slice(b"set-cookie: ");
+            out.extend_from_slice(sc);
+            out.extend_from_slice(b"\r\n");
+            flag = Some(b'I');
+            let nocache = h.listen.cookie.as_ref().map(|c| c.nocache).unwrap_or(false);
+            if nocache && cacheable.needs_private(h.method.cacheable(), status) {
+                out.extend_from_slice(b"cache-control: private\r\n");
+            }
+        }
+    } else if deleted_app_cookie {
+        flag = Some(b'D');
+    }
+    if h.chunked_to_client {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if h.switching {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !h.keep_client {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if h.client_minor == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    flag
 }
