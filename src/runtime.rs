@@ -188,6 +188,7 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Prefer `session()`; a bare start must be paired with `session_end` in a `Drop` impl.
     pub fn session_start(&self) {
         let cur = self.scur.fetch_add(1, Ordering::Relaxed) + 1;
         self.smax.fetch_max(cur, Ordering::Relaxed);
@@ -195,6 +196,11 @@ impl Counters {
     }
     pub fn session_end(&self) {
         self.scur.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Starts a session that ends when the guard drops, whatever ends it (return, error, panic).
+    pub fn session(&self) -> SessionGuard<'_> {
+        self.session_start();
+        SessionGuard(self)
     }
     pub fn count_status(&self, status: u16) {
         let idx = match status {
@@ -209,6 +215,17 @@ impl Counters {
     }
     pub fn get(a: &AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
+    }
+}
+
+/// One session counted in `scur` for as long as the guard lives.
+#[must_use = "the session ends when the guard is dropped"]
+#[derive(Debug)]
+pub struct SessionGuard<'a>(&'a Counters);
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.session_end();
     }
 }
 
@@ -654,6 +671,8 @@ pub struct ProcessCounters {
     pub actconn: AtomicU64,
     pub cum_conns: AtomicU64,
     pub cum_req: AtomicU64,
+    /// Connection tasks that panicked (each cost its own connection only; see `proxy::session`).
+    pub conn_panics: AtomicU64,
 }
 
 /// The shared handle every task holds.

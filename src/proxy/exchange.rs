@@ -16,7 +16,7 @@ use tokio::time::timeout;
 
 use super::cookie;
 use super::error_pages::ProxyError;
-use super::h1::{Framing, Method};
+use super::h1::{ChunkedDecoder, Framing, Method};
 use super::request::{upload_body, UploadErr};
 use super::response::{read_final_head, relay_body, write_client_head, ClientHead, HeadErr};
 use super::session::{Bufs, Conn};
@@ -88,6 +88,8 @@ pub(super) struct ReqInfo {
     pub(super) method: Method,
     pub(super) minor: u8,
     pub(super) framing: Framing,
+    /// Largest response head accepted (`max_header_bytes`).
+    pub(super) max_head: usize,
     pub(super) keep_alive: bool,
     pub(super) upgrade: bool,
     /// The whole Content-Length body was already read and rides in `head_out` with the head.
@@ -107,11 +109,13 @@ impl Conn {
         stream: &mut TcpStream,
         listen: &Arc<ListenRt>,
         b: &mut Bufs,
+        max_head: usize,
     ) -> (Outcome, u8) {
         let info = ReqInfo {
             method: b.req.method(),
             minor: b.req.minor,
             framing: b.req.framing(),
+            max_head,
             keep_alive: b.req.keep_alive,
             upgrade: b.req.upgrade,
             body_inline: false,
@@ -155,6 +159,20 @@ impl Conn {
         let head_len = b.req.head_len;
         b.client.advance(head_len);
         let body_unread = info.framing != Framing::None;
+        // A chunked body whose first bytes came with the head is checked before any server is
+        // chosen: a bad chunk-size line gets 400 and no server ever sees the request (as HAProxy).
+        if info.framing == Framing::Chunked && !b.client.is_empty() {
+            b.scratch.clear();
+            if ChunkedDecoder::default()
+                .feed(&b.client, &mut b.scratch, false)
+                .is_err()
+            {
+                let e = ProxyError::BadRequest;
+                let _ = timeout(listen.settings.timeout_client, stream.write_all(e.bytes())).await;
+                listen.shared.frontend.ereq.fetch_add(1, Ordering::Relaxed);
+                return (Outcome::generated(e, *b"PR", false), ck.flag());
+            }
+        }
         // A small body that came with the head goes out in the same write.
         let mut info = info;
         if let Framing::Length(n) = info.framing {
@@ -233,10 +251,11 @@ impl Conn {
                 ck
             };
             let c = &srv.live.counters;
-            c.session_start();
+            // Released when dropped, so no return, error or panic below can leak a session.
+            let srv_session = c.session();
+            let be_session = listen.shared.backend.session();
             c.req_tot.fetch_add(1, Ordering::Relaxed);
             c.last_sess_ms.store(unix_ms(), Ordering::Relaxed);
-            listen.shared.backend.session_start();
             listen
                 .shared
                 .backend
@@ -246,8 +265,8 @@ impl Conn {
             let result = self
                 .relay(stream, listen, &srv, conn, b, info, ck_now)
                 .await;
-            c.session_end();
-            listen.shared.backend.session_end();
+            drop(srv_session);
+            drop(be_session);
             match result {
                 Err(RelayErr::RetryFresh) if reused => {
                     allow_pooled = false;
@@ -370,7 +389,7 @@ impl Conn {
                 info,
                 &mut cwr,
                 s.timeout_server,
-                64 * 1024,
+                info.max_head,
             );
             tokio::pin!(upload);
             tokio::pin!(heads);

@@ -128,9 +128,32 @@ impl RequestHead {
     }
 }
 
+/// Where `part` (a slice httparse handed back) lies inside `base`. A slice from elsewhere (a
+/// static string) yields an empty range at the end instead of a bogus offset: callers index with
+/// these ranges, and input must never be able to make that panic.
 fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    start..start + part.len()
+    let (b, p) = (base.as_ptr() as usize, part.as_ptr() as usize);
+    match p.checked_sub(b) {
+        Some(start) if start + part.len() <= base.len() => start..start + part.len(),
+        _ => base.len()..base.len(),
+    }
+}
+
+/// The reason phrase of the status line at the start of `head`, taken from the bytes themselves:
+/// httparse returns a static `""` for a missing reason or one with obs-text (bytes >= 0x80), and
+/// both are relayed as received (`HTTP/1.1 200 `), as HAProxy does.
+fn reason_range(head: &[u8]) -> Range<usize> {
+    // httparse skips empty lines before the status line.
+    let s = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let eol = head[s..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map_or(head.len(), |p| s + p);
+    // `HTTP/1.x NNN` is 12 bytes; one space separates the reason.
+    (s + 13).min(eol)..eol
 }
 
 /// Bare LF line endings are refused: every `\n` in a head must follow `\r`.
@@ -396,6 +419,8 @@ pub struct ResponseHead {
     /// The server will keep the connection open (reusable once the body is done).
     pub keep_alive: bool,
     pub conn_listed: Vec<Range<usize>>,
+    /// `Transfer-Encoding: chunked` was present: any Content-Length is dropped (RFC 9112 6.3).
+    pub te_chunked: bool,
 }
 
 impl ResponseHead {
@@ -431,13 +456,13 @@ pub fn parse_response(
     out.head_len = head_len;
     out.status = status;
     out.minor = res.version.unwrap_or(1);
-    out.reason_r = offset(buf, res.reason.unwrap_or("").as_bytes());
+    out.reason_r = reason_range(&buf[..head_len]);
     out.headers.clear();
     out.headers.reserve(16);
     out.conn_listed.clear();
     let mut cl: Option<u64> = None;
+    let mut te_codings = 0usize;
     let mut chunked = false;
-    let mut te_other = false;
     let mut conn = ConnTokens::default();
     for h in res.headers.iter() {
         let v = h.value;
@@ -449,10 +474,8 @@ pub fn parse_response(
             parse_content_length(v, &mut cl)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             for tok in tokens(v) {
+                te_codings += 1;
                 chunked = tok.eq_ignore_ascii_case(b"chunked");
-                if !chunked {
-                    te_other = true;
-                }
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for tok in tokens(v) {
@@ -469,6 +492,13 @@ pub fn parse_response(
         }
         out.headers.push((offset(buf, name), offset(buf, v)));
     }
+    // Like HAProxy 2.6: a response whose Transfer-Encoding is anything but one final `chunked`
+    // (`gzip`, `chunked, gzip`, `chunked, chunked`, empty) is refused (502), never relayed with
+    // a relabelled or close-delimited body.
+    if te_codings > 0 && !(te_codings == 1 && chunked) {
+        return Err("transfer coding other than a single chunked");
+    }
+    out.te_chunked = chunked;
     let no_body = request_method == Method::Head
         || (100..200).contains(&status)
         || status == 204
@@ -476,10 +506,9 @@ pub fn parse_response(
     out.framing = Some(if no_body {
         Framing::None
     } else if chunked {
-        // RFC 9112 6.3: chunked as the final coding wins over Content-Length.
+        // RFC 9112 6.3: chunked as the final coding wins over Content-Length (which is then
+        // not forwarded, see `te_chunked`).
         Framing::Chunked
-    } else if te_other {
-        Framing::UntilClose
     } else {
         match cl {
             Some(0) => Framing::None,
@@ -739,6 +768,26 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(req(c).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn status_lines_without_or_with_odd_reasons_keep_their_bytes() {
+        for (raw, reason) in [
+            (&b"HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n"[..], &b""[..]),
+            (b"HTTP/1.1 100\r\n\r\n", b""),
+            (b"HTTP/1.1 200 \r\n\r\n", b""),
+            (b"HTTP/1.1 200 OK\r\n\r\n", b"OK"),
+            (
+                b"HTTP/1.1 200 \xc3\xa9t\xe9 ok\r\n\r\n",
+                b"\xc3\xa9t\xe9 ok",
+            ),
+            (b"\r\nHTTP/1.1 404 Not Found\r\n\r\n", b"Not Found"),
+        ] {
+            let mut h = ResponseHead::default();
+            let r = parse_response(raw, Method::Get, &mut h);
+            assert!(matches!(r, Ok(Parsed::Complete)), "{raw:?}");
+            assert_eq!(&raw[h.reason_r.clone()], reason, "{raw:?}");
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::session::Conn;
+use super::session::{self, Conn, ConnSlot};
 use crate::runtime::{Runtime, Snapshot};
 
 /// Accept backlog of every listening socket.
@@ -216,21 +216,13 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        rt.process.actconn.fetch_add(1, Ordering::Relaxed);
-        rt.process.cum_conns.fetch_add(1, Ordering::Relaxed);
-        listen.shared.frontend.session_start();
+        let slot = ConnSlot::take(rt.clone(), listen.clone(), permit);
         let conn = Conn {
             rt: rt.clone(),
             listen_name: listen.name.clone(),
             peer,
             shutdown: shutdown.clone(),
         };
-        let rt2 = rt.clone();
-        tokio::spawn(async move {
-            conn.serve(stream).await;
-            listen.shared.frontend.session_end();
-            rt2.process.actconn.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
+        session::spawn(conn, stream, slot);
     }
 }

@@ -223,10 +223,19 @@ pub(super) fn write_client_head(
         if h1::is_hop_by_hop(name) && !(h.switching && name.eq_ignore_ascii_case(b"upgrade")) {
             continue;
         }
-        if res
-            .conn_listed
-            .iter()
-            .any(|r| src[r.clone()].eq_ignore_ascii_case(name))
+        let content_length = name.eq_ignore_ascii_case(b"content-length");
+        // Chunked wins over Content-Length; a Content-Length beside it is dropped, as HAProxy
+        // does, so no client (HTTP/1.0 in particular) ever sees both.
+        if content_length && res.te_chunked {
+            continue;
+        }
+        // Headers named in `Connection` are hop-by-hop, except framing: dropping
+        // Content-Length would run the body into the next response.
+        if !content_length
+            && res
+                .conn_listed
+                .iter()
+                .any(|r| src[r.clone()].eq_ignore_ascii_case(name))
         {
             continue;
         }

@@ -2,7 +2,11 @@
 //! the access-log line and decides keep-alive.
 //!
 //! Invariants (pinned by tests): every request whose head was read ends in exactly one response
-//! (the server's, or one of `error_pages`) and one access-log line.
+//! (the server's, or one of `error_pages`) and one access-log line; every counter or slot a
+//! connection takes (process `maxconn` permit, `actconn`, frontend session, and in `exchange` the
+//! backend and server sessions) is held by a guard and released when it drops, whatever ends the
+//! connection: a return, an error, a timeout or a panic. A panic in a connection task is caught,
+//! logged once with its location, counted (`conn_panics`), and costs that one connection only.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::timeout;
 
 use super::access_log::{self, Record};
@@ -68,6 +72,113 @@ impl Bufs {
         self.req.release();
         self.res.release();
     }
+}
+
+/// Everything one client connection holds from accept to close. Dropping it gives all of it
+/// back; it lives in the connection's task, so a panic that unwinds the task drops it too.
+pub struct ConnSlot {
+    rt: Arc<Runtime>,
+    listen: Arc<ListenRt>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ConnSlot {
+    /// Counts the connection in (`actconn`, cumulative connections, frontend session).
+    pub fn take(rt: Arc<Runtime>, listen: Arc<ListenRt>, permit: OwnedSemaphorePermit) -> Self {
+        rt.process.actconn.fetch_add(1, Ordering::Relaxed);
+        rt.process.cum_conns.fetch_add(1, Ordering::Relaxed);
+        listen.shared.frontend.session_start();
+        ConnSlot {
+            rt,
+            listen,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.listen.shared.frontend.session_end();
+        self.rt.process.actconn.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `stream` on its own task. The slot is released when the task ends, and a panic in it
+/// is contained: logged once with its location, counted, and only this connection is closed.
+pub fn spawn(conn: Conn, stream: TcpStream, slot: ConnSlot) {
+    tokio::spawn(async move {
+        let slot = slot;
+        let peer = conn.peer;
+        if let Err(p) = catch_panic(conn.serve(stream)).await {
+            slot.rt.process.conn_panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                listen = %slot.listen.name,
+                client = %peer,
+                location = %p.location,
+                "connection task panicked ({}); that connection was closed",
+                p.message
+            );
+        }
+        drop(slot);
+    });
+}
+
+/// A panic caught in a connection task.
+#[derive(Debug)]
+pub struct Caught {
+    pub message: String,
+    /// `file:line:column` of the panic.
+    pub location: String,
+}
+
+thread_local! {
+    /// Set while a connection future is being polled: the panic hook records the location for
+    /// `catch_panic` instead of printing it, so each panic is reported once.
+    static IN_CONN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_CONN.with(|c| c.get()) {
+                let loc = info.location().map(|l| l.to_string());
+                LOCATION.with(|l| *l.borrow_mut() = loc);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `fut`, turning a panic in any of its polls into `Err` (the future is dropped at once, so
+/// everything it owns is released).
+pub async fn catch_panic<F: std::future::Future<Output = ()>>(fut: F) -> Result<(), Caught> {
+    install_panic_hook();
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        IN_CONN.with(|c| c.set(true));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        IN_CONN.with(|c| c.set(false));
+        match r {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(())) => std::task::Poll::Ready(Ok(())),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                let location = LOCATION
+                    .with(|l| l.borrow_mut().take())
+                    .unwrap_or_else(|| "unknown".into());
+                std::task::Poll::Ready(Err(Caught { message, location }))
+            }
+        }
+    })
+    .await
 }
 
 pub struct Conn {
@@ -286,7 +397,8 @@ impl Conn {
         // Boxed: the exchange's state machine (relay, upload, response) is most of a
         // connection's future; boxing it per request keeps an idle keep-alive connection's task
         // small (measured: 2448 -> see benches/README.md).
-        let (mut o, ck) = Box::pin(self.exchange(stream, listen, b)).await;
+        let (mut o, ck) =
+            Box::pin(self.exchange(stream, listen, b, snap.global.max_header_bytes)).await;
         if o.status > 0 {
             fe.count_status(o.status as u16);
         }
@@ -371,5 +483,35 @@ impl Conn {
         };
         access_log::format(&rec, &mut line);
         snap.access_log.send(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Flag(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_caught_with_its_location_and_what_the_future_held_is_released() {
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = Flag(released.clone());
+        let r = catch_panic(async move {
+            let _held = held;
+            tokio::task::yield_now().await;
+            let v: Vec<u8> = Vec::new();
+            let _ = v[std::hint::black_box(3)];
+        })
+        .await;
+        let caught = r.expect_err("the panic is caught");
+        assert!(caught.location.contains("session.rs"), "{caught:?}");
+        assert!(caught.message.contains("index out of bounds"), "{caught:?}");
+        assert!(released.load(Ordering::SeqCst));
+        assert!(catch_panic(async {}).await.is_ok());
     }
 }

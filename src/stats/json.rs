@@ -49,6 +49,8 @@ pub struct ProcessDoc {
     pub connections_current: u64,
     pub connections_total: u64,
     pub requests_total: u64,
+    /// Connection tasks that panicked (each was closed; nothing else was affected).
+    pub connection_panics: u64,
     /// Access-log lines queued, and dropped because the log target could not keep up.
     pub log_lines_written: u64,
     pub log_lines_dropped: u64,
@@ -349,6 +351,7 @@ pub fn build(st: &StatsState) -> StatsDoc {
             connections_current: get(&rt.process.actconn),
             connections_total: get(&rt.process.cum_conns),
             requests_total: get(&rt.process.cum_req),
+            connection_panics: get(&rt.process.conn_panics),
             log_lines_written: get(&snap.access_log.written),
             log_lines_dropped: get(&snap.access_log.dropped),
         },

@@ -304,6 +304,13 @@ fn encode_snapshot(rt: &Runtime, snap: &Snapshot, out: &mut String, format: Form
         );
         pr.add(vec![], get(&rt.process.cum_req));
         pr.encode(out, format);
+        let mut pp = Family::new(
+            "process_connection_panics",
+            "Connection tasks that panicked; each closed its own connection only.",
+            MetricType::Counter,
+        );
+        pp.add(vec![], get(&rt.process.conn_panics));
+        pp.encode(out, format);
 
         // Frontend: connections rather than sessions, as the dashboard and HAProxy call them.
         let mut fe = traffic_set!("frontend", "listen's frontend");
