@@ -1,5 +1,5 @@
 //! Backends that misbehave (odd status lines, conflicting framing, garbage, closes mid-way) and
-//! clients that abort: each gets a defined answer, the next client is served, and every session
+//! clients that abort, trickle or stop reading: each gets a defined answer, the next client is served, and every session
 //! counter returns to zero, read from the stats API of a running edgelb. The same corpus goes
 //! through HAProxy 2.6 side by side (needs `haproxy` on PATH unless `EDGELB_SKIP_HAPROXY=1`).
 
@@ -216,9 +216,17 @@ fn expected(path: &str) -> (&'static str, &'static [u8]) {
 }
 
 fn stats_config(backend: SocketAddr, maxconn: u32) -> String {
+    config_with(
+        backend,
+        maxconn,
+        "timeout_client = \"2s\"\ntimeout_server = \"2s\"\n",
+    )
+}
+
+fn config_with(backend: SocketAddr, maxconn: u32, listen_extra: &str) -> String {
     let stats = free_port();
     format!(
-        "[global]\nmaxconn = {maxconn}\n[log]\naccess = \"off\"\n[stats]\ndashboard_bind = \"127.0.0.1:{stats}\"\napi_bind = \"127.0.0.1:{stats}\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\ntimeout_client = \"2s\"\ntimeout_server = \"2s\"\n[[listen.server]]\nname = \"s1\"\naddress = \"{backend}\"\ncheck = false\n"
+        "[global]\nmaxconn = {maxconn}\n[log]\naccess = \"off\"\n[stats]\ndashboard_bind = \"127.0.0.1:{stats}\"\napi_bind = \"127.0.0.1:{stats}\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\n{listen_extra}[[listen.server]]\nname = \"s1\"\naddress = \"{backend}\"\ncheck = false\n"
     )
 }
 
@@ -454,4 +462,87 @@ async fn a_bad_first_chunk_size_gets_400_without_contacting_a_server() {
     )
     .await;
     assert_eq!(decode(&raw).body, b"good");
+}
+
+/// A head sent 6 bytes every 150 ms (1.3 s in all, every gap below `timeout_client`).
+async fn trickle(addr: SocketAddr) -> Vec<u8> {
+    let req = b"GET /good HTTP/1.1\r\nHost: t\r\nX-Slow: yes\r\nConnection: close\r\n\r\n";
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for part in req.chunks(6) {
+        if s.write_all(part).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_client_applies_between_head_reads_and_http_request_is_a_total_deadline() {
+    let backend = Misbehaving::start().await;
+    // Without timeout_http_request (HAProxy 2.6): inactivity only, so the slow head is served.
+    let p = Proxy::start(&config_with(
+        backend.addr,
+        100,
+        "timeout_client = \"500ms\"\n",
+    ))
+    .await;
+    let raw = trickle(p.addr).await;
+    assert_eq!(
+        decode(&raw).body,
+        b"good",
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    // With it set, the whole head must arrive within it: 408.
+    let p = Proxy::start(&config_with(
+        backend.addr,
+        100,
+        "timeout_client = \"500ms\"\ntimeout_http_request = \"1s\"\n",
+    ))
+    .await;
+    let raw = trickle(p.addr).await;
+    assert_eq!(status_line(&raw), "HTTP/1.1 408 Request Time-out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_stops_reading_is_cut_at_timeout_tunnel() {
+    let backend = Backend::start("ws").await;
+    let p = Proxy::start(&config_with(
+        backend.addr,
+        100,
+        "timeout_client = \"30s\"\ntimeout_server = \"30s\"\ntimeout_tunnel = \"1s\"\n",
+    ))
+    .await;
+    let stats = p.app.stats_addresses()[0];
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut tmp = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut tmp).await.unwrap(), 1, "101 head");
+        head.push(tmp[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Send until our writes block: the echo fills the proxy->client direction we never read.
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..400 {
+        match tokio::time::timeout(Duration::from_millis(300), s.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+    // The proxy gives up on the blocked write after timeout_tunnel; the connection is gone.
+    let (rows, current, _) = session_counters(stats).await;
+    assert_eq!(current, 0, "tunnel still open: {rows:?}");
+    assert!(rows.iter().all(|r| r.2 == 0), "{rows:?}");
+    drop(s);
 }

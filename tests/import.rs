@@ -623,5 +623,28 @@ fn import_never_widens_what_the_source_exposed() {
     assert!(
         !toml.contains("admin:pw") && !toml.contains("\"pw\""),
         "no password copied: {toml}"
+#[test]
+fn timeout_tunnel_is_imported_from_defaults_and_listen() {
+    let imp = hap_only(
+        "defaults\n  mode http\n  timeout tunnel 1h\nlisten web\n  bind 127.0.0.1:8080\n  server a 127.0.0.1:9000 check\nlisten ws\n  bind 127.0.0.1:8081\n  timeout tunnel 90s\n  server b 127.0.0.1:9001\n",
+    )
+    .unwrap();
+    let t = imp.report.render();
+    assert_eq!(imp.report.exit_code(), 0, "{t}");
+    assert!(imp.toml.contains("timeout_tunnel = \"1h\""), "{}", imp.toml);
+    let c = &imp.config;
+    assert_eq!(
+        c.defaults.proxy.timeout_tunnel,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    let ws = c.listen.iter().find(|l| l.name == "ws").unwrap();
+    assert_eq!(
+        ws.proxy.resolve(&c.defaults.proxy, 100).timeout_tunnel,
+        std::time::Duration::from_secs(90)
+    );
+    let web = c.listen.iter().find(|l| l.name == "web").unwrap();
+    assert_eq!(
+        web.proxy.resolve(&c.defaults.proxy, 100).timeout_tunnel,
+        std::time::Duration::from_secs(3600)
     );
 }

@@ -160,6 +160,10 @@ pub struct ProxySettings {
     pub timeout_http_request: Option<Duration>,
     #[serde(default, with = "humantime_serde::option")]
     pub timeout_http_keep_alive: Option<Duration>,
+    /// HAProxy `timeout tunnel`: inactivity limit of an upgraded (WebSocket) connection, for
+    /// every read and write on either side. Unset: the larger of client and server timeouts.
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout_tunnel: Option<Duration>,
     pub retries: Option<u32>,
     pub redispatch: Option<bool>,
     pub maxconn: Option<u32>,
@@ -173,6 +177,10 @@ pub struct Resolved {
     pub timeout_server: Duration,
     pub timeout_http_request: Duration,
     pub timeout_http_keep_alive: Duration,
+    /// Set only when `timeout_http_request` was configured: then the whole head must arrive
+    /// within it. Unset, `timeout_client` applies between reads of the head (HAProxy 2.6).
+    pub http_request_deadline: Option<Duration>,
+    pub timeout_tunnel: Duration,
     pub retries: u32,
     pub redispatch: bool,
     pub maxconn: u32,
@@ -185,16 +193,17 @@ impl ProxySettings {
             .timeout_client
             .or(defaults.timeout_client)
             .unwrap_or(DEFAULT_TIMEOUT_CLIENT);
+        let server = self
+            .timeout_server
+            .or(defaults.timeout_server)
+            .unwrap_or(DEFAULT_TIMEOUT_SERVER);
         Resolved {
             timeout_connect: self
                 .timeout_connect
                 .or(defaults.timeout_connect)
                 .unwrap_or(DEFAULT_TIMEOUT_CONNECT),
             timeout_client: client,
-            timeout_server: self
-                .timeout_server
-                .or(defaults.timeout_server)
-                .unwrap_or(DEFAULT_TIMEOUT_SERVER),
+            timeout_server: server,
             timeout_http_request: self
                 .timeout_http_request
                 .or(defaults.timeout_http_request)
@@ -203,6 +212,11 @@ impl ProxySettings {
                 .timeout_http_keep_alive
                 .or(defaults.timeout_http_keep_alive)
                 .unwrap_or(client),
+            http_request_deadline: self.timeout_http_request.or(defaults.timeout_http_request),
+            timeout_tunnel: self
+                .timeout_tunnel
+                .or(defaults.timeout_tunnel)
+                .unwrap_or(client.max(server)),
             retries: self.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
             redispatch: self.redispatch.or(defaults.redispatch).unwrap_or(true),
             maxconn: self.maxconn.or(defaults.maxconn).unwrap_or(global_maxconn),
@@ -249,6 +263,8 @@ struct ListenRaw {
     timeout_http_request: Option<Duration>,
     #[serde(default, with = "humantime_serde::option")]
     timeout_http_keep_alive: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    timeout_tunnel: Option<Duration>,
     retries: Option<u32>,
     redispatch: Option<bool>,
     maxconn: Option<u32>,
@@ -272,6 +288,7 @@ impl From<ListenRaw> for Listen {
                 timeout_server: r.timeout_server,
                 timeout_http_request: r.timeout_http_request,
                 timeout_http_keep_alive: r.timeout_http_keep_alive,
+                timeout_tunnel: r.timeout_tunnel,
                 retries: r.retries,
                 redispatch: r.redispatch,
                 maxconn: r.maxconn,

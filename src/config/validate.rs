@@ -53,12 +53,13 @@ pub fn resolve_address(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn check_timeouts(base: &[Seg], s: &ProxySettings, out: &mut Problems) {
-    let fields: [(&str, Option<Duration>); 5] = [
+    let fields: [(&str, Option<Duration>); 6] = [
         ("timeout_connect", s.timeout_connect),
         ("timeout_client", s.timeout_client),
         ("timeout_server", s.timeout_server),
         ("timeout_http_request", s.timeout_http_request),
         ("timeout_http_keep_alive", s.timeout_http_keep_alive),
+        ("timeout_tunnel", s.timeout_tunnel),
     ];
     for (name, v) in fields {
         if v == Some(Duration::ZERO) {

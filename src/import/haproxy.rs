@@ -347,6 +347,7 @@ struct Opts {
     timeout_server: Option<Src<Duration>>,
     timeout_http_request: Option<Src<Duration>>,
     timeout_http_keep_alive: Option<Src<Duration>>,
+    timeout_tunnel: Option<Src<Duration>>,
     timeout_check: Option<Src<Duration>>,
     retries: Option<Src<u32>>,
     redispatch: Option<Src<bool>>,
@@ -1244,6 +1245,7 @@ struct Eff {
     timeout_server: Option<Duration>,
     timeout_http_request: Option<Duration>,
     timeout_http_keep_alive: Option<Duration>,
+    timeout_tunnel: Option<Duration>,
     retries: u32,
     redispatch: bool,
     maxconn: Option<u32>,
@@ -1258,6 +1260,7 @@ fn eff(fe: &Opts, be: &Opts) -> Eff {
         timeout_server: v(&be.timeout_server),
         timeout_http_request: v(&fe.timeout_http_request),
         timeout_http_keep_alive: ka,
+        timeout_tunnel: v(&be.timeout_tunnel),
         retries: be.retries.as_ref().map(|s| s.v).unwrap_or(3),
         redispatch: be.redispatch.as_ref().map(|s| s.v).unwrap_or(false),
         maxconn: fe.maxconn.as_ref().map(|s| s.v),
@@ -1326,6 +1329,14 @@ fn emit_proxy_settings(t: &mut Table, fe: &Opts, be: &Opts, base: Option<&Eff>) 
         base.map(|b| b.timeout_http_keep_alive),
         &fe.timeout_http_keep_alive,
         ka_why,
+    );
+    dur(
+        t,
+        "timeout_tunnel",
+        e.timeout_tunnel,
+        base.map(|b| b.timeout_tunnel),
+        &be.timeout_tunnel,
+        None,
     );
     if base.map(|b| b.retries) != Some(e.retries) {
         let c = be
@@ -1972,6 +1983,7 @@ fn timeout(
         "server" => (&mut o.timeout_server, "timeout_server"),
         "http-request" => (&mut o.timeout_http_request, "timeout_http_request"),
         "http-keep-alive" => (&mut o.timeout_http_keep_alive, "timeout_http_keep_alive"),
+        "tunnel" => (&mut o.timeout_tunnel, "timeout_tunnel"),
         "check" => {
             o.timeout_check = src(d, at);
             ctx.rep
@@ -1985,7 +1997,7 @@ fn timeout(
             );
             return;
         }
-        "tunnel" | "client-fin" | "server-fin" | "tarpit" => {
+        "client-fin" | "server-fin" | "tarpit" => {
             ctx.rep.warn(
                 at,
                 format!("timeout {which} is not supported; not imported"),

@@ -534,7 +534,7 @@ impl Conn {
 
         if switching {
             o.keep_client = false;
-            tunnel(client, &mut up, b, s.timeout_client.max(s.timeout_server)).await;
+            tunnel(client, &mut up, b, s.timeout_tunnel).await;
             return Ok(o);
         }
 

@@ -295,7 +295,11 @@ impl Conn {
         }
         let start = Instant::now();
         let date = SystemTime::now();
-        let deadline = tokio::time::Instant::now() + s.timeout_http_request;
+        // HAProxy 2.6: with `timeout http-request` set, the whole head must arrive within it;
+        // without, `timeout client` applies between reads (a slow but steady head is served).
+        let deadline = s
+            .http_request_deadline
+            .map(|d| tokio::time::Instant::now() + d);
         loop {
             let fail = match h1::parse_request(&b.client, &mut b.req) {
                 // A head that arrived whole in one read can exceed the limit too.
@@ -310,7 +314,12 @@ impl Conn {
             if let Some(e) = fail {
                 return (HeadRead::Fail(e, *b"PR", false), start, date);
             }
-            match tokio::time::timeout_at(deadline, read_more(stream, &mut b.client)).await {
+            let read = read_more(stream, &mut b.client);
+            let r = match deadline {
+                Some(at) => tokio::time::timeout_at(at, read).await,
+                None => timeout(s.timeout_client, read).await,
+            };
+            match r {
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     return (
                         HeadRead::Fail(ProxyError::BadRequest, *b"CR", false),
