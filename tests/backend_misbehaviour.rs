@@ -546,3 +546,38 @@ async fn a_websocket_client_that_stops_reading_is_cut_at_timeout_tunnel() {
     assert!(rows.iter().all(|r| r.2 == 0), "{rows:?}");
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_request_targets_and_handshakes_get_haproxys_answer() {
+    if !haproxy_available() {
+        return;
+    }
+    let backend = Misbehaving::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_hap, haddr) = start_haproxy(dir.path(), backend.addr).await;
+    let p = Proxy::start(&stats_config(backend.addr, 100)).await;
+    let cases: [&[u8]; 4] = [
+        b"GET http://ev\"il<x>/p HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /p#frag HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    ];
+    for req in cases {
+        let h = raw_exchange(haddr, req, Duration::from_secs(3)).await;
+        let e = raw_exchange(p.addr, req, Duration::from_secs(3)).await;
+        assert_eq!(
+            status_line(&h),
+            status_line(&e),
+            "{}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    // Deliberate difference (README "Strictness"): an absolute-form target whose authority
+    // differs from Host. HAProxy 2.6 answers 400; RFC 9112 3.2.2 says the target's authority
+    // replaces Host, and edgelb forwards it that way.
+    let req = b"GET http://good.example/p HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let h = raw_exchange(haddr, req, Duration::from_secs(3)).await;
+    let e = raw_exchange(p.addr, req, Duration::from_secs(3)).await;
+    assert_eq!(status_line(&h), "HTTP/1.1 400 Bad request");
+    assert_eq!(decode(&e).body, b"good");
+}

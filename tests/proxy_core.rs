@@ -454,7 +454,7 @@ async fn websocket_upgrade_is_tunnelled_with_the_cookie_logic() {
     let p = Proxy::start(&seed_config(&[&a], "", "")).await;
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     )
     .await
     .unwrap();

@@ -291,6 +291,13 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
         return Err(Reject::Method);
     }
     let t = target.as_bytes();
+    // A fragment is never sent on the wire (RFC 9112 3.2) and non-ASCII bytes are not URI
+    // characters: HAProxy 2.6 answers both with 400, so do we.
+    if t.iter().any(|&b| b == b'#' || b >= 0x80) {
+        return Err(Reject::Bad(
+            "fragment or non-ASCII byte in the request target",
+        ));
+    }
     if t.first() == Some(&b'/') {
         // origin-form
     } else if t == b"*" {
@@ -312,7 +319,8 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
             .position(|&b| b == b'/' || b == b'?')
             .unwrap_or(rest.len());
         let authority = &rest[..auth_end];
-        if authority.is_empty() || authority.contains(&b'@') {
+        // The authority becomes the Host header: it passes the same check as Host.
+        if authority.is_empty() || authority.contains(&b'@') || !valid_host(authority) {
             return Err(Reject::Bad("invalid authority in absolute-form target"));
         }
         out.abs_authority_r = Some(offset(buf, authority));
@@ -326,6 +334,8 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     let mut te_count = 0usize;
     let mut hosts = 0usize;
     let mut upgrade_hdr = false;
+    let mut websocket = false;
+    let mut ws_key = false;
     for h in req.headers.iter() {
         let v = h.value;
         if bad_value_byte(v) {
@@ -363,6 +373,9 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade_hdr = true;
+            websocket |= tokens(v).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+        } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {
+            ws_key = true;
         } else if name.eq_ignore_ascii_case(b"expect")
             && trim_ows(v).eq_ignore_ascii_case(b"100-continue")
         {
@@ -404,6 +417,10 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
         !conn.close
     };
     out.upgrade = conn.upgrade && upgrade_hdr && minor == 1;
+    // RFC 6455 4.1: a WebSocket handshake carries Sec-WebSocket-Key; HAProxy 2.6 answers 400.
+    if out.upgrade && websocket && !ws_key {
+        return Err(Reject::Bad("WebSocket upgrade without Sec-WebSocket-Key"));
+    }
     Ok(Parsed::Complete)
 }
 
@@ -758,6 +775,11 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET x HTTP/1.1\r\nHost: x\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET http://ev\"il<x>/p HTTP/1.1\r\n\r\n",
+            "GET http://a b/p HTTP/1.1\r\n\r\n",
+            "GET /p#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
         ];
         for c in cases {
             assert!(matches!(req(c), Err(Reject::Bad(_))), "{c:?}");
