@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -332,47 +331,13 @@ async fn at_maxconn_2_bad_backends_and_aborted_clients_leak_no_slot_or_session()
     assert!(backend.accepted.load(Ordering::SeqCst) > CASES.len());
 }
 
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn haproxy_available() -> bool {
-    if Command::new("haproxy").arg("-v").output().is_ok() {
-        return true;
-    }
-    if std::env::var("EDGELB_SKIP_HAPROXY").as_deref() == Ok("1") {
-        eprintln!("haproxy not installed: differential test skipped (EDGELB_SKIP_HAPROXY=1)");
-        return false;
-    }
-    panic!("haproxy is not installed (apt-get install haproxy), or set EDGELB_SKIP_HAPROXY=1");
-}
-
 async fn start_haproxy(dir: &std::path::Path, backend: SocketAddr) -> (Haproxy, SocketAddr) {
     let port = free_port();
     let cfg = format!(
         "global\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 2s\n  timeout server 2s\nlisten webapp\n  bind 127.0.0.1:{port}\n  server s1 {backend}\n"
     );
-    let path = write_file(dir, "haproxy.cfg", &cfg);
-    let child = Command::new("haproxy")
-        .arg("-f")
-        .arg(&path)
-        .arg("-db")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start haproxy");
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (Haproxy(child), format!("127.0.0.1:{port}").parse().unwrap())
+    let hap = start_haproxy_cfg(dir, port, &cfg).await;
+    (hap, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
 /// Cases where edgelb deliberately answers differently from HAProxy 2.6 (README "Strictness").

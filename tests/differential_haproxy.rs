@@ -5,30 +5,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn haproxy_available() -> bool {
-    if Command::new("haproxy").arg("-v").output().is_ok() {
-        return true;
-    }
-    if std::env::var("EDGELB_SKIP_HAPROXY").as_deref() == Ok("1") {
-        eprintln!("haproxy not installed: differential test skipped (EDGELB_SKIP_HAPROXY=1)");
-        return false;
-    }
-    panic!("haproxy is not installed (apt-get install haproxy), or set EDGELB_SKIP_HAPROXY=1");
-}
 
 /// The seed's hapee-lb.cfg (global/defaults + `listen webapp`) over these backends.
 fn seed_haproxy_cfg(port: u16, backends: &[&Backend]) -> String {
@@ -55,28 +34,6 @@ fn weighted_haproxy_cfg(port: u16, backends: &[&Backend], weights: &[u32]) -> St
 
 async fn start_haproxy(dir: &std::path::Path, port: u16, backends: &[&Backend]) -> Haproxy {
     start_haproxy_cfg(dir, port, &seed_haproxy_cfg(port, backends)).await
-}
-
-async fn start_haproxy_cfg(dir: &std::path::Path, port: u16, cfg: &str) -> Haproxy {
-    let path = write_file(dir, "haproxy.cfg", cfg);
-    let child = Command::new("haproxy")
-        .arg("-f")
-        .arg(&path)
-        .arg("-db")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start haproxy");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Haproxy(child)
 }
 
 /// What one request produced, in comparable form.

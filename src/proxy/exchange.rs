@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -168,7 +168,7 @@ impl Conn {
                 .is_err()
             {
                 let e = ProxyError::BadRequest;
-                let _ = timeout(listen.settings.timeout_client, stream.write_all(e.bytes())).await;
+                send_error(stream, listen.settings.timeout_client, e, false).await;
                 listen.shared.frontend.ereq.fetch_add(1, Ordering::Relaxed);
                 return (Outcome::generated(e, *b"PR", false), ck.flag());
             }
@@ -196,11 +196,7 @@ impl Conn {
                 None => {
                     let e = ProxyError::ServiceUnavailable;
                     let keep = info.keep_alive && !body_unread;
-                    let _ = timeout(
-                        listen.settings.timeout_client,
-                        stream.write_all(&error_bytes(e, keep)),
-                    )
-                    .await;
+                    send_error(stream, listen.settings.timeout_client, e, keep).await;
                     listen.shared.backend.count_status(503);
                     return (Outcome::generated(e, *b"SC", keep), ck.flag());
                 }
@@ -219,11 +215,7 @@ impl Conn {
                     listen.shared.backend.count_status(503);
                     let e = ProxyError::ServiceUnavailable;
                     let keep = info.keep_alive && !body_unread;
-                    let _ = timeout(
-                        listen.settings.timeout_client,
-                        stream.write_all(&error_bytes(e, keep)),
-                    )
-                    .await;
+                    send_error(stream, listen.settings.timeout_client, e, keep).await;
                     let mut o =
                         Outcome::generated(e, if ex.timed_out { *b"sC" } else { *b"SC" }, keep);
                     o.server = Some(ex.server);
@@ -364,7 +356,7 @@ impl Conn {
                 srv.live.counters.eresp.fetch_add(1, Ordering::Relaxed);
                 listen.shared.backend.eresp.fetch_add(1, Ordering::Relaxed);
                 let e = ProxyError::BadGateway;
-                let _ = timeout(s.timeout_client, cwr.write_all(&error_bytes(e, false))).await;
+                send_error(&mut cwr, s.timeout_client, e, false).await;
                 o.status = 502;
                 o.term = *b"SH";
                 o.bytes_out = e.bytes().len() as u64;
@@ -425,7 +417,7 @@ impl Conn {
                 let bad_chunk = matches!(uploaded, Some(Err(UploadErr::BadChunk)));
                 if bad_chunk {
                     let e = ProxyError::BadRequest;
-                    let _ = timeout(s.timeout_client, client.write_all(e.bytes())).await;
+                    send_error(client, s.timeout_client, e, false).await;
                     o.status = 400;
                     o.bytes_out = e.bytes().len() as u64;
                     o.term = *b"PD";
@@ -434,8 +426,7 @@ impl Conn {
                     if timed_out {
                         // HAProxy: a client that stops mid-body gets 504 at timeout server.
                         let e = ProxyError::GatewayTimeout;
-                        let _ = timeout(s.timeout_client, client.write_all(&error_bytes(e, false)))
-                            .await;
+                        send_error(client, s.timeout_client, e, false).await;
                         o.status = 504;
                         o.bytes_out = e.bytes().len() as u64;
                         o.term = *b"sH";
@@ -456,7 +447,7 @@ impl Conn {
                     _ => ProxyError::BadGateway,
                 };
                 let keep = info.keep_alive && upload_complete;
-                let _ = timeout(s.timeout_client, client.write_all(&error_bytes(err, keep))).await;
+                send_error(client, s.timeout_client, err, keep).await;
                 let mut out = Outcome::generated(
                     err,
                     if err == ProxyError::GatewayTimeout {
@@ -584,6 +575,12 @@ impl Conn {
         }
         Ok(o)
     }
+}
+
+/// Sends a generated response, bounded by `timeout_client` (a client that does not read cannot
+/// hold the exchange).
+async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, t: Duration, e: ProxyError, keep: bool) {
+    let _ = timeout(t, w.write_all(&error_bytes(e, keep))).await;
 }
 
 /// 502/503/504 keep the connection open; when we must close, say so.

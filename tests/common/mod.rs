@@ -632,3 +632,50 @@ pub fn seed_config_addrs(
     }
     s
 }
+
+/// A real HAProxy process, killed on drop.
+pub struct Haproxy(pub std::process::Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `haproxy` can run; panics with a clear message when it is missing, unless
+/// `EDGELB_SKIP_HAPROXY=1` (then the caller skips its differential test).
+pub fn haproxy_available() -> bool {
+    if std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    if std::env::var("EDGELB_SKIP_HAPROXY").as_deref() == Ok("1") {
+        eprintln!("haproxy not installed: differential test skipped (EDGELB_SKIP_HAPROXY=1)");
+        return false;
+    }
+    panic!("haproxy is not installed (apt-get install haproxy), or set EDGELB_SKIP_HAPROXY=1");
+}
+
+/// Starts `haproxy -db` on config text `cfg` (written into `dir`) and waits for `port` to listen.
+pub async fn start_haproxy_cfg(dir: &std::path::Path, port: u16, cfg: &str) -> Haproxy {
+    let path = write_file(dir, "haproxy.cfg", cfg);
+    let child = std::process::Command::new("haproxy")
+        .arg("-f")
+        .arg(&path)
+        .arg("-db")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Haproxy(child)
+}
