@@ -623,6 +623,9 @@ fn import_never_widens_what_the_source_exposed() {
     assert!(
         !toml.contains("admin:pw") && !toml.contains("\"pw\""),
         "no password copied: {toml}"
+    );
+}
+
 #[test]
 fn timeout_tunnel_is_imported_from_defaults_and_listen() {
     let imp = hap_only(
