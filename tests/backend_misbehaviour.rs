@@ -6,13 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The response each path gets from the misbehaving backend (written whole, then closed).
 fn script(path: &str) -> &'static [u8] {
@@ -79,58 +78,6 @@ const CASES: [&str; 18] = [
     "/garbage",
     "/oversized-head",
 ];
-
-/// Reads each request head and answers per `script`, then closes the connection.
-struct Misbehaving {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Misbehaving {
-    async fn start() -> Misbehaving {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let a = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut tmp = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut tmp).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    let path = text.split(' ').nth(1).unwrap_or("/").to_string();
-                    let _ = s.write_all(script(&path)).await;
-                    let _ = s.shutdown().await;
-                    // Keep reading until the proxy closes, so nothing is reset.
-                    while let Ok(n) = s.read(&mut tmp).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        Misbehaving {
-            addr,
-            accepted,
-            task,
-        }
-    }
-}
-
-impl Drop for Misbehaving {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Everything the client got on a fresh connection for `path` (until close or 3 s).
 async fn exchange(addr: SocketAddr, path: &str) -> Vec<u8> {
@@ -286,7 +233,7 @@ async fn session_counters(stats: SocketAddr) -> (Vec<(String, String, u64)>, u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_maxconn_2_bad_backends_and_aborted_clients_leak_no_slot_or_session() {
-    let backend = Misbehaving::start().await;
+    let backend = ScriptedBackend::start_routed(script).await;
     let p = Proxy::start(&stats_config(backend.addr, 2)).await;
     let stats = p.app.stats_addresses()[0];
     for round in 0..3 {
@@ -355,7 +302,7 @@ async fn backend_misbehaviour_corpus_matches_haproxy() {
     if !haproxy_available() {
         return;
     }
-    let backend = Misbehaving::start().await;
+    let backend = ScriptedBackend::start_routed(script).await;
     let dir = tempfile::tempdir().unwrap();
     let (_hap, haddr) = start_haproxy(dir.path(), backend.addr).await;
     let p = Proxy::start(&stats_config(backend.addr, 100)).await;
@@ -395,7 +342,7 @@ async fn backend_misbehaviour_corpus_matches_haproxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_first_chunk_size_gets_400_without_contacting_a_server() {
-    let backend = Misbehaving::start().await;
+    let backend = ScriptedBackend::start_routed(script).await;
     let p = Proxy::start(&stats_config(backend.addr, 100)).await;
     for body in [
         "0x5\r\nhello\r\n0\r\n\r\n",
@@ -446,7 +393,7 @@ async fn trickle(addr: SocketAddr) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_client_applies_between_head_reads_and_http_request_is_a_total_deadline() {
-    let backend = Misbehaving::start().await;
+    let backend = ScriptedBackend::start_routed(script).await;
     // Without timeout_http_request (HAProxy 2.6): inactivity only, so the slow head is served.
     let p = Proxy::start(&config_with(
         backend.addr,
@@ -517,7 +464,7 @@ async fn odd_request_targets_and_handshakes_get_haproxys_answer() {
     if !haproxy_available() {
         return;
     }
-    let backend = Misbehaving::start().await;
+    let backend = ScriptedBackend::start_routed(script).await;
     let dir = tempfile::tempdir().unwrap();
     let (_hap, haddr) = start_haproxy(dir.path(), backend.addr).await;
     let p = Proxy::start(&stats_config(backend.addr, 100)).await;

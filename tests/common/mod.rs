@@ -577,6 +577,16 @@ pub struct ScriptedBackend {
 
 impl ScriptedBackend {
     pub async fn start(script: &'static [u8], reset: bool) -> ScriptedBackend {
+        Self::spawn(Answer::Fixed(script, reset)).await
+    }
+
+    /// Answers each request with `route(path)`, then half-closes and reads until the proxy
+    /// closes (so the answer is never cut by a reset).
+    pub async fn start_routed(route: fn(&str) -> &'static [u8]) -> ScriptedBackend {
+        Self::spawn(Answer::ByPath(route)).await
+    }
+
+    async fn spawn(answer: Answer) -> ScriptedBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -593,9 +603,25 @@ impl ScriptedBackend {
                             Ok(n) => buf.extend_from_slice(&tmp[..n]),
                         }
                     }
-                    let _ = s.write_all(script).await;
-                    if reset {
-                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    match answer {
+                        Answer::Fixed(script, reset) => {
+                            let _ = s.write_all(script).await;
+                            if reset {
+                                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                            }
+                        }
+                        Answer::ByPath(route) => {
+                            let text = String::from_utf8_lossy(&buf).into_owned();
+                            let _ = s
+                                .write_all(route(text.split(' ').nth(1).unwrap_or("/")))
+                                .await;
+                            let _ = s.shutdown().await;
+                            while let Ok(n) = s.read(&mut tmp).await {
+                                if n == 0 {
+                                    break;
+                                }
+                            }
+                        }
                     }
                     drop(s);
                 });
@@ -607,6 +633,12 @@ impl ScriptedBackend {
             task,
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Answer {
+    Fixed(&'static [u8], bool),
+    ByPath(fn(&str) -> &'static [u8]),
 }
 
 impl Drop for ScriptedBackend {
