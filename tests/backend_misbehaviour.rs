@@ -493,3 +493,37 @@ async fn odd_request_targets_and_handshakes_get_haproxys_answer() {
     assert_eq!(status_line(&h), "HTTP/1.1 400 Bad request");
     assert_eq!(decode(&e).body, b"good");
 }
+
+/// Without `timeout_tunnel`, an idle tunnel closes after `timeout_client`, even when
+/// `timeout_server` is much longer: HAProxy 2.6.12 measured the same (client 1 s / server 3 s and
+/// client 3 s / server 1 s both closed after the client timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_without_timeout_tunnel_closes_after_timeout_client() {
+    let backend = Backend::start("ws").await;
+    let p = Proxy::start(&config_with(
+        backend.addr,
+        100,
+        "timeout_client = \"1s\"\ntimeout_server = \"60s\"\n",
+    ))
+    .await;
+    let stats = p.app.stats_addresses()[0];
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut tmp = [0u8; 512];
+    let n = s.read(&mut tmp).await.unwrap();
+    assert!(tmp[..n].starts_with(b"HTTP/1.1 101"));
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle tunnel still open after 10 s");
+    let (rows, current, _) = session_counters(stats).await;
+    assert_eq!(current, 0, "{rows:?}");
+}

@@ -161,7 +161,8 @@ pub struct ProxySettings {
     #[serde(default, with = "humantime_serde::option")]
     pub timeout_http_keep_alive: Option<Duration>,
     /// HAProxy `timeout tunnel`: inactivity limit of an upgraded (WebSocket) connection, for
-    /// every read and write on either side. Unset: the larger of client and server timeouts.
+    /// every read and write on either side. Unset: `timeout_client` (measured on HAProxy 2.6.12:
+    /// an idle WebSocket closed after `timeout client` whether server's was shorter or longer).
     #[serde(default, with = "humantime_serde::option")]
     pub timeout_tunnel: Option<Duration>,
     pub retries: Option<u32>,
@@ -216,7 +217,7 @@ impl ProxySettings {
             timeout_tunnel: self
                 .timeout_tunnel
                 .or(defaults.timeout_tunnel)
-                .unwrap_or(client.max(server)),
+                .unwrap_or(client),
             retries: self.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
             redispatch: self.redispatch.or(defaults.redispatch).unwrap_or(true),
             maxconn: self.maxconn.or(defaults.maxconn).unwrap_or(global_maxconn),
