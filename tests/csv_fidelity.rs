@@ -254,3 +254,54 @@ fn dechunk(r: &Resp) -> String {
     }
     out
 }
+
+/// `bin`/`bout` mean what HAProxy's mean: bytes received from the client and bytes sent to it,
+/// not the rewritten request edgelb sent upstream (here longer by `x-forwarded-for`, shorter by
+/// the stripped `SERVERID` pair). Needs no HAProxy: the client's own byte counts are the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bin_and_bout_count_the_bytes_the_client_sent_and_received() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let backend = Backend::start().await;
+    let toml = format!(
+        "[log]\naccess = \"off\"\n[stats]\ndashboard_bind = \"127.0.0.2:0\"\n\
+         api_bind = \"127.0.0.2:0\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\n\
+         forwardfor = true\ncookie = {{ name = \"SERVERID\" }}\n[[listen.server]]\nname = \"s1\"\n\
+         address = \"{}\"\ncheck = false\n",
+        backend.addr
+    );
+    let app = edgelb::app::App::start(edgelb::app::Options {
+        source: edgelb::app::Source::Text(toml),
+        node: Some("lb1".into()),
+    })
+    .await
+    .expect("edgelb starts");
+    let proxy = app.listen_addr("webapp").unwrap();
+    let stats = app.stats_addresses()[0];
+    let (mut sent, mut received) = (0u64, 0u64);
+    for req in [
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+        "GET /a HTTP/1.1\r\nHost: x\r\nCookie: a=1; SERVERID=s1; b=2\r\nConnection: close\r\n\r\n"
+            .to_string(),
+        "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+            .to_string(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        sent += req.len() as u64;
+        received += answer.len() as u64;
+    }
+    let csv = http(stats, "GET", "/;csv", &[], "").await.body;
+    for sv in ["FRONTEND", "s1", "BACKEND"] {
+        let n = |col| csv_field(&csv, "webapp", sv, col).parse::<u64>().unwrap();
+        assert_eq!(n("bin"), sent, "{sv} bin\n{csv}");
+        assert_eq!(n("bout"), received, "{sv} bout\n{csv}");
+    }
+    drop(app);
+}

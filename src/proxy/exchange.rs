@@ -94,6 +94,10 @@ pub(super) struct ReqInfo {
     pub(super) upgrade: bool,
     /// The whole Content-Length body was already read and rides in `head_out` with the head.
     pub(super) body_inline: bool,
+    /// Bytes received from the client for this request so far: its head as it came (not the
+    /// rewritten upstream head) plus any body that came with it. `bin` counts what the client
+    /// sent, as HAProxy's does.
+    pub(super) client_bytes: u64,
 }
 
 pub(super) enum RelayErr {
@@ -119,6 +123,7 @@ impl Conn {
             keep_alive: b.req.keep_alive,
             upgrade: b.req.upgrade,
             body_inline: false,
+            client_bytes: b.req.head_len as u64,
         };
 
         // Persistence cookie: the first one in any Cookie header wins.
@@ -181,6 +186,7 @@ impl Conn {
                 b.head_out.extend_from_slice(&b.client[..n]);
                 b.client.advance(n);
                 info.body_inline = true;
+                info.client_bytes += n as u64;
             }
         }
 
@@ -311,7 +317,7 @@ impl Conn {
         let mut o = Outcome {
             status: -1,
             bytes_out: 0,
-            bytes_in: b.head_out.len() as u64,
+            bytes_in: info.client_bytes,
             term: *b"--",
             server: Some(conn.server),
             server_cookie: if listen.cookie.is_some() { b'N' } else { b'-' },
