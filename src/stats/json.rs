@@ -49,9 +49,11 @@ pub struct ProcessDoc {
     pub connections_current: u64,
     pub connections_total: u64,
     pub requests_total: u64,
-    /// Access-log lines queued, and dropped because the log target could not keep up.
+    /// Access-log lines queued, dropped because the log target could not keep up (the queue
+    /// held `log.queue_bytes`), and cut at `log.max_line_len`.
     pub log_lines_written: u64,
     pub log_lines_dropped: u64,
+    pub log_lines_truncated: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -351,6 +353,7 @@ pub fn build(st: &StatsState) -> StatsDoc {
             requests_total: get(&rt.process.cum_req),
             log_lines_written: get(&snap.access_log.written),
             log_lines_dropped: get(&snap.access_log.dropped),
+            log_lines_truncated: get(&snap.access_log.truncated),
         },
         listens: snap
             .listens
