@@ -365,7 +365,8 @@ async fn header_line_limit_matches_haproxy() {
             hports[i], b.addr
         ));
         toml.push_str(&format!(
-            "[[listen]]\nname = \"l{i}\"\nbind = [\"127.0.0.1:0\"]\n[[listen.server]]\nname = \"s\"\naddress = \"{}\"\ncheck = false\n",
+            "[[listen]]\nname = \"l{i}\"\nbind = [\"127.0.0.1:{}\"]\n[[listen.server]]\nname = \"s\"\naddress = \"{}\"\ncheck = false\n",
+            free_port(),
             b.addr
         ));
     }
@@ -376,7 +377,8 @@ async fn header_line_limit_matches_haproxy() {
     let ed = |i: usize| e.app.listen_addr(&format!("l{i}")).unwrap();
     let wait = Duration::from_secs(10);
 
-    // Requests with 99, 100, 101 header lines (and 100 plus a `Connection: close`).
+    // Requests with 99, 100, 101 header lines, each plus a `Connection: close` that does not
+    // count (and ends the exchange), then 101 lines where that header does count.
     let request = |lines: usize, extra: &str| {
         let mut s = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
         for i in 1..lines {
@@ -385,12 +387,9 @@ async fn header_line_limit_matches_haproxy() {
         format!("{s}{extra}\r\n").into_bytes()
     };
     let mut seen = Vec::new();
-    for (lines, extra) in [
-        (99, ""),
-        (100, ""),
-        (101, ""),
-        (100, "Connection: close\r\n"),
-    ] {
+    let close = "Connection: close\r\n";
+    let counted = "Connection: close, x-r1\r\n";
+    for (lines, extra) in [(99, close), (100, close), (101, close), (100, counted)] {
         let req = request(lines, extra);
         let h = status_of(&raw_exchange(hap(0), &req, wait).await);
         let m = status_of(&raw_exchange(ed(0), &req, wait).await);
@@ -410,7 +409,7 @@ async fn header_line_limit_matches_haproxy() {
             (200, 200),
             (200, 200),
             (400, 400),
-            (200, 200),
+            (400, 400),
             (200, 200),
             (200, 200),
             (502, 502)
@@ -534,9 +533,10 @@ async fn log_flags_of_haproxys_own_answers_match() {
     );
     let _hap = start_haproxy_cfg(dir.path(), hport2, &cfg).await;
     let toml = format!(
-        "[log]\naccess = \"udp://{}\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\ncookie = {{ name = \"SERVERID\", insert = true, indirect = true, nocache = true }}\n[[listen.server]]\nname = \"app1\"\naddress = \"{}\"\ncheck = false\n[[listen]]\nname = \"nosrv\"\nbind = [\"127.0.0.1:0\"]\ncookie = {{ name = \"SERVERID\", insert = true, indirect = true, nocache = true }}\n[[listen.server]]\nname = \"app1\"\naddress = \"{}\"\ncheck = false\ndisabled = true\n",
+        "[log]\naccess = \"udp://{}\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:0\"]\ncookie = {{ name = \"SERVERID\", insert = true, indirect = true, nocache = true }}\n[[listen.server]]\nname = \"app1\"\naddress = \"{}\"\ncheck = false\n[[listen]]\nname = \"nosrv\"\nbind = [\"127.0.0.1:{}\"]\ncookie = {{ name = \"SERVERID\", insert = true, indirect = true, nocache = true }}\n[[listen.server]]\nname = \"app1\"\naddress = \"{}\"\ncheck = false\ndisabled = true\n",
         elog.local_addr().unwrap(),
         a.addr,
+        free_port(),
         a.addr
     );
     let e = Proxy::start(&toml).await;
