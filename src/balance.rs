@@ -51,7 +51,7 @@ impl Schedule {
     fn state_at(&self, pos: usize) -> Fwrr {
         let mut f = self.origin.clone();
         for _ in 0..self.index(pos).unwrap_or(0) {
-            f.next();
+            f.pick();
         }
         f
     }
@@ -188,7 +188,7 @@ impl Fwrr {
     }
 
     /// The next server (`fwrr_get_next_server` without maxconn), or `None` if none has weight.
-    pub fn next(&mut self) -> Option<u16> {
+    pub fn pick(&mut self) -> Option<u16> {
         if self.curr_weight == 0 {
             self.curr_weight = self.next_weight;
             self.curr_pos = self.next_weight;
@@ -316,7 +316,7 @@ impl Fwrr {
 /// fresh group as after a start or reload.
 pub fn fwrr_order(weights: &[u32], n: usize) -> Vec<u16> {
     let mut f = Fwrr::new(weights);
-    (0..n).map_while(|_| f.next()).collect()
+    (0..n).map_while(|_| f.pick()).collect()
 }
 
 /// The picks from `origin` on until its state repeats: (slots, where the repeating cycle
@@ -339,7 +339,7 @@ fn schedule_from(origin: &Fwrr) -> (Vec<u16>, usize) {
             return (slots, start);
         }
         seen.insert(key, slots.len());
-        match f.next() {
+        match f.pick() {
             Some(i) => slots.push(i),
             None => return (Vec::new(), 0),
         }
@@ -535,7 +535,7 @@ mod tests {
                     b'u' => f.set_weight(n - 1, w[n - 1]),
                     _ => {
                         for _ in 0..step.parse::<usize>().unwrap() {
-                            got.push((f.next().unwrap() + 1).to_string());
+                            got.push((f.pick().unwrap() + 1).to_string());
                         }
                     }
                 }
@@ -550,7 +550,7 @@ mod tests {
     fn schedule_from_a_state_matches_stepping() {
         let mut f = Fwrr::new(&[3, 2, 1]);
         for _ in 0..4 {
-            f.next();
+            f.pick();
         }
         f.set_weight(1, 0);
         let (slots, start) = schedule_from(&f);
@@ -563,7 +563,7 @@ mod tests {
         };
         let mut g = f.clone();
         for pos in 0..1000 {
-            assert_eq!(sched.slot(pos), g.next(), "pos {pos}");
+            assert_eq!(sched.slot(pos), g.pick(), "pos {pos}");
         }
     }
 }
