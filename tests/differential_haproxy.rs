@@ -53,6 +53,19 @@ fn weighted_haproxy_cfg(port: u16, backends: &[&Backend], weights: &[u32]) -> St
     )
 }
 
+/// edgelb's seed config over backends named app1, app2, ... with these weights.
+fn weighted_seed_config(backends: &[&Backend], weights: &[u32]) -> String {
+    let mut cfg = seed_config(backends, "", "");
+    for (i, w) in weights.iter().enumerate() {
+        cfg = cfg.replacen(
+            &format!("name = \"app{}\"\n", i + 1),
+            &format!("name = \"app{}\"\nweight = {w}\n", i + 1),
+            1,
+        );
+    }
+    cfg
+}
+
 async fn start_haproxy(dir: &std::path::Path, port: u16, backends: &[&Backend]) -> Haproxy {
     start_haproxy_cfg(dir, port, &seed_haproxy_cfg(port, backends)).await
 }
@@ -305,15 +318,7 @@ async fn weighted_round_robin_order_is_haproxys() {
         )
         .await;
         let haddr: std::net::SocketAddr = format!("127.0.0.1:{hport}").parse().unwrap();
-        let mut cfg = seed_config(&all, "", "");
-        for (i, w) in weights.iter().enumerate() {
-            cfg = cfg.replacen(
-                &format!("name = \"app{}\"\n", i + 1),
-                &format!("name = \"app{}\"\nweight = {w}\n", i + 1),
-                1,
-            );
-        }
-        let e = Proxy::start(&cfg).await;
+        let e = Proxy::start(&weighted_seed_config(&all, &weights)).await;
         let n: u32 = 2 * weights.iter().sum::<u32>();
         let (mut h, mut ed) = (Vec::new(), Vec::new());
         for _ in 0..n {
@@ -332,14 +337,6 @@ fn response_with_lines(lines: usize) -> &'static [u8] {
     }
     s.push_str("Connection: close\r\n\r\nok");
     Box::leak(s.into_bytes().into_boxed_slice())
-}
-
-fn status_of(raw: &[u8]) -> u16 {
-    String::from_utf8_lossy(raw)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 /// HAProxy 2.6 takes 100 header lines and answers the 101st with 400 (request) or 502
@@ -613,15 +610,7 @@ async fn rotation_after_a_server_returns_matches_haproxy() {
             );
         let _hap = start_haproxy_cfg(dir.path(), hport, &cfg).await;
         let haddr: std::net::SocketAddr = format!("127.0.0.1:{hport}").parse().unwrap();
-        let mut toml = seed_config(&all, "", "");
-        for (i, w) in weights.iter().enumerate() {
-            toml = toml.replacen(
-                &format!("name = \"app{}\"\n", i + 1),
-                &format!("name = \"app{}\"\nweight = {w}\n", i + 1),
-                1,
-            );
-        }
-        let e = Proxy::start(&toml).await;
+        let e = Proxy::start(&weighted_seed_config(&all, &weights)).await;
         let (mut h, mut ed) = (Vec::new(), Vec::new());
         for step in script.split(',') {
             let state = match step.as_bytes()[0] {

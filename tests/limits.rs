@@ -16,14 +16,6 @@ fn head_with_lines(lines: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-fn status(raw: &[u8]) -> u16 {
-    String::from_utf8_lossy(raw)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_header_lines_is_configurable_for_requests_and_responses() {
     let ok = ScriptedBackend::start(
@@ -41,12 +33,12 @@ async fn max_header_lines_is_configurable_for_requests_and_responses() {
     let e = Proxy::start(&cfg(ok.addr)).await;
     // Five lines (Host + 4) pass; six get 400 and never reach the backend.
     assert_eq!(
-        status(&raw_exchange(e.addr, &head_with_lines(5), wait).await),
+        status_of(&raw_exchange(e.addr, &head_with_lines(5), wait).await),
         200
     );
     let before = ok.accepted.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
-        status(&raw_exchange(e.addr, &head_with_lines(6), wait).await),
+        status_of(&raw_exchange(e.addr, &head_with_lines(6), wait).await),
         400
     );
     assert_eq!(
@@ -56,11 +48,11 @@ async fn max_header_lines_is_configurable_for_requests_and_responses() {
     // A response with five lines passes (Connection: close does not count), six give 502.
     let e2 = Proxy::start(&cfg(too_many.addr)).await;
     assert_eq!(
-        status(&raw_exchange(e2.addr, &head_with_lines(1), wait).await),
+        status_of(&raw_exchange(e2.addr, &head_with_lines(1), wait).await),
         502
     );
     assert_eq!(
-        status(&raw_exchange(e.addr, &head_with_lines(1), wait).await),
+        status_of(&raw_exchange(e.addr, &head_with_lines(1), wait).await),
         200
     );
 }
