@@ -504,15 +504,22 @@ pub fn parse_state(s: &str) -> Result<AdminState, AdminError> {
     }
 }
 
-/// `N` (0..=256) or `N%` of the configured weight (`100%` restores it), as `set weight`.
+/// `N` (0..=256) or `N%` of the configured weight (`100%` restores it), as `set weight`. Like
+/// HAProxy (server.c), a percentage above 25600 counts as 25600 and the result is capped at 256,
+/// so no spelling of `N%` can overflow.
 pub fn parse_weight(spec: &str, initial: u32) -> Result<u32, AdminError> {
     let spec = spec.trim();
     if let Some(p) = spec.strip_suffix('%') {
-        let pct: u64 = p
-            .trim()
-            .parse()
-            .map_err(|_| AdminError::BadInput("Relative weight must be positive.".into()))?;
-        return Ok(((initial as u64 * pct) / 100).min(256) as u32);
+        let p = p.trim();
+        let p = p.strip_prefix('+').unwrap_or(p);
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AdminError::BadInput(
+                "Relative weight must be positive.".into(),
+            ));
+        }
+        // All digits: only an overflow can fail, and that is above the cap anyway.
+        let pct = p.parse::<u64>().unwrap_or(u64::MAX).min(25_600);
+        return Ok(((initial.min(256) as u64 * pct) / 100).min(256) as u32);
     }
     match spec.parse::<u32>() {
         Ok(w) if w <= 256 => Ok(w),
@@ -682,6 +689,13 @@ mod tests {
         assert_eq!(parse_weight("100%", 3), Ok(3));
         assert_eq!(parse_weight("50%", 4), Ok(2));
         assert_eq!(parse_weight("10000%", 3), Ok(256));
+        // HAProxy caps the percentage at 25600: nothing overflows, whatever the digits.
+        assert_eq!(parse_weight("18446744073709551615%", 256), Ok(256));
+        assert_eq!(parse_weight("99999999999999999999999999%", 3), Ok(256));
+        assert_eq!(parse_weight("25600%", 1), Ok(256));
+        assert_eq!(parse_weight("0%", 3), Ok(0));
+        assert!(parse_weight("-5%", 3).is_err());
+        assert!(parse_weight("%", 3).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 
 use crate::balance::Balancer;
 use crate::config::{self, Config, HealthSettings, Resolved};
-use crate::proxy::access_log::{AccessLog, Target};
+use crate::proxy::access_log::{self, AccessLog, Target};
 use crate::proxy::pool::Pool;
 
 /// Milliseconds since the Unix epoch (for "last change" style timestamps shown to humans).
@@ -486,6 +486,7 @@ impl ListenRt {
 pub struct GlobalRt {
     pub maxconn: u32,
     pub max_header_bytes: usize,
+    pub max_header_lines: crate::proxy::h1::MaxLines,
     pub pool_idle_timeout: Duration,
     pub grace: Duration,
     pub dontlognull: bool,
@@ -520,6 +521,10 @@ impl Snapshot {
             max_header_bytes: g
                 .max_header_bytes
                 .unwrap_or(config::DEFAULT_MAX_HEADER_BYTES),
+            max_header_lines: crate::proxy::h1::MaxLines(
+                g.max_header_lines
+                    .unwrap_or(crate::proxy::h1::DEFAULT_MAX_HEADER_LINES),
+            ),
             pool_idle_timeout: g
                 .pool_idle_timeout
                 .unwrap_or(config::DEFAULT_POOL_IDLE_TIMEOUT),
@@ -610,15 +615,26 @@ impl Snapshot {
             }));
         }
         let target = Target::parse(&config.log.access);
+        let log_limits = access_log::Limits {
+            max_line_len: config
+                .log
+                .max_line_len
+                .unwrap_or(access_log::DEFAULT_MAX_LINE_LEN),
+            queue_bytes: config
+                .log
+                .queue_bytes
+                .unwrap_or(access_log::DEFAULT_QUEUE_BYTES),
+        };
         let access_log = match prev {
             Some(p)
                 if p.access_log.target == target
                     && p.access_log.facility == config.log.facility =>
             {
+                p.access_log.set_limits(log_limits);
                 p.access_log.clone()
             }
             _ => Arc::new(
-                AccessLog::start(target, &config.log.facility)
+                AccessLog::start(target, &config.log.facility, log_limits)
                     .map_err(|e| format!("log.access {:?}: {e}", config.log.access))?,
             ),
         };

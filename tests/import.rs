@@ -651,3 +651,19 @@ fn timeout_tunnel_is_imported_from_defaults_and_listen() {
         std::time::Duration::from_secs(3600)
     );
 }
+
+#[test]
+fn header_and_log_line_limits_are_imported() {
+    let imp = hap_only(&format!(
+        "global\n  tune.http.maxhdr 51\n  log 127.0.0.1:514 len 300 local0\n{OK_TAIL}"
+    ))
+    .unwrap();
+    assert_eq!(imp.config.global.max_header_lines, Some(50), "{}", imp.toml);
+    assert_eq!(imp.config.log.max_line_len, Some(300), "{}", imp.toml);
+    let t = imp.report.render();
+    assert!(!t.contains("unsupported log options"), "{t}");
+    let r = rejected(hap_only(&format!(
+        "global\n  tune.http.maxhdr 1\n{OK_TAIL}"
+    )));
+    assert!(r.render().contains("bad.cfg:2"), "{}", r.render());
+}

@@ -508,6 +508,19 @@ async fn access_log_has_one_httplog_line_per_request() {
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
+    // One line per request, each written once its exchange ends: lines of different
+    // connections may come in either order, so each is found by its request.
+    let by = |tail: &str| {
+        *lines
+            .iter()
+            .find(|l| l.ends_with(tail))
+            .unwrap_or_else(|| panic!("no line for {tail}:\n{text}"))
+    };
+    let lines = [
+        by("\"GET /first HTTP/1.1\""),
+        by("\"GET /second HTTP/1.1\""),
+        by("\"<BADREQ>\""),
+    ];
     let re_ok = |l: &str, tail: &str| {
         assert!(l.starts_with("127.0.0.1:"), "{l}");
         assert!(l.contains("] webapp webapp/app1 "), "{l}");

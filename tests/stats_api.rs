@@ -592,6 +592,41 @@ async fn drain_via_api_keeps_cookie_eligibility_and_shows_everywhere() {
 }
 
 #[tokio::test]
+async fn access_log_line_counters_are_exposed() {
+    let f = fixture("", true).await;
+    let j = f.stats.get("/stats.json").await.json();
+    for k in [
+        "log_lines_written",
+        "log_lines_dropped",
+        "log_lines_truncated",
+    ] {
+        assert!(j["process"][k].is_u64(), "{k}: {}", j["process"]);
+    }
+    let m = f.stats.get("/metrics").await.body;
+    for outcome in ["queued", "dropped", "truncated"] {
+        let line = format!("edgelb_access_log_lines_total{{outcome=\"{outcome}\"}}");
+        assert!(m.contains(&line), "{line} missing");
+    }
+}
+
+#[tokio::test]
+async fn huge_relative_weights_cap_at_256_without_overflow() {
+    let f = fixture("", true).await;
+    // u64::MAX % of weight 1 overflowed the multiplication (a panic in the admin task).
+    for body in [
+        "18446744073709551615%",
+        "99999999999999999999999999999%",
+        "25600%",
+    ] {
+        let r = post_state(&f, "/admin/servers/webapp/app1/weight", body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.body);
+        assert_eq!(r.json()["weight"], 256, "{body}");
+    }
+    let r = post_state(&f, "/admin/servers/webapp/app1/weight", "-1%").await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
 async fn weight_and_check_via_api() {
     let f = fixture("", true).await;
     let r = post_state(&f, "/admin/servers/webapp/app1/weight", "0").await;

@@ -87,6 +87,10 @@ pub struct GlobalSection {
     pub grace: Option<Duration>,
     /// Largest accepted request/response head in bytes.
     pub max_header_bytes: Option<usize>,
+    /// Most header lines in a request (more: 400) or response (more: 502) head; default 100
+    /// (`DEFAULT_MAX_HEADER_LINES`, HAProxy `tune.http.maxhdr 101`, which counts the end of the
+    /// head too).
+    pub max_header_lines: Option<usize>,
     /// Idle upstream connection lifetime in the pool.
     #[serde(default, with = "humantime_serde::option")]
     pub pool_idle_timeout: Option<Duration>,
@@ -107,6 +111,12 @@ pub struct LogSection {
     /// Syslog facility for syslog targets (HAProxy `local0`).
     #[serde(default = "default_facility")]
     pub facility: String,
+    /// Longest log message in bytes, syslog header and newline included; longer lines are cut
+    /// (HAProxy `log ... len`, default 1024: `access_log::DEFAULT_MAX_LINE_LEN`).
+    pub max_line_len: Option<usize>,
+    /// Bytes of log lines that may wait for a slow target before lines are dropped (default
+    /// 4 MiB: `access_log::DEFAULT_QUEUE_BYTES`).
+    pub queue_bytes: Option<usize>,
 }
 
 impl Default for LogSection {
@@ -116,6 +126,8 @@ impl Default for LogSection {
             format: default_log_format(),
             dontlognull: true,
             facility: default_facility(),
+            max_line_len: None,
+            queue_bytes: None,
         }
     }
 }

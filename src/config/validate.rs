@@ -110,6 +110,34 @@ pub fn validate(c: &Config) -> Problems {
             ));
         }
     }
+    if let Some(n) = c.global.max_header_lines {
+        if !(1..=crate::proxy::h1::MAX_HEADER_LINES_CAP).contains(&n) {
+            out.push((
+                p(&[key("global"), key("max_header_lines")]),
+                format!(
+                    "must be between 1 and {}",
+                    crate::proxy::h1::MAX_HEADER_LINES_CAP
+                ),
+            ));
+        }
+    }
+    if let Some(n) = c.log.max_line_len {
+        // HAProxy's `len` range.
+        if !(80..=65535).contains(&n) {
+            out.push((
+                p(&[key("log"), key("max_line_len")]),
+                "must be between 80 and 65535".into(),
+            ));
+        }
+    }
+    if let Some(n) = c.log.queue_bytes {
+        if n < 64 * 1024 {
+            out.push((
+                p(&[key("log"), key("queue_bytes")]),
+                "must be at least 65536".into(),
+            ));
+        }
+    }
     match c.log.format.as_str() {
         "httplog" => {}
         other => out.push((

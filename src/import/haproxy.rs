@@ -747,6 +747,25 @@ fn global_directive(ctx: &mut Ctx<'_>, l: &Line) {
                 "edgelb is one multi-threaded process; set global.workers instead",
             ),
         },
+        // HAProxy's slots include the end of the head: `maxhdr N` accepts N - 1 header lines.
+        "tune.http.maxhdr" => match parse_u32(l.arg(1), "tune.http.maxhdr") {
+            Ok(n) if n >= 2 && (n as usize - 1) <= crate::proxy::h1::MAX_HEADER_LINES_CAP => {
+                let lines = n - 1;
+                ctx.out
+                    .global
+                    .set("max_header_lines", Value::Int(lines.into()), c);
+                ctx.rep
+                    .mapped(at, format!("global.max_header_lines = {lines}"));
+            }
+            Ok(n) => ctx.rep.error(
+                at,
+                format!(
+                    "tune.http.maxhdr {n} is out of edgelb's range 2..={}",
+                    crate::proxy::h1::MAX_HEADER_LINES_CAP + 1
+                ),
+            ),
+            Err(e) => ctx.rep.error(at, e),
+        },
         "hard-stop-after" => match l.arg(1).map(parse_time) {
             Some(Ok(d)) => {
                 ctx.out.global.set("grace", Value::Dur(d), c);
@@ -855,9 +874,12 @@ fn global_log(ctx: &mut Ctx<'_>, l: &Line) {
     // log <target> [len N] [format F] [sample R:S] <facility> [level [minlevel]]
     let mut rest: Vec<&str> = l.words[2..].iter().map(String::as_str).collect();
     let mut extra = Vec::new();
+    let mut len = None;
     while let Some(first) = rest.first().copied() {
         if matches!(first, "len" | "format" | "sample") && rest.len() >= 2 {
-            if !(first == "format" && matches!(rest[1], "rfc3164" | "raw" | "short")) {
+            if first == "len" {
+                len = Some(rest[1]);
+            } else if !(first == "format" && matches!(rest[1], "rfc3164" | "raw" | "short")) {
                 extra.push(format!("{first} {}", rest[1]));
             }
             rest.drain(..2);
@@ -913,6 +935,17 @@ fn global_log(ctx: &mut Ctx<'_>, l: &Line) {
     if let Some(f) = facility {
         ctx.out.log.set("facility", Value::Str(f.to_string()), None);
         msg.push_str(&format!(", log.facility = \"{f}\""));
+    }
+    match len.map(|s| parse_u32(Some(s), "log len")) {
+        Some(Ok(n)) if (80..=65535).contains(&n) => {
+            ctx.out.log.set("max_line_len", Value::Int(n.into()), None);
+            msg.push_str(&format!(", log.max_line_len = {n}"));
+        }
+        Some(Ok(n)) => ctx
+            .rep
+            .error(at, format!("log len {n} is out of range 80..=65535")),
+        Some(Err(e)) => ctx.rep.error(at, e),
+        None => {}
     }
     ctx.rep.mapped(at, msg);
     ctx.log_first = Some(at.clone());

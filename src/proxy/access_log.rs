@@ -2,17 +2,42 @@
 //!
 //! A request formats its line into a buffer and hands it to a bounded queue with `try_send`;
 //! a dedicated OS thread drains the queue into the target (stdout/stderr, a file, the local
-//! syslog socket or remote syslog over UDP). When the target is slow and the queue is full, lines
-//! are dropped and counted rather than ever blocking a request.
+//! syslog socket or remote syslog over UDP). The queue is bounded in bytes (`log.queue_bytes`)
+//! and each line is cut at `log.max_line_len` like HAProxy's `log ... len`: when the target is
+//! slow and the queue is full, lines are dropped and counted rather than ever blocking a request
+//! or growing memory.
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Lines buffered between the request path and the writer thread.
+/// Most lines buffered between the request path and the writer thread (the byte bound below is
+/// the one that matters; this caps the channel's slots).
 const QUEUE_LINES: usize = 65_536;
+/// Default `log.max_line_len`: HAProxy's `log ... len` default, 1024 bytes per message with its
+/// syslog header and final newline.
+pub const DEFAULT_MAX_LINE_LEN: usize = 1024;
+/// Default `log.queue_bytes`: line bytes waiting for a slow log target before lines are dropped.
+pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long lines may be and how much may wait (both take effect on reload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_line_len: usize,
+    pub queue_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_len: DEFAULT_MAX_LINE_LEN,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -63,47 +88,98 @@ pub struct AccessLog {
     pub target: Target,
     pub facility: String,
     tx: Option<SyncSender<Vec<u8>>>,
+    /// Bytes of the lines in the queue (the writer subtracts what it took).
+    queued: Arc<AtomicUsize>,
+    max_line_len: AtomicUsize,
+    queue_bytes: AtomicUsize,
+    /// Bytes of the syslog header the writer puts before each line (0 for streams).
+    frame_overhead: usize,
     pub written: AtomicU64,
     pub dropped: AtomicU64,
+    pub truncated: AtomicU64,
 }
 
 impl AccessLog {
     /// Starts the writer thread for `target`.
-    pub fn start(target: Target, facility: &str) -> std::io::Result<AccessLog> {
+    pub fn start(target: Target, facility: &str, limits: Limits) -> std::io::Result<AccessLog> {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let fac = facility_code(facility);
         let tx = if target == Target::Off {
             None
         } else {
             let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
-            let sink = Sink::open(&target, facility_code(facility))?;
+            let sink = Sink::open(&target, fac)?;
+            let q = queued.clone();
             std::thread::Builder::new()
                 .name("edgelb-accesslog".into())
-                .spawn(move || writer(rx, sink))?;
+                .spawn(move || writer(rx, sink, q))?;
             Some(tx)
         };
-        Ok(AccessLog {
+        let frame_overhead = match target {
+            Target::Syslog | Target::Udp(_) => syslog_frame(fac, b"").len(),
+            _ => 0,
+        };
+        let log = AccessLog {
             target,
             facility: facility.to_string(),
             tx,
+            queued,
+            max_line_len: AtomicUsize::new(0),
+            queue_bytes: AtomicUsize::new(0),
+            frame_overhead,
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-        })
+            truncated: AtomicU64::new(0),
+        };
+        log.set_limits(limits);
+        Ok(log)
+    }
+
+    /// Applies reloaded limits to a running log.
+    pub fn set_limits(&self, l: Limits) {
+        self.max_line_len.store(l.max_line_len, Ordering::Relaxed);
+        self.queue_bytes.store(l.queue_bytes, Ordering::Relaxed);
     }
 
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
 
-    /// Queues one line (without newline). Never blocks.
-    pub fn send(&self, line: Vec<u8>) {
+    /// Queues one line (without newline). Never blocks: a line longer than `max_line_len`
+    /// (counting the syslog header and a final newline, as HAProxy's `len` does) is cut and
+    /// counted in `truncated`; a line that would take the queue past `queue_bytes` is dropped
+    /// and counted in `dropped`.
+    pub fn send(&self, mut line: Vec<u8>) {
         let Some(tx) = &self.tx else { return };
+        let keep = self
+            .max_line_len
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.frame_overhead + 1);
+        if line.len() > keep {
+            line.truncate(keep);
+            self.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = line.len();
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.queue_bytes.load(Ordering::Relaxed) {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match tx.try_send(line) {
             Ok(()) => {
                 self.written.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Bytes waiting for the writer thread.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -165,7 +241,7 @@ const IDLE_ROUNDS: u32 = 100;
 /// everything queued at once, so a request never pays a thread wake-up (a futex call and a
 /// context switch per line, measured at ~40 % of the proxy's CPU when the writer blocked on
 /// `recv` per line). After ~1 s without lines it parks on `recv` so an idle proxy sleeps.
-fn writer(rx: Receiver<Vec<u8>>, mut sink: Sink) {
+fn writer(rx: Receiver<Vec<u8>>, mut sink: Sink, queued: Arc<AtomicUsize>) {
     let mut idle_rounds = 0u32;
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
@@ -188,6 +264,7 @@ fn writer(rx: Receiver<Vec<u8>>, mut sink: Sink) {
         idle_rounds = 0;
         let mut line = first;
         loop {
+            queued.fetch_sub(line.len(), Ordering::AcqRel);
             match &mut sink {
                 Sink::Stream(_) => {
                     batch.extend_from_slice(&line);
@@ -420,6 +497,76 @@ mod tests {
             s.ends_with("] webapp webapp/app1 0/0/0/0/0 200 257 - - --NI 1/1/0/0/0 0/0 \"GET /a#22b HTTP/1.1\""),
             "{s}"
         );
+    }
+
+    /// A line over `max_line_len` is cut so that the syslog message with its newline fits, as
+    /// HAProxy's `len` does, and counted.
+    #[test]
+    fn long_lines_are_cut_at_max_line_len_and_counted() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let target = Target::Udp(sock.local_addr().unwrap());
+        let log = AccessLog::start(
+            target,
+            "local0",
+            Limits {
+                max_line_len: 200,
+                queue_bytes: DEFAULT_QUEUE_BYTES,
+            },
+        )
+        .unwrap();
+        log.send(vec![b'a'; 1000]);
+        log.send(b"short".to_vec());
+        let mut buf = [0u8; 2048];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(n, 199, "message + newline = len");
+        assert!(buf[..n].ends_with(b"aaaa"));
+        let n = sock.recv(&mut buf).unwrap();
+        assert!(buf[..n].ends_with(b": short"));
+        assert_eq!(log.truncated.load(Ordering::Relaxed), 1);
+        assert_eq!(log.written.load(Ordering::Relaxed), 2);
+    }
+
+    /// With a target that stopped reading (a FIFO nobody drains), the queue holds at most
+    /// `queue_bytes` of lines: the rest is dropped and counted, memory does not grow.
+    #[test]
+    fn a_stalled_target_bounds_the_queue_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo");
+        // A reader that never reads: opening it non-blocking lets the writer open the FIFO.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let cap = 64 * 1024;
+        let log = AccessLog::start(
+            Target::File(fifo.to_string_lossy().into_owned()),
+            "local0",
+            Limits {
+                max_line_len: 1024,
+                queue_bytes: cap,
+            },
+        )
+        .unwrap();
+        for _ in 0..5000 {
+            log.send(vec![b'x'; 1000]);
+            assert!(log.queued_bytes() <= cap, "{}", log.queued_bytes());
+        }
+        let dropped = log.dropped.load(Ordering::Relaxed);
+        let written = log.written.load(Ordering::Relaxed);
+        assert_eq!(dropped + written, 5000);
+        // The pipe (64 KiB) plus the queue (64 KiB) plus one writer batch hold what was kept.
+        assert!(written < 1000, "written {written}, dropped {dropped}");
+        assert_eq!(log.truncated.load(Ordering::Relaxed), 0);
     }
 
     /// The hand-rolled formatting matches what `write!` + chrono produced before.

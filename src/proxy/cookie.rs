@@ -26,15 +26,22 @@ fn trim(v: &[u8], mut s: usize, mut e: usize) -> (usize, usize) {
     (s, e)
 }
 
-/// Iterates the pairs of a Cookie header value; `;` and `,` both separate pairs (HAProxy does).
+/// Iterates the pairs of a Cookie header value; `;` and `,` both separate pairs (HAProxy does),
+/// except inside a quoted value.
 fn pairs(v: &[u8]) -> impl Iterator<Item = Pair> + '_ {
     let mut pos = 0;
     std::iter::from_fn(move || loop {
         if pos > v.len() {
             return None;
         }
-        let rel = v[pos..].iter().position(|&b| b == b';' || b == b',');
-        let end = rel.map(|r| pos + r).unwrap_or(v.len());
+        let rel = v[pos..]
+            .iter()
+            .position(|&b| b == b';' || b == b',' || b == b'=');
+        let end = match rel.map(|r| pos + r) {
+            Some(eq) if v[eq] == b'=' => value_end(v, eq + 1),
+            Some(d) => d,
+            None => v.len(),
+        };
         let (s, e) = trim(v, pos, end);
         pos = end + 1;
         if s == e {
@@ -96,58 +103,157 @@ pub fn scan<'a>(v: &'a [u8], name: &[u8]) -> CookieScan<'a> {
     out
 }
 
-/// Writes `v` without the persistence cookie (and the `$Path`/`$Domain` attributes right after
-/// it). The pairs around a removed one are re-joined with `; `; other separators are kept byte
-/// for byte. Returns false when nothing meaningful is left (the header must be dropped).
-pub fn strip(v: &[u8], name: &[u8], out: &mut Vec<u8>) -> bool {
-    let start_len = out.len();
-    let mut removed_pending = false;
-    let mut removing_attrs = false;
-    let mut last_kept_end: Option<usize> = None;
-    let mut meaningful = false;
-    for p in pairs(v) {
-        let n = p.name(v);
-        if n == name {
-            removed_pending = true;
-            removing_attrs = true;
+fn is_sp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// End of a cookie value starting at `s`: the first `;` or `,` outside double quotes (a
+/// backslash escapes the next byte inside quotes), as HAProxy's `http_find_cookie_value_end`.
+fn value_end(v: &[u8], mut s: usize) -> usize {
+    let (mut quoted, mut escaped) = (false, false);
+    while s < v.len() {
+        let b = v[s];
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match b {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            quoted = true;
+        } else if b == b',' || b == b';' {
+            return s;
+        }
+        s += 1;
+    }
+    s
+}
+
+/// HAProxy's `http_del_hdr_value`: removes `h[from..next]`; when `from` is not the start, keeps
+/// the delimiter found at `next` and one space after it (if there was room for one).
+fn del_value(h: &mut Vec<u8>, from: usize, next: usize) {
+    let end = h.len();
+    let (mut prev, mut next) = (from, next);
+    if prev == 0 {
+        if next < end {
+            next += 1;
+        }
+        while next < end && is_sp(h[next]) {
+            next += 1;
+        }
+    } else {
+        while prev > 0 && is_sp(h[prev - 1]) {
+            prev -= 1;
+        }
+        if next < end {
+            h[prev] = h[next];
+            prev += 1;
+            next += 1;
+        }
+        if prev + 1 < next {
+            h[prev] = b' ';
+            prev += 1;
+        }
+        while next < end && is_sp(h[next]) {
+            next += 1;
+        }
+    }
+    h.drain(prev..next);
+}
+
+/// Rewrites one `Cookie` header value as HAProxy 2.6 does with `cookie NAME insert indirect`
+/// (`http_manage_client_side_cookies`): blanks around each `=` are removed, and with `remove`
+/// every `name=` pair goes (with the `$` attributes after it), the separators around it
+/// rewritten byte for byte as HAProxy writes them (`a=1; SERVERID=x; b=2` -> `a=1; b=2`,
+/// `a=1; SERVERID=x;` -> `a=1; `, `a=1, SERVERID=x, b=2` -> `a=1, b=2`). Writes the result to
+/// `out` and returns false when the header must be dropped (nothing but removed pairs and
+/// `$` attributes was left).
+pub fn strip(v: &[u8], name: &[u8], remove: bool, out: &mut Vec<u8>) -> bool {
+    let base = out.len();
+    out.extend_from_slice(v);
+    let mut h = std::mem::take(out);
+    let keep = strip_in_place(&mut h, base, name, remove);
+    *out = h;
+    if !keep {
+        out.truncate(base);
+    }
+    keep
+}
+
+/// [`strip`] on `h[base..]`.
+fn strip_in_place(buf: &mut Vec<u8>, base: usize, name: &[u8], remove: bool) -> bool {
+    let mut h = buf.split_off(base);
+    let mut del_from: Option<usize> = None;
+    let mut preserve = false;
+    let mut first = true;
+    let mut prev = 0usize;
+    while prev < h.len() {
+        let mut att_beg = prev;
+        if !first {
+            att_beg += 1;
+        }
+        first = false;
+        while att_beg < h.len() && is_sp(h[att_beg]) {
+            att_beg += 1;
+        }
+        let (mut att_end, mut equal) = (att_beg, att_beg);
+        while equal < h.len() {
+            let b = h[equal];
+            if b == b'=' || b == b',' || b == b';' {
+                break;
+            }
+            equal += 1;
+            if !is_sp(b) {
+                att_end = equal;
+            }
+        }
+        let mut next;
+        if equal < h.len() && h[equal] == b'=' {
+            let mut val_beg = equal + 1;
+            while val_beg < h.len() && is_sp(h[val_beg]) {
+                val_beg += 1;
+            }
+            next = value_end(&h, val_beg);
+            // Blanks around `=` are removed, on every pair (HAProxy does it for captures).
+            if att_end != equal || val_beg > equal + 1 {
+                let cut_after = val_beg - (equal + 1);
+                h.drain(equal + 1..val_beg);
+                let cut_before = equal - att_end;
+                h.drain(att_end..equal);
+                next -= cut_after + cut_before;
+                equal = att_end;
+            }
+        } else {
+            next = equal;
+        }
+        if h.get(att_beg) == Some(&b'$') {
+            prev = next;
             continue;
         }
-        if removing_attrs
-            && (n.eq_ignore_ascii_case(b"$Path") || n.eq_ignore_ascii_case(b"$Domain"))
-        {
-            continue;
-        }
-        removing_attrs = false;
-        match last_kept_end {
-            None => {
-                if !removed_pending {
-                    out.extend_from_slice(&v[..p.start]);
-                }
+        let ours = equal != next && remove && &h[att_beg..att_end] == name;
+        if ours {
+            if del_from.is_none() {
+                del_from = Some(prev);
             }
-            Some(prev_end) => {
-                if removed_pending {
-                    out.extend_from_slice(b"; ");
-                } else {
-                    out.extend_from_slice(&v[prev_end..p.start]);
-                }
+        } else {
+            preserve = true;
+            if let Some(from) = del_from.take() {
+                let before = h.len();
+                del_value(&mut h, from, prev);
+                // The pair just kept moved left with the removal.
+                next -= before - h.len();
             }
         }
-        removed_pending = false;
-        out.extend_from_slice(&v[p.start..p.end]);
-        last_kept_end = Some(p.end);
-        if !n.eq_ignore_ascii_case(b"$Version") {
-            meaningful = true;
-        }
+        prev = next;
     }
-    if let Some(end) = last_kept_end {
-        if !removed_pending {
-            out.extend_from_slice(&v[end..]);
-        }
+    if let Some(from) = del_from {
+        h.truncate(if preserve { from } else { 0 });
     }
-    if !meaningful {
-        out.truncate(start_len);
-    }
-    meaningful
+    let keep = !h.is_empty();
+    buf.extend_from_slice(&h);
+    keep
 }
 
 /// Whether a `Set-Cookie` header value sets the cookie `name`.
@@ -219,32 +325,64 @@ mod tests {
     use super::*;
 
     fn stripped(v: &str) -> Option<String> {
-        let mut out = Vec::new();
-        strip(v.as_bytes(), b"SERVERID", &mut out).then(|| String::from_utf8(out).unwrap())
+        // The parser hands over header values without surrounding blanks.
+        let v = v.trim_matches([' ', '\t']);
+        let mut out = b"x".to_vec();
+        strip(v.as_bytes(), b"SERVERID", true, &mut out)
+            .then(|| String::from_utf8(out[1..].to_vec()).unwrap())
     }
 
+    /// Each pair measured with HAProxy 2.6.12 (`cookie SERVERID insert indirect`): the Cookie
+    /// header the server received (`None`: no Cookie header). tests/differential_haproxy.rs
+    /// replays them against the real HAProxy.
+    pub const HAPROXY_2_6_STRIPS: &[(&str, Option<&str>)] = &[
+        ("a=1; SERVERID=x;", Some("a=1; ")),
+        ("a=1; SERVERID=x; b=2", Some("a=1; b=2")),
+        ("SERVERID=x; a=1", Some("a=1")),
+        ("a=1;SERVERID=x", Some("a=1")),
+        ("a=1 ;  SERVERID=x  ; b=2", Some("a=1; b=2")),
+        ("a=1;SERVERID=x;b=2", Some("a=1; b=2")),
+        ("a=1;  SERVERID=x;  b=2", Some("a=1; b=2")),
+        ("SERVERID=x;", None),
+        ("SERVERID=x; ", None),
+        (" a=1; SERVERID=x", Some("a=1")),
+        ("a=1; SERVERID=x ;", Some("a=1; ")),
+        ("a=1, SERVERID=x, b=2", Some("a=1, b=2")),
+        ("a=1; SERVERID=x;;b=2", Some("a=1; ;b=2")),
+        ("a=1;; SERVERID=x", Some("a=1;")),
+        ("a=1; SERVERID=x; $Path=/; b=2", Some("a=1; b=2")),
+        ("a=1;SERVERID=x; ", Some("a=1; ")),
+        (";SERVERID=x;a=1", Some("a=1")),
+        ("a=1 ; SERVERID=app1 ; b=2 ;", Some("a=1; b=2 ;")),
+        ("SERVERID=app1;a=1;", Some("a=1;")),
+        ("a=1;b=2;SERVERID=x;c=3;", Some("a=1;b=2; c=3;")),
+        ("a=1\t;\tSERVERID=x\t;\tb=2", Some("a=1; b=2")),
+        ("$Version=1; SERVERID=x; a=1", Some("$Version=1; a=1")),
+        ("a=1; SERVERID=x, b=2", Some("a=1, b=2")),
+        ("a=1;SERVERID=x,b=2", Some("a=1, b=2")),
+        ("flag; SERVERID=x; b", Some("flag; b")),
+        ("a=1;", Some("a=1;")),
+        ("a=1; ;b=2", Some("a=1; ;b=2")),
+        ("a = 1", Some("a=1")),
+        ("a =1; b= 2", Some("a=1; b=2")),
+        ("a=1 ; b=2", Some("a=1 ; b=2")),
+        ("a=\"x;y\"; SERVERID=x; b=2", Some("a=\"x;y\"; b=2")),
+        ("a=\"x;y; SERVERID=app2", Some("a=\"x;y; SERVERID=app2")),
+        ("SERVERID = app2 ; a=1", Some("a=1")),
+        ("$Version=1; SERVERID=x", None),
+        ("SERVERID=x; SERVERID=y; a=1", Some("a=1")),
+        ("a=1; SERVERID=x; SERVERID=y", Some("a=1")),
+    ];
+
     #[test]
-    fn strip_keeps_other_cookies_with_their_separators() {
-        assert_eq!(
-            stripped("a=1; SERVERID=x; b=2").as_deref(),
-            Some("a=1; b=2")
-        );
-        assert_eq!(stripped("SERVERID=x; a=1").as_deref(), Some("a=1"));
-        assert_eq!(stripped("a=1;SERVERID=x").as_deref(), Some("a=1"));
-        assert_eq!(
-            stripped("a=1 ;  SERVERID=x  ; b=2").as_deref(),
-            Some("a=1; b=2")
-        );
-        assert_eq!(stripped("a=1;b=2; SERVERID=x").as_deref(), Some("a=1;b=2"));
-        assert_eq!(stripped("x=y;  z=w").as_deref(), Some("x=y;  z=w"));
-        assert_eq!(stripped("SERVERID=x"), None);
-        assert_eq!(stripped("$Version=1; SERVERID=x; $Path=/"), None);
-        assert_eq!(stripped("SERVERID=x; $Path=/; a=1").as_deref(), Some("a=1"));
-        assert_eq!(
-            stripped("a=1, SERVERID=x, b=2").as_deref(),
-            Some("a=1; b=2")
-        );
-        assert_eq!(stripped("flag; SERVERID=x").as_deref(), Some("flag"));
+    fn strip_rewrites_separators_exactly_as_haproxy_2_6() {
+        for (input, want) in HAPROXY_2_6_STRIPS {
+            assert_eq!(stripped(input).as_deref(), *want, "{input:?}");
+        }
+        // Without `indirect` the pair stays; blanks around `=` still go.
+        let mut out = Vec::new();
+        assert!(strip(b"a = 1; SERVERID=x", b"SERVERID", false, &mut out));
+        assert_eq!(out, b"a=1; SERVERID=x");
     }
 
     #[test]

@@ -9,8 +9,31 @@
 
 use std::ops::Range;
 
-/// Most header lines accepted in one head (HAProxy's limit is 101).
-pub const MAX_HEADERS: usize = 128;
+/// Header lines accepted in one head by default: HAProxy's `tune.http.maxhdr` is 101 slots, one
+/// of them taken by the end of the head, so its 101st header line gets 400 (request) or 502
+/// (response). Measured against HAProxy 2.6.12: 100 lines pass, 101 do not.
+pub const DEFAULT_MAX_HEADER_LINES: usize = 100;
+/// Largest `global.max_header_lines` accepted: the header slots are parsed on the stack.
+pub const MAX_HEADER_LINES_CAP: usize = 1000;
+
+/// How many header lines a head may carry (`global.max_header_lines`). Like HAProxy, a
+/// `Connection` header holding only `close`/`keep-alive` is consumed by the parser and does not
+/// count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxLines(pub usize);
+
+impl Default for MaxLines {
+    fn default() -> Self {
+        MaxLines(DEFAULT_MAX_HEADER_LINES)
+    }
+}
+
+/// Whether a header counts against [`MaxLines`] (see there).
+fn counts_as_line(name: &[u8], value: &[u8]) -> bool {
+    !name.eq_ignore_ascii_case(b"connection")
+        || tokens(value)
+            .any(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -112,6 +135,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// Header names listed in `Connection` (to drop), as ranges.
     pub conn_listed: Vec<Range<usize>>,
+    /// Set by the caller from `global.max_header_lines`.
+    pub max_lines: MaxLines,
 }
 
 impl RequestHead {
@@ -260,12 +285,13 @@ pub enum Parsed {
 /// Parses a request head at the start of `buf` into `out` (reused between requests).
 pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject> {
     // Uninitialised header slots: a 128-entry EMPTY_HEADER array is a 4 KiB memset per parse.
-    let mut hdrs = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut hdrs =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_LINES_CAP];
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, &mut hdrs) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(Reject::Bad("too many headers")),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::Bad("too many header lines")),
         Err(_) => return Err(Reject::Bad("malformed request head")),
     };
     if has_bare_lf(&buf[..head_len]) {
@@ -336,12 +362,17 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     let mut upgrade_hdr = false;
     let mut websocket = false;
     let mut ws_key = false;
+    let mut lines = 0usize;
     for h in req.headers.iter() {
         let v = h.value;
         if bad_value_byte(v) {
             return Err(Reject::Bad("control character in a header value"));
         }
         let name = h.name.as_bytes();
+        lines += counts_as_line(name, v) as usize;
+        if lines > out.max_lines.0 {
+            return Err(Reject::Bad("too many header lines"));
+        }
         let nr = offset(buf, name);
         let vr = offset(buf, v);
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -438,6 +469,8 @@ pub struct ResponseHead {
     pub conn_listed: Vec<Range<usize>>,
     /// `Transfer-Encoding: chunked` was present: any Content-Length is dropped (RFC 9112 6.3).
     pub te_chunked: bool,
+    /// Set by the caller from `global.max_header_lines`.
+    pub max_lines: MaxLines,
 }
 
 impl ResponseHead {
@@ -457,13 +490,15 @@ pub fn parse_response(
     request_method: Method,
     out: &mut ResponseHead,
 ) -> Result<Parsed, &'static str> {
-    let mut hdrs = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut hdrs =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_LINES_CAP];
     let mut res = httparse::Response::new(&mut []);
     let head_len = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut hdrs)
     {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many header lines"),
         Err(_) => return Err("malformed response head"),
     };
     let status = res.code.ok_or("no status")?;
@@ -481,12 +516,17 @@ pub fn parse_response(
     let mut te_codings = 0usize;
     let mut chunked = false;
     let mut conn = ConnTokens::default();
+    let mut lines = 0usize;
     for h in res.headers.iter() {
         let v = h.value;
         if bad_value_byte(v) {
             return Err("control character in a response header");
         }
         let name = h.name.as_bytes();
+        lines += counts_as_line(name, v) as usize;
+        if lines > out.max_lines.0 {
+            return Err("too many header lines");
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             parse_content_length(v, &mut cl)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -811,6 +851,46 @@ mod tests {
             assert!(matches!(r, Ok(Parsed::Complete)), "{raw:?}");
             assert_eq!(&raw[h.reason_r.clone()], reason, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn header_line_limit_is_haproxys_and_ignores_bare_connection_tokens() {
+        let head = |n: usize, extra: &str| {
+            let mut s = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+            for i in 1..n {
+                s.push_str(&format!("X-{i}: v\r\n"));
+            }
+            s.push_str(extra);
+            s.push_str("\r\n");
+            s
+        };
+        assert!(req(&head(100, "")).is_ok());
+        assert_eq!(
+            req(&head(101, "")).err(),
+            Some(Reject::Bad("too many header lines"))
+        );
+        // HAProxy's parser consumes a Connection header holding only close/keep-alive.
+        assert!(req(&head(100, "Connection: close\r\n")).is_ok());
+        assert!(req(&head(100, "Connection: upgrade\r\n")).is_err());
+        let mut h = RequestHead {
+            max_lines: MaxLines(3),
+            ..Default::default()
+        };
+        assert!(parse_request(head(3, "").as_bytes(), &mut h).is_ok());
+        assert!(parse_request(head(4, "").as_bytes(), &mut h).is_err());
+        // Responses: the 101st line is a 502 (Err).
+        let res = |n: usize| {
+            let mut s = String::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
+            for i in 1..n {
+                s.push_str(&format!("X-{i}: v\r\n"));
+            }
+            s + "\r\n"
+        };
+        let mut r = ResponseHead::default();
+        assert!(parse_response(res(100).as_bytes(), Method::Get, &mut r).is_ok());
+        assert!(parse_response(res(101).as_bytes(), Method::Get, &mut r).is_err());
+        // Far more lines than the parser has slots: still a clean refusal.
+        assert!(req(&head(2000, "")).is_err());
     }
 
     #[test]

@@ -87,10 +87,10 @@ impl Conn {
             if req.abs_authority_r.is_some() && name.eq_ignore_ascii_case(b"host") {
                 continue;
             }
-            if strip_cookie && name.eq_ignore_ascii_case(b"cookie") {
+            if name.eq_ignore_ascii_case(b"cookie") {
                 if let Some(cn) = cookie_name {
                     b.scratch.clear();
-                    if cookie::strip(value, cn, &mut b.scratch) {
+                    if cookie::strip(value, cn, strip_cookie, &mut b.scratch) {
                         out.extend_from_slice(b"cookie: ");
                         out.extend_from_slice(&b.scratch);
                         out.extend_from_slice(b"\r\n");

@@ -349,6 +349,8 @@ impl Conn {
         first: bool,
     ) -> bool {
         let fe = &listen.shared.frontend;
+        b.req.max_lines = snap.global.max_header_lines;
+        b.res.max_lines = snap.global.max_header_lines;
         let (head_result, start, date) = self
             .read_head(stream, b, listen, snap.global.max_header_bytes, first)
             .await;
@@ -368,27 +370,16 @@ impl Conn {
                 fe.ereq.fetch_add(1, Ordering::Relaxed);
                 // dontlognull: a connection that never sent a byte is not logged.
                 if !(nothing_sent && snap.global.dontlognull) {
+                    // HAProxy's H1 mux answers a bad, timed-out or aborted head itself: its log
+                    // line counts 0 bytes and has no cookie flags (`PR--`, `cR--`, `CR--`).
                     let mut o = Outcome::generated(err, term, false);
-                    if client_gone {
-                        o.bytes_out = 0;
-                    }
-                    let ck = if listen.cookie.is_some() { b'N' } else { b'-' };
+                    o.bytes_out = 0;
                     let tr = if term[1] == b'R' {
                         None
                     } else {
                         Some(start.elapsed())
                     };
-                    self.log(
-                        snap,
-                        listen,
-                        date,
-                        start.elapsed(),
-                        tr,
-                        &o,
-                        [ck, ck],
-                        None,
-                        b,
-                    );
+                    self.log(snap, listen, date, start.elapsed(), tr, &o, *b"--", None, b);
                 }
                 return false;
             }
@@ -408,6 +399,11 @@ impl Conn {
         // small (measured: 2448 -> see benches/README.md).
         let (mut o, ck) =
             Box::pin(self.exchange(stream, listen, b, snap.global.max_header_bytes)).await;
+        // With a cookie configured HAProxy logs its server-cookie flag `N` on its own errors
+        // too (`SCNN` when no server is available).
+        if o.server_cookie == b'-' && listen.cookie.is_some() {
+            o.server_cookie = b'N';
+        }
         if o.status > 0 {
             fe.count_status(o.status as u16);
         }

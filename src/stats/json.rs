@@ -51,9 +51,11 @@ pub struct ProcessDoc {
     pub requests_total: u64,
     /// Connection tasks that panicked (each was closed; nothing else was affected).
     pub connection_panics: u64,
-    /// Access-log lines queued, and dropped because the log target could not keep up.
+    /// Access-log lines queued, dropped because the log target could not keep up (the queue
+    /// held `log.queue_bytes`), and cut at `log.max_line_len`.
     pub log_lines_written: u64,
     pub log_lines_dropped: u64,
+    pub log_lines_truncated: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -354,6 +356,7 @@ pub fn build(st: &StatsState) -> StatsDoc {
             connection_panics: get(&rt.process.conn_panics),
             log_lines_written: get(&snap.access_log.written),
             log_lines_dropped: get(&snap.access_log.dropped),
+            log_lines_truncated: get(&snap.access_log.truncated),
         },
         listens: snap
             .listens

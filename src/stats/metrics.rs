@@ -311,6 +311,20 @@ fn encode_snapshot(rt: &Runtime, snap: &Snapshot, out: &mut String, format: Form
         );
         pp.add(vec![], get(&rt.process.conn_panics));
         pp.encode(out, format);
+        let log = &snap.access_log;
+        let mut ll = Family::new(
+            "access_log_lines",
+            "Access-log lines by outcome: queued, dropped (the queue's log.queue_bytes was full) or truncated at log.max_line_len.",
+            MetricType::Counter,
+        );
+        for (outcome, c) in [
+            ("queued", &log.written),
+            ("dropped", &log.dropped),
+            ("truncated", &log.truncated),
+        ] {
+            ll.add(vec![("outcome", outcome)], get(c));
+        }
+        ll.encode(out, format);
 
         // Frontend: connections rather than sessions, as the dashboard and HAProxy call them.
         let mut fe = traffic_set!("frontend", "listen's frontend");

@@ -504,6 +504,15 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec
     out
 }
 
+/// The status code of a raw response (0 when there is none).
+pub fn status_of(raw: &[u8]) -> u16 {
+    String::from_utf8_lossy(raw)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A GET with optional extra header lines, on a keep-alive connection.
 pub fn get(path: &str, extra: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n").into_bytes()

@@ -1,0 +1,8 @@
+//! AFL++ entry point: `check_chunked` on each input (see fuzz/README.md).
+#![forbid(unsafe_code)]
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        edgelb_fuzz::checks::check_chunked(data);
+    });
+}

@@ -1,0 +1,164 @@
+//! The invariants each fuzz target asserts. Shared by the AFL++ targets (through the fuzz
+//! crate, where `h1` is `src/proxy/h1.rs` compiled in) and by edgelb's
+//! `tests/fuzz_regressions.rs` (where `h1` is `edgelb::proxy::h1`).
+
+use super::h1::{self, ChunkedDecoder, Method, Parsed, RequestHead, ResponseHead};
+
+fn within(r: &std::ops::Range<usize>, len: usize) {
+    assert!(
+        r.start <= r.end && r.end <= len,
+        "range {r:?} outside 0..{len}"
+    );
+}
+
+/// Request head parser: no panic; on success every range lies inside the head; parsing the
+/// head alone gives the same head; a strict prefix of the head is never a complete head.
+pub fn check_request(data: &[u8]) {
+    let mut h = RequestHead::default();
+    let Ok(Parsed::Complete) = h1::parse_request(data, &mut h) else {
+        return;
+    };
+    let n = h.head_len;
+    assert!(n <= data.len() && n >= 4);
+    assert_eq!(&data[n - 4..n], b"\r\n\r\n");
+    for r in [&h.method_r, &h.target_r]
+        .into_iter()
+        .chain(h.abs_path_r.iter())
+        .chain(h.abs_authority_r.iter())
+        .chain(h.conn_listed.iter())
+    {
+        within(r, n);
+    }
+    for (a, b) in &h.headers {
+        within(a, n);
+        within(b, n);
+    }
+    assert!(h.headers.len() <= h.max_lines.0.max(h1::MAX_HEADER_LINES_CAP));
+    let mut again = RequestHead::default();
+    assert!(matches!(
+        h1::parse_request(&data[..n], &mut again),
+        Ok(Parsed::Complete)
+    ));
+    assert_eq!(again.head_len, n);
+    assert_eq!(again.framing(), h.framing());
+    let mut prefix = RequestHead::default();
+    assert!(!matches!(
+        h1::parse_request(&data[..n - 1], &mut prefix),
+        Ok(Parsed::Complete)
+    ));
+}
+
+/// Response head parser, for a GET and a HEAD: no panic; ranges inside the head; HEAD and
+/// 1xx/204/304 responses have no body.
+pub fn check_response(data: &[u8]) {
+    for method in [Method::Get, Method::Head] {
+        let mut r = ResponseHead::default();
+        let Ok(Parsed::Complete) = h1::parse_response(data, method, &mut r) else {
+            continue;
+        };
+        let n = r.head_len;
+        assert!(n <= data.len());
+        within(&r.reason_r, n);
+        for (a, b) in &r.headers {
+            within(a, n);
+            within(b, n);
+        }
+        for c in &r.conn_listed {
+            within(c, n);
+        }
+        assert!((100..=999).contains(&r.status));
+        if method == Method::Head || matches!(r.status, 100..=199 | 204 | 304) {
+            assert_eq!(r.framing(), h1::Framing::None);
+        }
+    }
+}
+
+/// A plain reading of RFC 9112 7.1 (no limits, no streaming) to compare the decoder with:
+/// the payload of a chunked body that ends exactly at the end of `body`.
+fn reference_decode(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        let line_end = body[i..].windows(2).position(|w| w == b"\r\n")? + i;
+        let line = &body[i..line_end];
+        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        if digits == 0 {
+            return None;
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()?;
+        i = line_end + 2;
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(body.get(i..i + size)?);
+        i += size;
+        if body.get(i..i + 2)? != b"\r\n" {
+            return None;
+        }
+        i += 2;
+    }
+    // Trailer fields, then the empty line.
+    loop {
+        let line_end = body[i..].windows(2).position(|w| w == b"\r\n")? + i;
+        if line_end == i {
+            return (line_end + 2 == body.len()).then_some(out);
+        }
+        i = line_end + 2;
+    }
+}
+
+/// Feeds `input` to a decoder in the given pieces; returns (consumed, output, error).
+fn feed(pieces: &[&[u8]], raw: bool) -> (usize, Vec<u8>, bool, bool) {
+    let mut d = ChunkedDecoder::default();
+    let mut out = Vec::new();
+    let mut used = 0;
+    for p in pieces {
+        match d.feed(p, &mut out, raw) {
+            Ok(n) => {
+                assert!(n <= p.len());
+                used += n;
+                if d.is_done() {
+                    return (used, out, false, true);
+                }
+                assert_eq!(n, p.len(), "an unfinished decoder consumes all it is given");
+            }
+            Err(_) => return (used, out, true, false),
+        }
+    }
+    (used, out, false, d.is_done())
+}
+
+/// Chunked decoder: the result does not depend on how the input is split; in raw mode the
+/// output is exactly the consumed input; a finished body decodes as the reference decoder
+/// reads it.
+pub fn check_chunked(data: &[u8]) {
+    let split = data.first().map(|&b| b as usize).unwrap_or(0);
+    let data = data.get(1..).unwrap_or(&[]);
+    let split = split.min(data.len());
+    let whole = feed(&[data], false);
+    let halves = feed(&[&data[..split], &data[split..]], false);
+    let bytes: Vec<&[u8]> = data.chunks(1).collect();
+    let single = feed(&bytes, false);
+    assert_eq!(whole.2, halves.2, "error differs with a split at {split}");
+    assert_eq!(whole.3, halves.3);
+    assert_eq!(whole.2, single.2, "error differs byte by byte");
+    assert_eq!(whole.3, single.3);
+    if whole.3 {
+        assert_eq!(whole.0, halves.0);
+        assert_eq!(whole.0, single.0);
+        assert_eq!(whole.1, halves.1);
+        assert_eq!(whole.1, single.1);
+    }
+    let raw = feed(&[data], true);
+    assert_eq!(raw.2, whole.2);
+    assert_eq!(&raw.1[..], &data[..raw.1.len()], "raw output is the input");
+    if raw.3 {
+        assert_eq!(raw.0, raw.1.len());
+        let body = &data[..whole.0];
+        assert_eq!(
+            reference_decode(body).as_deref(),
+            Some(&whole.1[..]),
+            "payload differs from the reference decoding of {body:?}"
+        );
+    }
+}
