@@ -4,6 +4,7 @@
 //! `load`, which turns a file into a `Config` or a list of every problem with `file:line: reason`.
 //! Nothing here opens sockets or touches runtime state; `runtime` builds from a validated `Config`.
 
+mod keys;
 mod load;
 mod spans;
 mod validate;
