@@ -364,6 +364,10 @@ impl Started {
     }
 }
 
+/// How long the demo waits for the nodes' log lines of a step before it prints its summary
+/// (the log follower polls every 100 ms).
+const NARRATIVE_SETTLE: Duration = Duration::from_millis(400);
+
 /// How long a node may take to bind its ports.
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -617,6 +621,8 @@ async fn script(started: &mut Started, ports: Ports, exit_after: bool) -> Result
             == Some(true)
     })
     .await?;
+    // Let the nodes' own lines about this step reach the screen first.
+    sleep_watching(started, NARRATIVE_SETTLE).await?;
     println!(
         "failover done: lb2's EIP on lb1's secondary IP after {:.2} s",
         took.as_secs_f64()
@@ -632,6 +638,7 @@ async fn script(started: &mut Started, ports: Ports, exit_after: bool) -> Result
         p[1].as_ref() == Some(&home(w, 1))
     })
     .await?;
+    sleep_watching(started, NARRATIVE_SETTLE).await?;
     println!(
         "failback done: lb2's EIP home after {:.2} s\n",
         took.as_secs_f64()

@@ -400,7 +400,7 @@ fn default_check_expect() -> String {
     "200-399".into()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ServerConfig {
     pub name: String,
     /// `IP:PORT` or `host:port` (resolved once at load).
