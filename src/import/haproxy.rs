@@ -889,7 +889,7 @@ fn global_log(ctx: &mut Ctx<'_>, l: &Line) {
         ctx.rep.note(
             at,
             format!(
-                "edgelb has one log target (from {}); its messages, server state changes included, go there with facility {}",
+                "edgelb has one access-log target (from {}): request lines go there with facility {}; this line's other messages (server state changes, alerts) are edgelb's own log, written to stderr (the journal under systemd), not to this target",
                 first.comment(),
                 ctx.out.log.get("facility").map(|v| match v { Value::Str(s) => s.clone(), _ => String::new() }).unwrap_or_default()
             ),
@@ -967,6 +967,24 @@ fn listen_names(sections: &[Section], rep: &mut Report) -> HashMap<usize, String
     out
 }
 
+/// The `[[listen]]` name of a section: a frontend merged with its backend is named after the
+/// (first) frontend, as HAProxy's access log names the frontend (`www app/s1`); a `listen`
+/// section, or a backend no frontend uses, keeps its own name.
+fn listen_label(sections: &[Section], names: &HashMap<usize, String>, i: usize) -> Option<String> {
+    let target = names.get(&i)?;
+    if sections[i].kind == SecKind::Listen {
+        return Some(target.clone());
+    }
+    let first_fe = sections
+        .iter()
+        .enumerate()
+        .find(|(j, s)| s.kind == SecKind::Frontend && names.get(j) == Some(target));
+    Some(match first_fe {
+        Some((_, fe)) => fe.name.clone(),
+        None => target.clone(),
+    })
+}
+
 /// `option httplog` and `option dontlognull` of the first imported listen.
 type LogFlags = (Option<Src<bool>>, Option<Src<bool>>);
 
@@ -1021,7 +1039,7 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
                 }
             }
             _ => {
-                let target = match names.get(&i) {
+                let target = match listen_label(sections, &names, i) {
                     Some(n) => format!("listen {n:?}"),
                     None => format!("{} {:?}", kind_word(s.kind), s.name),
                 };
@@ -1091,11 +1109,12 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
                 let first_fe = parsed.iter().find(|(j, _)| {
                     sections[*j].kind == SecKind::Frontend && names.get(j) == Some(bname)
                 });
+                let label = listen_label(sections, &names, *i).unwrap_or_else(|| bname.clone());
                 if first_fe.map(|(j, _)| j) != Some(i) {
                     ctx.rep
-                        .mapped(&s.at, format!("binds added to [[listen]] name = {bname:?}"));
+                        .mapped(&s.at, format!("binds added to [[listen]] name = {label:?}"));
                     if let Some(l) = ctx.out.listens.iter_mut().find(|l| {
-                        l.first().and_then(|t| t.get("name")) == Some(&Value::Str(bname.clone()))
+                        l.first().and_then(|t| t.get("name")) == Some(&Value::Str(label.clone()))
                     }) {
                         if let Some(Value::List(binds)) = l[0]
                             .fields
@@ -1111,9 +1130,9 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
                 }
                 ctx.rep.mapped(
                     &s.at,
-                    format!("merged with backend {bname:?} into [[listen]] name = {bname:?}"),
+                    format!("merged with backend {bname:?} into [[listen]] name = {label:?} (named after the frontend, as HAProxy's log names it)"),
                 );
-                if let Some(ls) = emit_listen(ctx, bname, &s.at, p, be, &defaults) {
+                if let Some(ls) = emit_listen(ctx, &label, &s.at, p, be, &defaults) {
                     log_settings
                         .get_or_insert((p.opts.httplog.clone(), p.opts.dontlognull.clone()));
                     ctx.out.listens.push(ls);
@@ -1133,7 +1152,7 @@ fn proxies(ctx: &mut Ctx<'_>, sections: &[Section]) {
                         &s.at,
                         format!(
                             "servers and backend settings of [[listen]] name = {:?}",
-                            s.name
+                            listen_label(sections, &names, *i).unwrap_or_else(|| s.name.clone())
                         ),
                     );
                 } else {
@@ -2240,6 +2259,17 @@ fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
                 i += 1;
             }
             "tfo" | "defer-accept" | "v4v6" | "v6only" => {}
+            "proto" | "alpn" | "npn" => {
+                let v = params.get(i + 1).copied().unwrap_or("");
+                ctx.rep.warn(
+                    at,
+                    format!(
+                        "bind option `{} {v}` is not supported: edgelb serves HTTP/1.1 on this bind",
+                        params[i]
+                    ),
+                );
+                i += 1;
+            }
             "interface" | "maxconn" | "backlog" | "mss" | "mode" | "user" | "group"
             | "namespace" => {
                 ctx.rep.warn(
