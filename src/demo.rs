@@ -222,8 +222,14 @@ pub async fn run(base: u16) -> Result<(), String> {
          \x20 curl -i -b 'SERVERID=web2' http://127.0.0.1:{l}/   # pinned to web2, cookie stripped upstream\n\
          \x20 open http://127.0.0.1:{d}/                          # dashboard (admin token: demo-token)\n\
          \x20 curl http://127.0.0.1:{a}/stats.csv                 # HAProxy-compatible CSV\n\
+         \x20 curl -H 'Authorization: Bearer demo-token' -d state=drain http://127.0.0.1:{a}/admin/servers/webapp/web1/state\n\
+         \n  {exe} check -c conf/local.toml   # `edgelb ...` once installed: cargo install --path .\n\
          \nCtrl-C to stop.\n",
-        ports[1].port, ports[3].port
+        ports[1].port,
+        ports[3].port,
+        exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "edgelb".into()),
     );
     let sig = signals.recv().await;
     println!("\n{sig}: stopping the demo");
