@@ -161,7 +161,7 @@ fn deserialize_all(
         let Some(range) = blank_range(&work, &span) else {
             return (None, Vec::new());
         };
-        if reported >= MAX_PROBLEMS || blanked.iter().any(|b| *b == range) {
+        if reported >= MAX_PROBLEMS || blanked.contains(&range) {
             return (None, Vec::new());
         }
         blank(&mut work, &range);
