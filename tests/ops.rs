@@ -397,6 +397,18 @@ async fn a_stuck_access_log_never_blocks_requests() {
     );
 }
 
+/// SIGTERM, wait for the exit, and return everything the daemon logged on stderr.
+fn stop_and_read_log(d: &mut Daemon) -> String {
+    use std::io::Read;
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10)).expect("edgelb stops");
+    let mut log = String::new();
+    if let Some(mut e) = d.child.stderr.take() {
+        e.read_to_string(&mut log).expect("read stderr");
+    }
+    log
+}
+
 /// Waits until the daemon's stats API shows config generation `g`.
 async fn wait_generation(sport: u16, g: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -433,7 +445,6 @@ async fn served_by(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
 /// MAINT (no traffic), removing it brings it back; each change is logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_disabled_from_the_file_both_ways_and_logs_it() {
-    use std::io::Read;
     let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
     let dir = tempfile::tempdir().unwrap();
     let (port, sport) = (free_port(), free_port());
@@ -464,15 +475,7 @@ async fn reload_applies_disabled_from_the_file_both_ways_and_logs_it() {
     let j = wait_generation(sport, 4).await;
     assert_eq!(admin_state(&j, "app2"), "ready", "{j}");
 
-    d.signal("TERM");
-    d.wait_exit(Duration::from_secs(10)).expect("edgelb stops");
-    let mut log = String::new();
-    d.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = stop_and_read_log(&mut d);
     assert!(
         log.contains("server webapp/app2 changed in the file: state ready -> maint"),
         "{log}"
@@ -487,17 +490,8 @@ async fn reload_applies_disabled_from_the_file_both_ways_and_logs_it() {
 /// addresses are printed as addresses (no `Some(...)`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_names_what_is_bound_the_drain_and_the_stop() {
-    use std::io::Read;
     let (_a, _dir, mut d, addr) = one_backend_daemon().await;
-    d.signal("TERM");
-    d.wait_exit(Duration::from_secs(10)).expect("edgelb stops");
-    let mut log = String::new();
-    d.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = stop_and_read_log(&mut d);
     assert!(
         log.contains(&format!("listen webapp bound on {addr}")),
         "{log}"
