@@ -280,6 +280,38 @@ impl App {
         Ok(generation)
     }
 
+    /// Logs every address this node listens on: each listen's binds, the stats servers and
+    /// the heartbeat socket.
+    pub fn log_bound(&self) {
+        let snap = self.rt.load();
+        let bound = self.listeners.addresses();
+        for l in &snap.listens {
+            let addrs: Vec<String> = l
+                .binds
+                .iter()
+                .map(|want| {
+                    bound
+                        .iter()
+                        .find(|(k, _)| k == want)
+                        .map(|(_, a)| a.to_string())
+                        .unwrap_or_else(|| want.to_string())
+                })
+                .collect();
+            tracing::info!("listen {} bound on {}", l.name, addrs.join(", "));
+        }
+        match self.stats_addrs.as_slice() {
+            [] => tracing::info!("stats: off (no [stats] section)"),
+            [one] => tracing::info!("dashboard and stats API bound on {one}"),
+            [dash, api, ..] => {
+                tracing::info!("dashboard bound on {dash}, stats API bound on {api}")
+            }
+        }
+        match &snap.config.cluster {
+            Some(c) => tracing::info!("heartbeat (UDP) bound on {}", c.bind),
+            None => tracing::info!("cluster: off (no [cluster] section)"),
+        }
+    }
+
     /// Graceful stop: stop accepting, let in-flight requests finish (keep-alive connections
     /// close after their current response), give up after `grace`.
     pub async fn drain(&mut self, grace: Option<Duration>) {
@@ -291,13 +323,23 @@ impl App {
         }
         let grace = grace.unwrap_or(self.rt.load().global.grace);
         self.listeners.stop_accepting();
-        let deadline = Instant::now() + grace;
+        let started = Instant::now();
+        let deadline = started + grace;
+        tracing::info!(
+            "draining: stopped accepting; {} connection(s) open, waiting up to {grace:?}",
+            self.rt.process.actconn.load(Ordering::Acquire)
+        );
         while self.rt.process.actconn.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = self.rt.process.actconn.load(Ordering::Acquire);
         if left > 0 {
             tracing::warn!("grace period over: closing {left} connections");
+        } else {
+            tracing::info!(
+                "drained: every connection finished in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
         }
         for t in self.side_tasks.drain(..) {
             t.abort();
@@ -345,6 +387,7 @@ pub async fn run(opts: Options) -> Result<(), StartError> {
         snap.generation,
         snap.listens.len()
     );
+    app.log_bound();
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -354,11 +397,11 @@ pub async fn run(opts: Options) -> Result<(), StartError> {
             _ = int.recv() => break,
         }
     }
-    tracing::info!("stopping: draining connections");
     tokio::select! {
         _ = app.drain(None) => {}
         _ = term.recv() => tracing::warn!("second stop signal: exiting now"),
         _ = int.recv() => tracing::warn!("second stop signal: exiting now"),
     }
+    tracing::info!("edgelb node {} stopped", app.rt.load().node_name);
     Ok(())
 }

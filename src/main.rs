@@ -45,8 +45,9 @@ enum Cmd {
         /// One node, no cluster (the setup of conf/local.toml).
         #[arg(long)]
         single: bool,
-        /// First port of the demo (nodes listen on BASE, BASE+1; dashboards on BASE+942, BASE+1042).
-        #[arg(long, default_value_t = 8080)]
+        /// First port of the demo (nodes listen on BASE, BASE+1; dashboards on BASE+942,
+        /// BASE+1042; backends on BASE+921..923; one node: API on BASE+943).
+        #[arg(long, default_value_t = edgelb::demo::DEFAULT_BASE_PORT)]
         base_port: u16,
         /// Exit after the scripted failover and failback (for tests).
         #[arg(long)]
@@ -102,7 +103,10 @@ fn main() -> ExitCode {
             };
             let cluster = !single && edgelb::demo_cluster::moto_available();
             if !single && !cluster {
-                eprintln!("moto is not installed (pip install 'moto[server]'): running one node without EIP failover");
+                eprintln!(
+                    "moto is not installed: running one node without EIP failover \
+                     (install it with `./test.sh` once, or `bash .ci/install`)"
+                );
             }
             let result = if cluster {
                 rt.block_on(edgelb::demo_cluster::run(
@@ -110,7 +114,7 @@ fn main() -> ExitCode {
                     exit_after_failover,
                 ))
             } else {
-                rt.block_on(edgelb::demo::run())
+                rt.block_on(edgelb::demo::run(base_port))
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -434,6 +434,11 @@ pub struct ServerRt {
     pub check: bool,
     /// Weight from the config (applied to the live state by `Snapshot::activate`).
     pub config_weight: u32,
+    /// `disabled` from the config: MAINT when the server is new or its entry changed.
+    pub config_disabled: bool,
+    /// A kept server whose `[[listen.server]]` entry differs from the previous file: the reload
+    /// applies the file's weight and state over any admin API override.
+    pub file_changed: bool,
     pub check_addr: SocketAddr,
     pub live: Arc<ServerLive>,
     pub pool: Arc<Pool>,
@@ -541,6 +546,16 @@ impl Snapshot {
                 let addr = crate::config::resolve_address(&s.address)
                     .map_err(|e| format!("listen {:?} server {:?}: {e}", l.name, s.name))?;
                 let prev_server = prev_listen.and_then(|p| p.server_by_name(&s.name));
+                let prev_entry = prev.and_then(|p| {
+                    p.config
+                        .listen
+                        .iter()
+                        .find(|x| x.name == l.name)?
+                        .server
+                        .iter()
+                        .find(|x| x.name == s.name)
+                });
+                let file_changed = prev_server.is_some() && prev_entry != Some(s);
                 let live = match prev_server {
                     // Kept server: health and counters carry over; `activate` applies the new
                     // config weight once this snapshot is published.
@@ -581,6 +596,8 @@ impl Snapshot {
                     set_cookie,
                     check: s.check,
                     config_weight: s.weight,
+                    config_disabled: s.disabled,
+                    file_changed,
                     check_addr,
                     live,
                     pool,
@@ -652,10 +669,17 @@ impl Snapshot {
 
     /// Applies config-owned settings of kept servers to their live state. Called right after
     /// the snapshot is published, so a failed reload changes nothing.
+    ///
+    /// The rule: what the admin API sets (state, weight) is a runtime override that lasts until
+    /// a reload changes that server's entry in the file; then the file's `weight` and
+    /// `disabled` win (`disabled = true` -> MAINT, absent/false -> READY), and the change is
+    /// logged. A reload that leaves the entry as it was keeps the override.
     pub fn activate(&self) {
         for l in &self.listens {
             for s in &l.servers {
-                s.live.set_weight(s.config_weight);
+                if s.file_changed {
+                    apply_file_entry(l, s);
+                }
                 if !s.check {
                     s.live.set_check_enabled(false);
                     s.live.set_up(true);
@@ -667,6 +691,28 @@ impl Snapshot {
 
     pub fn listen_by_name(&self, name: &str) -> Option<&Arc<ListenRt>> {
         self.listens.iter().find(|l| &*l.name == name)
+    }
+}
+
+/// A reload changed this server's entry: the file's weight and state replace the live ones.
+fn apply_file_entry(l: &ListenRt, s: &ServerRt) {
+    let old_weight = s.live.weight();
+    s.live.set_weight(s.config_weight);
+    let want = if s.config_disabled {
+        AdminState::Maint
+    } else {
+        AdminState::Ready
+    };
+    let old_state = crate::health::apply_state(l, s, want);
+    if old_weight != s.config_weight || old_state != want {
+        tracing::info!(
+            "reload: server {}/{} changed in the file: state {} -> {}, weight {old_weight} -> {}",
+            l.name,
+            s.name,
+            old_state.as_str(),
+            want.as_str(),
+            s.config_weight
+        );
     }
 }
 

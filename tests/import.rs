@@ -150,6 +150,45 @@ fn golden_seed_imports_cleanly_with_nothing_lost() {
     assert!(report
         .render()
         .contains("timeout connect 10s -> defaults.timeout_connect = \"10s\""));
+    // The report says which EC2 rights the result needs, including what the seed's role lacks.
+    let text = report.render();
+    assert!(
+        text.contains("ec2:CreateTags") && text.contains("ec2:DescribeNetworkInterfaces"),
+        "{text}"
+    );
+    // The second `log` line: health transitions go to stderr, not to syslog local1.
+    let local1 = text
+        .lines()
+        .find(|l| l.contains("local1 notice"))
+        .unwrap_or_default();
+    assert!(local1.contains("stderr"), "{local1}");
+    // An optional hint is not a TODO (exit 0 above).
+    assert!(!imp.toml.contains("# TODO"));
+}
+
+#[test]
+fn proto_h2_bind_warns_once_and_says_it_serves_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("h2.cfg");
+    std::fs::write(
+        &cfg,
+        "defaults
+    mode http
+frontend www
+    bind 127.0.0.1:8080 proto h2
+    default_backend app
+backend app
+    server s1 127.0.0.1:9001
+",
+    )
+    .unwrap();
+    let imp = haproxy_to_config(&cfg).unwrap();
+    let text = imp.report.render();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("proto h2"), "{text}");
+    assert!(warnings[0].contains("HTTP/1.1"), "{text}");
+    assert_eq!(imp.config.listen[0].name, "www");
 }
 
 #[test]
@@ -158,7 +197,8 @@ fn golden_split_frontend_backend_and_per_node_scripts() {
     let c = &imp.config;
     assert_eq!(c.listen.len(), 1, "frontend+backend merged");
     let l = &c.listen[0];
-    assert_eq!(l.name, "app");
+    // Named after the frontend, as HAProxy's access log names it (`www app/web2`).
+    assert_eq!(l.name, "www");
     let http = l.health.http.as_ref().unwrap();
     assert_eq!(http.host.as_deref(), Some("app.example.com"));
     let cl = c.cluster.as_ref().unwrap();
@@ -188,6 +228,7 @@ fn golden_unsupported_directives_are_reported_not_dropped() {
         "backup servers are not supported",
         "cookie maxidle is not supported",
         "static-rr mapped to roundrobin",
+        "1 `# TODO` line(s) left in the output (lines 42)",
     ] {
         assert!(text.contains(needle), "report lacks {needle:?}:\n{text}");
     }

@@ -396,3 +396,120 @@ async fn a_stuck_access_log_never_blocks_requests() {
         j["process"]
     );
 }
+
+/// SIGTERM, wait for the exit, and return everything the daemon logged on stderr.
+fn stop_and_read_log(d: &mut Daemon) -> String {
+    use std::io::Read;
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10)).expect("edgelb stops");
+    let mut log = String::new();
+    if let Some(mut e) = d.child.stderr.take() {
+        e.read_to_string(&mut log).expect("read stderr");
+    }
+    log
+}
+
+/// Waits until the daemon's stats API shows config generation `g`.
+async fn wait_generation(sport: u16, g: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let j = stats_json(sport).await;
+        if j["config"]["generation"] == g {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "generation {g} never came: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn admin_state(j: &serde_json::Value, server: &str) -> String {
+    j["listens"][0]["servers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == server))
+        .map(|s| s["admin_state"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+/// Which backends answer `n` fresh round-robin requests.
+async fn served_by(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(fetch(addr, "/", "").await.backend());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A reload applies what the file says about each server: adding `disabled = true` puts it in
+/// MAINT (no traffic), removing it brings it back; each change is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_disabled_from_the_file_both_ways_and_logs_it() {
+    let (a, b) = (Backend::start("app1").await, Backend::start("app2").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sport) = (free_port(), free_port());
+    let enabled = config_text(port, sport, &[(&a, 1), (&b, 1)], "");
+    let app2 = format!("address = \"{}\"\nweight = 1\ncheck = false\n", b.addr);
+    let disabled = enabled.replace(&app2, &format!("{app2}disabled = true\n"));
+    assert_ne!(enabled, disabled);
+    let path = write_file(dir.path(), "e.toml", &enabled);
+    let mut d = Daemon::start(&path, None);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    assert_eq!(served_by(addr, 4).await, ["app1", "app2"]);
+
+    std::fs::write(&path, &disabled).unwrap();
+    d.signal("HUP");
+    let j = wait_generation(sport, 2).await;
+    assert_eq!(admin_state(&j, "app2"), "maint", "{j}");
+    assert_eq!(served_by(addr, 4).await, ["app1"]);
+
+    std::fs::write(&path, &enabled).unwrap();
+    d.signal("HUP");
+    let j = wait_generation(sport, 3).await;
+    assert_eq!(admin_state(&j, "app2"), "ready", "{j}");
+    assert_eq!(served_by(addr, 4).await, ["app1", "app2"]);
+
+    // A reload that leaves app2's entry as it is keeps its runtime state (here: the file's).
+    d.signal("HUP");
+    let j = wait_generation(sport, 4).await;
+    assert_eq!(admin_state(&j, "app2"), "ready", "{j}");
+
+    let log = stop_and_read_log(&mut d);
+    assert!(
+        log.contains("server webapp/app2 changed in the file: state ready -> maint"),
+        "{log}"
+    );
+    assert!(
+        log.contains("server webapp/app2 changed in the file: state maint -> ready"),
+        "{log}"
+    );
+}
+
+/// The log says what is bound at start, each step of a drain, and a final "stopped" line;
+/// addresses are printed as addresses (no `Some(...)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_names_what_is_bound_the_drain_and_the_stop() {
+    let (_a, _dir, mut d, addr) = one_backend_daemon().await;
+    let log = stop_and_read_log(&mut d);
+    assert!(
+        log.contains(&format!("listen webapp bound on {addr}")),
+        "{log}"
+    );
+    assert!(
+        log.contains("dashboard and stats API bound on 127.0.0.1:"),
+        "{log}"
+    );
+    assert!(log.contains("cluster: off"), "{log}");
+    assert!(log.contains("draining: stopped accepting"), "{log}");
+    assert!(log.contains("drained: every connection finished"), "{log}");
+    assert!(
+        log.trim_end()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains("stopped"),
+        "{log}"
+    );
+    assert!(!log.contains("Some("), "{log}");
+}

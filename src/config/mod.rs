@@ -4,6 +4,7 @@
 //! `load`, which turns a file into a `Config` or a list of every problem with `file:line: reason`.
 //! Nothing here opens sockets or touches runtime state; `runtime` builds from a validated `Config`.
 
+mod keys;
 mod load;
 mod spans;
 mod validate;
@@ -411,7 +412,7 @@ fn default_check_expect() -> String {
     "200-399".into()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ServerConfig {
     pub name: String,
     /// `IP:PORT` or `host:port` (resolved once at load).

@@ -704,7 +704,7 @@ pub fn import(inp: &Inputs) -> HeartbeatImport {
                 "(optional) {} of {n}: not in the scripts given (they come from each node's own updateEIP scripts); on EC2 edgelb reads them from instance metadata and EC2",
                 missing.join(", ")
             ));
-            rep.note(at, format!("{} of node {n:?} not derivable from the scripts given; edgelb discovers them on EC2 (optional TODO left)", missing.join(", ")));
+            rep.note(at, format!("{} of node {n:?} not derivable from the scripts given; edgelb discovers them on EC2 (an `# optional:` comment is left)", missing.join(", ")));
         }
         tables.push(t);
     }

@@ -229,6 +229,7 @@ pub fn import_sources(mut src: Sources) -> Result<Imported, ImportError> {
     let mut report = hap.report.clone();
     report.extend(hb.report.clone());
 
+    let iam_note = doc_cluster_note(&hb);
     let mut doc = Doc::default();
     let mut files = vec![src.haproxy.name.clone()];
     let h = &src.heartbeat;
@@ -264,7 +265,30 @@ pub fn import_sources(mut src: Sources) -> Result<Imported, ImportError> {
     }
     doc.tables.extend(hb.eips);
     let toml = doc.render();
+    let todos: Vec<usize> = toml
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("# TODO"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    if let Some(first) = todos.first() {
+        report.warn(
+            &Loc::new(&src.output_name, *first, ""),
+            format!(
+                "{} `# TODO` line(s) left in the output (lines {}): fill them in before use",
+                todos.len(),
+                todos
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
 
+    if let Some(c) = iam_note {
+        report.note(&Loc::file(&src.output_name), c);
+    }
     if report.has_errors() {
         return Err(ImportError::Rejected { report, toml });
     }
@@ -293,6 +317,21 @@ pub fn import_sources(mut src: Sources) -> Result<Imported, ImportError> {
             Err(ImportError::Rejected { report, toml })
         }
     }
+}
+
+/// The EC2 rights the imported cluster needs, for the report: the seed's `updateEIP` role
+/// lacked `ec2:CreateTags`, which the partition witness writes.
+fn doc_cluster_note(hb: &heartbeat::HeartbeatImport) -> Option<String> {
+    hb.cluster.first()?;
+    Some(
+        "IAM: the instance role needs ec2:DescribeAddresses, ec2:AssociateAddress, \
+         ec2:DisassociateAddress, ec2:DescribeNetworkInterfaces, ec2:AssignPrivateIpAddresses \
+         (aws.ensure_secondary_ip) and, for the partition witness (cluster.witness, on by \
+         default), ec2:CreateTags on network interfaces (tag key edgelb:witness) plus \
+         ec2:DescribeNetworkInterfaces; the seed's EIP policy has no ec2:CreateTags. \
+         deploy/iam-policy.json has exactly these"
+            .into(),
+    )
 }
 
 /// Writes `secret` to `path` readable by the owner only.
