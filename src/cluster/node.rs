@@ -1,7 +1,7 @@
 //! The cluster's I/O shell: UDP heartbeats, timers and EC2 calls around the sans-io `brain`.
 //!
-//! `spawn` reads the key file, resolves this node's EC2 identity (config first, IMDSv2 for the
-//! rest), builds the EC2 client, binds the heartbeat socket and starts one drive task. The drive
+//! `spawn` takes the ready plan of `startup::prepare` (key file, identity, EC2 client, bound
+//! heartbeat socket, brain configuration) and starts one drive task. The drive
 //! task owns the `Brain`, the wire `Sender`/`Receiver` and the socket, and loops over a
 //! `select!` of: a datagram (opened and authenticated, then fed to the brain), the brain's next
 //! deadline, the result of an EC2 call (each call runs in its own task and reports back through
@@ -26,9 +26,10 @@ use tokio::time::Instant;
 
 use super::brain::{Action, ApiOutcome, Brain, CallId, LogLevel, OwnHealth};
 use super::setup;
+use super::startup;
 use super::wire::{self, DropReason, RecvCounters};
 use crate::cloud::aws::{ApiCalls, Ec2Client};
-use crate::cloud::{imds, CloudError, Ec2, InstanceIdentity, Placement};
+use crate::cloud::{Ec2, InstanceIdentity};
 use crate::config::{parse_bind, Config};
 use crate::runtime::Runtime;
 
@@ -73,83 +74,39 @@ impl Drop for ClusterHandle {
     }
 }
 
-/// Starts the cluster member if the snapshot has a `[cluster]` section.
+/// Starts the cluster member if the snapshot has a `[cluster]` section: `startup::prepare` runs
+/// the start-up sequence, this function only turns its plan into a running drive task.
 pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
-    let snap = rt.load();
-    let cfg = snap.config.clone();
-    let Some(cl) = cfg.cluster.as_ref() else {
+    let Some(plan) = startup::prepare(&rt).await? else {
         return Ok(None);
     };
-    let me = snap.node_name.clone();
-    let generation = snap.generation;
-    drop(snap);
-    let keys = setup::read_key_file(std::path::Path::new(&cl.auth_key_file))?;
-    let peers = setup::peer_addresses(cl, &me)?;
-    let bind = parse_bind(&cl.bind).map_err(|e| format!("cluster.bind: {e}"))?;
-
-    let mut overrides = setup::identity_overrides(&cfg, &me);
-    if overrides.region.is_none() {
-        // Off EC2 (or with IMDS locked down) the SDK's own region variable is a fine source.
-        overrides.region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-            .iter()
-            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
-    }
-    let mut identity = imds::resolve_identity(&overrides, None)
-        .await
-        .map_err(|e| format!("cluster: identity of node {me}: {e}"))?;
-    let settings = setup::aws_settings(&cfg);
-    let ec2 = Ec2Client::new(&settings, Some(&identity.region))
-        .await
-        .map_err(|e| format!("cluster: EC2 client: {e}"))?;
-    let ensure = cfg.aws.as_ref().map_or(true, |a| a.ensure_secondary_ip);
-    if identity.secondary_ip.is_none() && ensure {
-        match ec2.ensure_secondary_ip(&identity.eni_id).await {
-            Ok(ip) => {
-                tracing::info!("cluster: ENI {} secondary IP {ip}", identity.eni_id);
-                identity.secondary_ip = Some(ip);
-            }
-            Err(e) => tracing::warn!(
-                "cluster: could not ensure a secondary IP on {}: {e}; this node will not take \
-                 over peers' EIPs",
-                identity.eni_id
-            ),
-        }
-    }
-    let discovered = discover_peers(&ec2, &cfg, &me, &identity).await;
-    let brain_cfg = setup::brain_config(&cfg, &me, &identity, &discovered)?;
-    let socket = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
-    let local_addr = socket
-        .local_addr()
-        .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
-
-    let incarnation = unix_nanos();
+    let startup::Plan {
+        me,
+        generation,
+        keys,
+        peers,
+        identity,
+        ec2,
+        brain_cfg,
+        socket,
+        local_addr,
+        cluster_json,
+        incarnation,
+    } = plan;
     let start = Instant::now();
+    let names: Vec<String> = brain_cfg.nodes.iter().map(|n| n.name.clone()).collect();
     let brain = Brain::new(
         brain_cfg,
         incarnation ^ 0x5eed_ed9e_1b00_0000,
         Duration::ZERO,
     )
     .map_err(|e| e.to_string())?;
-    let names: Vec<String> = cl.node.iter().map(|n| n.name.clone()).collect();
     let keyring = keys.keyring();
     let sender = wire::Sender::new(me.clone(), incarnation, keyring.clone());
     let receiver = wire::Receiver::new(me.clone(), names, keyring);
 
-    spawn_dry_run(&ec2, &cfg, &me, &identity);
-
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (leave_tx, leave_rx) = mpsc::channel(4);
-    tracing::info!(
-        "cluster: node {me} (incarnation {incarnation}) heartbeats on {local_addr} to {} \
-         address(es); ENI {} primary {} secondary {:?}; witness {}",
-        peers.len(),
-        identity.eni_id,
-        identity.primary_ip,
-        identity.secondary_ip,
-        if cl.witness { "on" } else { "off" },
-    );
     let shell = Shell {
         rt,
         brain,
@@ -165,7 +122,7 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
         incarnation,
         keys,
         generation,
-        cluster_json: cluster_settings_json(&cfg),
+        cluster_json,
         last_health: None,
         leave_waiters: Vec::new(),
         send_errors: 0,
@@ -179,34 +136,6 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
         task,
         local_addr,
     }))
-}
-
-/// The IAM self-check (AssociateAddress with DryRun) in the background: a warning, never fatal.
-fn spawn_dry_run(ec2: &Ec2Client, cfg: &Config, me: &str, identity: &InstanceIdentity) {
-    let Some(eip) = cfg
-        .eip
-        .iter()
-        .find(|e| e.owner == me)
-        .or_else(|| cfg.eip.first())
-    else {
-        return;
-    };
-    let ec2 = ec2.clone();
-    let alloc = eip.allocation_id.clone();
-    let target = Placement {
-        eni_id: identity.eni_id.clone(),
-        private_ip: identity.primary_ip,
-    };
-    tokio::spawn(async move {
-        match ec2.dry_run_check(&alloc, &target).await {
-            Ok(()) => tracing::info!("cluster: IAM self-check passed (AssociateAddress DryRun)"),
-            Err(CloudError::Denied(e)) => tracing::warn!(
-                "cluster: IAM self-check FAILED: AssociateAddress on {alloc} is denied ({e}); \
-                 this node cannot move EIPs until the instance role allows it"
-            ),
-            Err(e) => tracing::warn!("cluster: IAM self-check inconclusive: {e}"),
-        }
-    });
 }
 
 fn unix_nanos() -> u64 {
@@ -224,7 +153,7 @@ fn unix_ms() -> u64 {
 }
 
 /// The settings a running brain cannot change, for spotting edits on reload.
-fn cluster_settings_json(cfg: &Config) -> serde_json::Value {
+pub(super) fn cluster_settings_json(cfg: &Config) -> serde_json::Value {
     serde_json::json!({
         "cluster": cfg.cluster.as_ref().map(|c| {
             let mut c = c.clone();
@@ -640,100 +569,4 @@ fn api_calls_json(calls: &ApiCalls) -> serde_json::Value {
         );
     }
     serde_json::Value::Object(m)
-}
-
-/// Finds the ENI and private IPs of peers whose `[[cluster.node]]` entry doesn't give them, so one
-/// config file (without ENI ids) can serve every node: first by the peer's heartbeat addresses
-/// (its private IPs), then by where the peer's own EIP is while it sits at home. Retries API errors
-/// for a short while; what stays unknown is reported by `setup::brain_config`.
-pub async fn discover_peers(
-    ec2: &Ec2Client,
-    cfg: &crate::config::Config,
-    me: &str,
-    identity: &crate::cloud::InstanceIdentity,
-) -> std::collections::HashMap<String, crate::cloud::aws::EniSlots> {
-    use crate::cloud::Ec2 as _;
-    let mut found = std::collections::HashMap::new();
-    let Some(cl) = cfg.cluster.as_ref() else {
-        return found;
-    };
-    let wanted: Vec<&crate::config::ClusterNode> = cl
-        .node
-        .iter()
-        .filter(|n| n.name != me && (n.eni_id.is_none() || n.primary_ip.is_none()))
-        .collect();
-    for attempt in 0..5u32 {
-        let mut retry = false;
-        for n in &wanted {
-            if found.contains_key(&n.name) {
-                continue;
-            }
-            let ips = n
-                .address
-                .iter()
-                .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
-                .filter_map(|a| match a.ip() {
-                    std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
-                    _ => None,
-                });
-            for ip in ips {
-                match ec2
-                    .eni_slots("addresses.private-ip-address", &ip.to_string())
-                    .await
-                {
-                    Ok(list) => {
-                        if let Some(s) = list.into_iter().find(|s| s.eni_id != identity.eni_id) {
-                            found.insert(n.name.clone(), s);
-                            break;
-                        }
-                    }
-                    Err(e) => retry |= e.is_retryable(),
-                }
-            }
-            if found.contains_key(&n.name) {
-                continue;
-            }
-            let allocs: Vec<String> = cfg
-                .eip
-                .iter()
-                .filter(|e| e.owner == n.name)
-                .map(|e| e.allocation_id.clone())
-                .collect();
-            if allocs.is_empty() {
-                continue;
-            }
-            match ec2.describe_addresses(&allocs).await {
-                Ok(addrs) => {
-                    let home = addrs
-                        .into_iter()
-                        .filter_map(|a| a.placement)
-                        .find(|p| p.eni_id != identity.eni_id);
-                    if let Some(p) = home {
-                        match ec2.eni_slots("network-interface-id", &p.eni_id).await {
-                            Ok(list) => {
-                                if let Some(s) = list.into_iter().next() {
-                                    found.insert(n.name.clone(), s);
-                                }
-                            }
-                            Err(e) => retry |= e.is_retryable(),
-                        }
-                    }
-                }
-                Err(e) => retry |= e.is_retryable(),
-            }
-        }
-        if found.len() == wanted.len() || !retry {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500 * (attempt as u64 + 1))).await;
-    }
-    for (name, s) in &found {
-        tracing::info!(
-            "cluster: peer {name} is ENI {} ({} + {:?}), found through the EC2 API",
-            s.eni_id,
-            s.primary_ip,
-            s.secondary_ips
-        );
-    }
-    found
 }

@@ -95,7 +95,7 @@ pub fn peer_addresses(cl: &ClusterSection, me: &str) -> Result<Vec<SocketAddr>, 
 /// The brain's configuration: timers from `[cluster]`, budget and reconcile interval from
 /// `[aws]`, EIPs from `[[eip]]`, this node's placement slots from `identity` (config wins there
 /// too, see `identity_overrides`), peers' slots from their `[[cluster.node]]` entries, else from
-/// `discovered` (found through the EC2 API at start, see `node::discover_peers`).
+/// `discovered` (found through the EC2 API at start, see `startup::discover_peers`).
 pub fn brain_config(
     cfg: &Config,
     me: &str,
