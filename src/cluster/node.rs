@@ -11,7 +11,7 @@
 //! SIGSTOP shows up as a gap, which the brain detects).
 //!
 //! Reload: on a new snapshot generation the key file is re-read; changed keys take effect at
-//! once (with a fresh incarnation, which peers log as a restart; nothing moves). Changed timers,
+//! once (same incarnation and replay state: nothing moves, no replay window). Changed timers,
 //! nodes, EIPs or `[aws]` settings rebuild the brain in place (`apply_settings`), without a
 //! failover; only a changed `cluster.bind` needs a restart. (The EC2 client keeps its timeouts.)
 
@@ -85,6 +85,7 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
         generation,
         keys,
         peers,
+        paths,
         identity,
         ec2,
         brain_cfg,
@@ -115,6 +116,8 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
         socket,
         local_addr,
         peers,
+        paths,
+        last_heard: Vec::new(),
         ec2,
         start,
         results_tx,
@@ -138,18 +141,69 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
     }))
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// `EDGELB_CLOCK_OFFSET_MS` (signed milliseconds, default 0) shifts this process's wall clock
+/// as the cluster sees it (heartbeat `sent_unix_ms`, witness stamps): a test knob to run a node
+/// "with its clock set back" without touching the host clock. Never needed in production.
+pub const CLOCK_OFFSET_ENV: &str = "EDGELB_CLOCK_OFFSET_MS";
+
+fn clock_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_OFFSET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// The wall clock the cluster uses (with `EDGELB_CLOCK_OFFSET_MS` applied).
+fn wall_clock() -> SystemTime {
+    let off = clock_offset_ms();
+    let now = SystemTime::now();
+    let d = Duration::from_millis(off.unsigned_abs());
+    if off >= 0 {
+        now + d
+    } else {
+        now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
+    wall_clock()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// `startup::open_paths` for a reload (synchronous: std sockets handed to tokio).
+fn reopen_paths(paths: &[(String, SocketAddr)], local: SocketAddr) -> Vec<Path> {
+    let mut out = Vec::with_capacity(paths.len());
+    for (node, addr) in paths {
+        let sock = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+            .and_then(|s| s.connect(addr).map(|()| s))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(UdpSocket::from_std);
+        match sock {
+            Ok(sock) => out.push(Path {
+                node: node.clone(),
+                addr: *addr,
+                sock,
+                refused_at: None,
+            }),
+            Err(e) => tracing::warn!("cluster: heartbeat path to {node} at {addr}: {e}"),
+        }
+    }
+    out
+}
+
+/// One heartbeat path: a UDP socket connected to one address of one peer. Its send errors
+/// carry the peer host's ICMP "port unreachable" back as `ECONNREFUSED`.
+pub struct Path {
+    pub node: String,
+    pub addr: SocketAddr,
+    pub sock: UdpSocket,
+    /// Last time this path reported "connection refused".
+    pub refused_at: Option<Instant>,
 }
 
 /// The settings a running brain cannot change, for spotting edits on reload.
@@ -198,6 +252,9 @@ struct Shell {
     socket: UdpSocket,
     local_addr: SocketAddr,
     peers: Vec<SocketAddr>,
+    paths: Vec<Path>,
+    /// Per peer: when we last accepted a heartbeat from it (refusals older than that are moot).
+    last_heard: Vec<(String, Instant)>,
     ec2: Ec2Client,
     start: Instant,
     results_tx: mpsc::UnboundedSender<(CallId, ApiOutcome)>,
@@ -277,8 +334,13 @@ impl Shell {
     }
 
     fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
-        match self.receiver.open(datagram) {
+        match self.receiver.open_at(datagram, unix_ms()) {
             Ok(hb) => {
+                let at = Instant::now();
+                match self.last_heard.iter_mut().find(|(n, _)| *n == hb.node) {
+                    Some((_, t)) => *t = at,
+                    None => self.last_heard.push((hb.node.clone(), at)),
+                }
                 let now = self.now();
                 self.brain.on_heartbeat(now, &hb);
             }
@@ -348,19 +410,16 @@ impl Shell {
         match setup::read_key_file(std::path::Path::new(&cl.auth_key_file)) {
             Ok(keys) if keys == self.keys => {}
             Ok(keys) => {
+                // Same incarnation, same sequence numbers, same replay state: a key rotation
+                // is invisible to the failover logic and opens no replay window.
                 let keyring = keys.keyring();
-                // A sender's sequence numbers restart with it, so it needs a new incarnation
-                // for peers' replay guards to accept it; peers log that as a restart.
-                self.incarnation = unix_nanos().max(self.incarnation + 1);
-                let me = self.brain.config().me.clone();
-                let names = self.brain.config().nodes.iter().map(|n| n.name.clone());
-                self.receiver = wire::Receiver::new(me.clone(), names, keyring.clone());
-                self.sender = wire::Sender::new(me, self.incarnation, keyring);
+                self.receiver.set_keys(keyring.clone());
+                self.sender.set_keys(keyring);
                 self.keys = keys;
                 tracing::info!(
-                    "cluster: key file re-read: signing with key id {} (incarnation {})",
+                    "cluster: key file re-read: signing with key id {}, accepting key ids {:?}",
                     self.keys.signing,
-                    self.incarnation
+                    self.keys.keys.iter().map(|(id, _)| *id).collect::<Vec<_>>()
                 );
             }
             Err(e) => tracing::error!("cluster: reload: {e}; keeping the current keys"),
@@ -400,18 +459,28 @@ impl Shell {
         let built = setup::brain_config(cfg, &me, &self.identity, &known)
             .and_then(|b| {
                 let peers = setup::peer_addresses(cl, &me)?;
-                Ok((b, peers))
+                let paths = setup::peer_paths(cl, &me)?;
+                Ok((b, peers, paths))
             })
-            .and_then(|(b, peers)| {
+            .and_then(|(b, peers, paths)| {
                 let now = self.now();
                 Brain::new(b, self.incarnation ^ now.as_nanos() as u64, now)
-                    .map(|brain| (brain, peers))
+                    .map(|brain| (brain, peers, paths))
                     .map_err(|e| e.to_string())
             });
         match built {
-            Ok((brain, peers)) => {
+            Ok((brain, peers, paths)) => {
                 self.brain = brain;
                 self.peers = peers;
+                if self
+                    .paths
+                    .iter()
+                    .map(|p| (p.node.clone(), p.addr))
+                    .collect::<Vec<_>>()
+                    != paths
+                {
+                    self.paths = reopen_paths(&paths, self.local_addr);
+                }
                 self.cluster_json = settings;
                 self.last_health = None;
                 tracing::info!(
@@ -467,7 +536,7 @@ impl Shell {
                     let ec2 = self.ec2.clone();
                     self.run(call, async move {
                         ApiOutcome::WitnessWritten(
-                            ec2.write_witness(&eni_id, &node, SystemTime::now()).await,
+                            ec2.write_witness(&eni_id, &node, wall_clock()).await,
                         )
                     });
                 }
@@ -515,11 +584,46 @@ impl Shell {
                 return;
             }
         };
-        for addr in &self.peers {
-            if let Err(e) = self.socket.try_send_to(&bytes, *addr) {
-                self.send_errors += 1;
-                tracing::debug!("cluster: heartbeat to {addr}: {e}");
+        let mut refused = Vec::new();
+        for (k, path) in self.paths.iter_mut().enumerate() {
+            match path.sock.try_send(&bytes) {
+                Ok(_) => {}
+                // The peer's host answered an earlier datagram with "port unreachable".
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    path.refused_at = Some(Instant::now());
+                    refused.push(k);
+                    // That send was consumed by the error report; send this one again.
+                    let _ = path.sock.try_send(&bytes);
+                }
+                Err(e) => {
+                    self.send_errors += 1;
+                    tracing::debug!("cluster: heartbeat to {} at {}: {e}", path.node, path.addr);
+                }
             }
+        }
+        for k in refused {
+            self.on_path_refused(k);
+        }
+    }
+
+    /// A path refused: if every path of that peer refused since we last heard it, its process
+    /// is gone (host up, port closed); the brain treats that as proof of death at deadtime.
+    fn on_path_refused(&mut self, k: usize) {
+        let node = self.paths[k].node.clone();
+        let heard = self
+            .last_heard
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, t)| *t);
+        let all = self
+            .paths
+            .iter()
+            .filter(|p| p.node == node)
+            .all(|p| p.refused_at.is_some_and(|r| heard.map_or(true, |h| r > h)));
+        if all {
+            tracing::debug!("cluster: every heartbeat path to {node} refuses");
+            let now = self.now();
+            self.brain.on_refused(now, &node);
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Plan {
     pub keys: setup::KeyMaterial,
     /// Heartbeat destinations: every address of every peer.
     pub peers: Vec<SocketAddr>,
+    /// One connected UDP socket per heartbeat path (see `node::Path`).
+    pub paths: Vec<super::node::Path>,
     pub identity: InstanceIdentity,
     pub ec2: Ec2Client,
     pub brain_cfg: BrainConfig,
@@ -85,7 +87,8 @@ pub async fn prepare(rt: &Arc<Runtime>) -> Result<Option<Plan>, String> {
     let local_addr = socket
         .local_addr()
         .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
-    let incarnation = unix_nanos();
+    let incarnation = new_incarnation();
+    let paths = open_paths(&peer_paths_of(&cfg, &me)?, local_addr).await;
 
     spawn_dry_run(&ec2, &cfg, &me, &identity);
 
@@ -103,6 +106,7 @@ pub async fn prepare(rt: &Arc<Runtime>) -> Result<Option<Plan>, String> {
         generation,
         keys,
         peers,
+        paths,
         identity,
         ec2,
         brain_cfg,
@@ -113,11 +117,60 @@ pub async fn prepare(rt: &Arc<Runtime>) -> Result<Option<Plan>, String> {
     }))
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
+/// A random incarnation: never derived from the wall clock alone, so a node restarted with its
+/// clock set back is still a new incarnation to its peers (they do not order incarnations).
+pub fn new_incarnation() -> u64 {
+    use sha2::{Digest, Sha256};
+    let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let local = 0u8;
+    let mut h = Sha256::new();
+    h.update(nanos.to_be_bytes());
+    h.update(std::process::id().to_be_bytes());
+    h.update(format!("{:p}{:?}", &local, std::time::Instant::now()).as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
+}
+
+pub(super) fn peer_paths_of(cfg: &Config, me: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+    match cfg.cluster.as_ref() {
+        Some(cl) => setup::peer_paths(cl, me),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Connected UDP sockets, one per heartbeat path, bound to our heartbeat IP: sending through a
+/// connected socket is what lets the kernel report the peer host's "port unreachable" to us.
+pub(super) async fn open_paths(
+    paths: &[(String, SocketAddr)],
+    local: SocketAddr,
+) -> Vec<super::node::Path> {
+    let mut out = Vec::with_capacity(paths.len());
+    for (node, addr) in paths {
+        let bind = SocketAddr::new(local.ip(), 0);
+        let sock = match UdpSocket::bind(bind).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cluster: heartbeat path to {node} at {addr}: bind {bind}: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = sock.connect(addr).await {
+            tracing::warn!("cluster: heartbeat path to {node} at {addr}: {e}");
+            continue;
+        }
+        out.push(super::node::Path {
+            node: node.clone(),
+            addr: *addr,
+            sock,
+            refused_at: None,
+        });
+    }
+    out
 }
 
 /// The IAM self-check (AssociateAddress with DryRun) in the background: a warning, never fatal.

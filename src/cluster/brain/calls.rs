@@ -71,8 +71,11 @@ impl Brain {
         let elapsed = self.now.saturating_sub(self.tokens_at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * per_sec).min(cap);
         self.tokens_at = self.now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // Each call may cost up to requests_per_call HTTP requests (SDK retries): charge them
+        // all, so the budget bounds requests on the wire, not calls.
+        let cost = f64::from(self.cfg.requests_per_call.max(1));
+        if self.tokens >= cost {
+            self.tokens -= cost;
             self.counters.api_calls += 1;
             self.budget_blocked = false;
             true

@@ -50,12 +50,22 @@ pub struct WitnessConfig {
     pub stale_after: Duration,
 }
 
+impl WitnessConfig {
+    /// How long a witness that cannot be read (API outage) is waited for before a silent peer
+    /// counts as dead anyway: stale_after + write_interval (25 s by default). Longer than
+    /// stale_after, so an outage during a partition rarely swaps EIPs; bounded, so an outage
+    /// never strands one.
+    pub fn unreadable_grace(&self) -> Duration {
+        self.stale_after + self.write_interval
+    }
+}
+
 impl Default for WitnessConfig {
     fn default() -> Self {
         WitnessConfig {
             enabled: true,
-            write_interval: Duration::from_secs(10),
-            stale_after: Duration::from_secs(25),
+            write_interval: Duration::from_secs(7),
+            stale_after: Duration::from_secs(18),
         }
     }
 }
@@ -85,6 +95,14 @@ pub struct BrainConfig {
     /// How many `leaving` heartbeats a graceful stop sends.
     pub leave_burst: u32,
     pub witness: WitnessConfig,
+    /// How long a peer must have announced `serving=false`, and a survivor been healthy,
+    /// before the survivor takes that peer's EIP: when every node's backends fail together
+    /// (a shared backend pool), health checks see it at slightly different times, and nobody
+    /// can serve anyway, so nothing should move.
+    pub unhealthy_hold: Duration,
+    /// HTTP requests one EC2 call may cost (the SDK's `max_attempts`): the budget is charged
+    /// this many tokens per call, so `api_budget_per_minute` bounds requests, retries included.
+    pub requests_per_call: u32,
 }
 
 impl BrainConfig {
@@ -106,12 +124,14 @@ impl BrainConfig {
             reconcile_jitter_pct: 20,
             api_budget_per_minute: 20,
             backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(2),
             call_timeout: Duration::from_secs(60),
             pause_threshold: keepalive * 2,
             pause_holdoff: keepalive * 2 + Duration::from_secs(1),
             leave_burst: 3,
             witness: WitnessConfig::default(),
+            unhealthy_hold: deadtime / 2,
+            requests_per_call: 1,
         }
     }
 
@@ -173,6 +193,12 @@ impl BrainConfig {
         if self.pause_threshold <= self.keepalive {
             return bad(
                 "pause_threshold must exceed keepalive (the shell ticks that often)".into(),
+            );
+        }
+        if self.requests_per_call == 0 || self.requests_per_call > self.api_budget_per_minute {
+            return bad(
+                "api_budget_per_minute must allow at least one call of max_attempts requests"
+                    .into(),
             );
         }
         if self.api_budget_per_minute == 0 {

@@ -9,7 +9,10 @@ impl PeerState {
         match self {
             PeerState::Alive | PeerState::Warn => Live::Up,
             PeerState::Dead | PeerState::Unhealthy | PeerState::Leaving => Live::Down,
-            PeerState::Init | PeerState::Suspect | PeerState::SilentWitnessed => Live::Unknown,
+            PeerState::Init
+            | PeerState::Suspect
+            | PeerState::SilentWitnessed
+            | PeerState::Failing => Live::Unknown,
         }
     }
 
@@ -34,6 +37,9 @@ impl PeerState {
             }
             PeerState::Dead => "dead",
             PeerState::Unhealthy => "unhealthy (not serving)",
+            PeerState::Failing => {
+                "not serving; waiting unhealthy_hold before taking its EIP (everyone's backends down?)"
+            }
             PeerState::Leaving => "leaving (graceful stop)",
         }
     }
@@ -56,13 +62,35 @@ impl Brain {
         let now = self.now;
         let p = &mut self.peers[idx];
         let restarted = p.incarnation.is_some_and(|i| i != hb.incarnation);
-        if p.incarnation.is_some_and(|i| hb.incarnation < i)
-            || (p.incarnation == Some(hb.incarnation) && hb.seq <= p.seq)
-        {
-            // Reordered or replayed (the shell's ReplayGuard should have dropped it already):
-            // acting on it would roll the peer's state back.
+        // Incarnations are not ordered (a restarted node may have its clock set back): a new
+        // one is a restart; the wire layer has already rejected retired ones and replays.
+        if p.incarnation == Some(hb.incarnation) && hb.seq <= p.seq {
+            // Reordered (the shell's ReplayGuard should have dropped it already): acting on it
+            // would roll the peer's state back.
             return;
         }
+        let known_alive = p.incarnation == Some(hb.incarnation) && p.heard_alive;
+        if hb.payload.leaving && !known_alive {
+            // A `leaving` is the first thing we hear from this incarnation: after our own restart
+            // that may be a recording of a past stop. Only a peer we heard as a member may hand
+            // its EIP over at once; otherwise silence + evidence of death decide, as for a kill.
+            let msg = format!(
+                "Node {}: says leaving, but this incarnation was never heard alive: ignored",
+                hb.node
+            );
+            self.log(LogLevel::Info, msg);
+            return;
+        }
+        let p = &mut self.peers[idx];
+        if !hb.payload.leaving {
+            p.heard_alive = true;
+        }
+        if !hb.payload.serving {
+            p.unhealthy_since.get_or_insert(now);
+        } else {
+            p.unhealthy_since = None;
+        }
+        p.refused_at = None;
         p.incarnation = Some(hb.incarnation);
         p.seq = hb.seq;
         p.last_heard = Some(now);
@@ -88,13 +116,44 @@ impl Brain {
         self.evaluate();
     }
 
+    /// Every heartbeat address of `node` answered "port unreachable" (ICMP; a connected UDP
+    /// socket sees `ECONNREFUSED`): its host is up and nothing listens on the heartbeat port, so
+    /// the process is gone. A partition or a paused process answers nothing, so this never
+    /// fires for them. Counts only when newer than the peer's last heartbeat.
+    pub fn on_refused(&mut self, now: Duration, node: &str) {
+        if !self.advance(now) {
+            return;
+        }
+        let Some(idx) = self.cfg.nodes.iter().position(|n| n.name == node) else {
+            return;
+        };
+        if idx == self.me {
+            return;
+        }
+        let now = self.now;
+        let p = &mut self.peers[idx];
+        if p.last_heard.is_some_and(|t| t >= now) {
+            return;
+        }
+        p.refused_at = Some(now);
+        self.evaluate();
+    }
+
+    /// Positive evidence that the peer's process is gone: its heartbeat port refused after its
+    /// last heartbeat, and recently (within deadtime: an old refusal says nothing about now).
+    pub(super) fn refused(&self, p: &Peer) -> bool {
+        p.refused_at.is_some_and(|t| {
+            p.last_heard.map_or(true, |h| t > h) && self.now.saturating_sub(t) <= self.cfg.deadtime
+        })
+    }
+
     pub(super) fn classify(&mut self, i: usize) -> PeerState {
         let now = self.now;
         let base = self.silence_base(&self.peers[i]);
         let init_end = self.started + self.cfg.initdead;
         let deadtime = self.cfg.deadtime;
         let witness = self.cfg.witness.clone();
-        let p = &mut self.peers[i];
+        let p = &self.peers[i];
         if p.last_heard.is_some() && p.last.leaving {
             return PeerState::Leaving;
         }
@@ -107,7 +166,12 @@ impl Brain {
                 return PeerState::Init;
             }
             if !p.last.serving {
-                return PeerState::Unhealthy;
+                let hold = self.cfg.unhealthy_hold;
+                return if p.unhealthy_since.is_some_and(|t| now >= t + hold) {
+                    PeerState::Unhealthy
+                } else {
+                    PeerState::Failing
+                };
             }
             return if silence > self.cfg.warntime {
                 PeerState::Warn
@@ -115,9 +179,10 @@ impl Brain {
                 PeerState::Alive
             };
         }
-        if !witness.enabled {
+        if !witness.enabled || self.refused(&self.peers[i]) {
             return PeerState::Dead;
         }
+        let p = &mut self.peers[i];
         // "since" is when we started needing a verdict, so the unreadable-witness allowance
         // (stale_after) is granted in full even when the suspicion starts at initdead's end.
         let v = p.witness.get_or_insert(Verdict::Unknown { since: now });
@@ -125,10 +190,12 @@ impl Brain {
             Verdict::Stale => PeerState::Dead,
             // Past `until` we re-read; the peer stays witnessed meanwhile (so candidacy doesn't
             // flicker), unless the re-read cannot complete within stale_after.
-            Verdict::Fresh { until, .. } if now >= until + witness.stale_after => PeerState::Dead,
+            Verdict::Fresh { until, .. } if now >= until + witness.unreadable_grace() => {
+                PeerState::Dead
+            }
             Verdict::Fresh { .. } => PeerState::SilentWitnessed,
             Verdict::Unknown { since } => {
-                if now >= since + witness.stale_after {
+                if now >= since + witness.unreadable_grace() {
                     PeerState::Dead
                 } else {
                     PeerState::Suspect
@@ -176,22 +243,27 @@ impl Brain {
                     }
                     _ => LogLevel::Info,
                 };
-                let unreadable = new == PeerState::Dead
-                    && matches!(self.peers[i].witness, Some(Verdict::Unknown { .. }));
+                let why = if new != PeerState::Dead {
+                    ""
+                } else if self.refused(&self.peers[i]) {
+                    " (its heartbeat port refuses: process gone, host up)"
+                } else if matches!(self.peers[i].witness, Some(Verdict::Unknown { .. })) {
+                    " (witness unreadable for stale_after past deadtime)"
+                } else {
+                    ""
+                };
                 let msg = format!(
-                    "Node {}: status {}{}",
+                    "Node {}: status {}{why}",
                     self.cfg.nodes[i].name,
                     new.describe(),
-                    if unreadable {
-                        " (witness unreadable for stale_after past deadtime)"
-                    } else {
-                        ""
-                    }
                 );
                 self.log(level, msg);
             }
         }
         if membership_changed {
+            // Tell peers at once: a returning owner's failback hold counts from when its holder
+            // lists it as alive, so that must not wait for the next keepalive.
+            self.next_heartbeat = now;
             self.describe_wanted = true;
             self.membership_at = now;
         }

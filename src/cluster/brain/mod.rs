@@ -32,12 +32,44 @@
 //!
 //! # Model
 //!
+//! The code is split by concern: `membership` (peer states from heartbeats, silence and
+//! evidence), `placement` (the plan every node computes, the associates this node issues, what
+//! DescribeAddresses says), `witness` (EC2 tag stamps), `calls` (budget, backoff, timeouts),
+//! `status` (what `edgelb status` shows) and `config`.
+//!
 //! Peer states (from this node's point of view): `Init` (not heard yet, within our `initdead`),
 //! `Alive`, `Warn` (silent > warntime), `Suspect` (silent > deadtime, witness verdict pending),
 //! `SilentWitnessed` (silent > deadtime but its witness stamp is fresh: partition, not death),
-//! `Dead`, `Unhealthy` (heard, announces `serving=false`) and `Leaving` (announced a graceful
-//! stop). For placement these collapse to *up* (Alive, Warn), *down* (Dead, Unhealthy, Leaving)
-//! and *unknown* (Init, Suspect, SilentWitnessed): nothing moves for an unknown node.
+//! `Dead`, `Failing` (announces `serving=false`, for less than `unhealthy_hold`), `Unhealthy`
+//! (announces `serving=false` for longer) and `Leaving` (announced a graceful stop). For
+//! placement these collapse to *up* (Alive, Warn), *down* (Dead, Unhealthy, Leaving) and
+//! *unknown* (Init, Suspect, SilentWitnessed, Failing): nothing moves for an unknown node.
+//!
+//! **Evidence of death, fastest first** (measured in `tests/failover*.rs`, see README):
+//! 1. `leaving` (clean stop, or a fatal error the process survives long enough to announce):
+//!    at once. Only from an incarnation we heard as a member: a recorded `leaving` replayed to
+//!    a node that just restarted moves nothing.
+//! 2. *Port refused* (`on_refused`): every heartbeat address of the peer answered ICMP
+//!    port-unreachable after its last heartbeat. Its host is up and nothing listens: the process
+//!    is gone (kill -9, crash, OOM). A partition drops packets silently and a paused process
+//!    still owns its socket, so neither produces this. Dead at deadtime, no witness read:
+//!    kill -9 is detected in deadtime, witness on or off. (A firewall that REJECTs heartbeats
+//!    instead of dropping them would fake it; AWS security groups and NACLs drop.)
+//! 3. *Witness stale*: silent past deadtime, no refusal (host gone, kernel hang, partition,
+//!    paused process): the peer's EC2 tag stamp decides, stale after `stale_after` (default
+//!    deadtime + 3 s), so a whole instance gone is dead within deadtime + 5 s.
+//! 4. Without the witness: silence past deadtime alone (Heartbeat's rule).
+//!
+//! **initdead** is the wait for peers not heard yet (Heartbeat's meaning): it ends as soon as
+//! every peer has been heard, and a peer heard and then lost is judged by deadtime and evidence
+//! like any other. A restarted owner whose peers all answer gets its EIP back `failback_hold`
+//! after its holder first lists it as alive (the holder sends a heartbeat at once on any
+//! membership change, so that is one round trip after the owner's first heartbeat).
+//!
+//! **Nobody can serve.** A peer announcing `serving=false` is `Failing` for `unhealthy_hold`
+//! (warntime) before it counts as down, and the taker of its EIP must itself have been healthy
+//! for that long: when every node's backends fail (or recover) together, the health checks of
+//! the nodes see it at slightly different times, and nothing moves.
 //!
 //! Desired holder of an EIP, computed identically by every node from its own view:
 //! 1. owner up: the owner's primary IP; but if the EIP sits on another *up* node, it stays there
@@ -73,8 +105,11 @@
 //!
 //! keepalive 2 s, deadtime 15 s, warntime 7.5 s, initdead 60 s (Heartbeat seed values);
 //! `failback_hold` 30 s (2 × deadtime: a peer must survive two full detection windows before its
-//! EIP comes back); reconcile every 30 s ± 20 %; backoff 1 s doubling to 30 s with jitter,
-//! 60 s after non-retryable errors; API budget 20 calls/min (token bucket, burst 20).
+//! EIP comes back); reconcile every 30 s ± 20 %; backoff 1 s doubling to 2 s with jitter (the
+//! budget, not the backoff, bounds the rate, so a recovered API is used within seconds), 4 s
+//! after non-retryable errors; API budget 20 requests/min (token bucket, burst 20; each call
+//! costs `requests_per_call` = the SDK's `max_attempts`, 1 by default, so SDK retries are
+//! counted too).
 //! A gap of more than `pause_threshold` (2 × keepalive = 4 s; the shell ticks at least every
 //! keepalive) between inputs means we were not scheduled: peer silence is re-measured from the
 //! resume, our own steadiness restarts, and no associate is issued for `pause_holdoff`
@@ -84,15 +119,16 @@
 //! # Partition witness
 //!
 //! With `witness.enabled`, each healthy node writes a timestamp tag on its own ENI every
-//! `write_interval` (10 s). A peer silent past deadtime becomes `Suspect`; we read its stamp
-//! (one DescribeNetworkInterfaces) and declare it dead only if `read_time - stamp > stale_after`
-//! (25 s). A fresh stamp makes it `SilentWitnessed`: no takeover; we re-read when that stamp
+//! `write_interval` (7 s). A peer silent past deadtime (and not refusing) becomes `Suspect`; we
+//! read its stamp (one DescribeNetworkInterfaces) and declare it dead only if
+//! `read_time - stamp > stale_after` (deadtime + 3 s, at least 2 intervals + 3 s: 18 s with the
+//! seed timers). A fresh stamp makes it `SilentWitnessed`: no takeover; we re-read when that stamp
 //! would turn stale. If the witness cannot be read, we keep retrying and declare the peer dead
 //! only after deadtime + stale_after of silence: an API outage must not strand an EIP forever,
 //! and without the API no takeover could be executed anyway. Trade-off: a cut link *plus* an
 //! unreadable witness for that long swaps EIPs (Heartbeat behaviour), it never blackholes them.
-//! Kill -9 detection with the witness takes at most ~stale_after + 1 s (the stamp stops
-//! advancing when the process dies), versus deadtime without it. Stamps compare wall clocks of
+//! A process that is paused (SIGSTOP) longer than about `stale_after - write_interval` past
+//! deadtime looks like a dead host and is taken over; shorter pauses move nothing. Stamps compare wall clocks of
 //! two hosts, so stale_after must dwarf their skew (NTP on EC2: milliseconds).
 //!
 //! A stale stamp only counts while our own witness writes succeed: during an API outage nobody
@@ -108,7 +144,7 @@
 //! * An associate that EC2 *applies* late (after a newer decision) is healed by the next
 //!   reconcile, at the cost of one extra move.
 //!
-//! API cost: witness writes 360/hour/node (every 10 s); reads 1 per suspect event plus one per
+//! API cost: witness writes 514/hour/node (every 7 s); reads 1 per suspect event plus one per
 //! `stale_after` while a peer stays silent-but-witnessed; describes ~120/hour/node (every 30 s)
 //! plus one per membership change and one per associate; associates only on moves.
 
@@ -212,6 +248,8 @@ pub enum PeerState {
     Dead,
     Unhealthy,
     Leaving,
+    /// Announces `serving=false`, for less than `unhealthy_hold`: nothing moves yet.
+    Failing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +287,15 @@ struct Peer {
     sees_me_since: Option<Duration>,
     witness: Option<Verdict>,
     witnessed_logged: bool,
+    /// Last time every heartbeat address of this peer answered "port unreachable" (its host is
+    /// up, nothing listens on the heartbeat port): positive evidence that the process is gone.
+    refused_at: Option<Duration>,
+    /// Whether its current incarnation has been heard as a member (not only saying "leaving"):
+    /// a `leaving` from an incarnation we never heard alive (a replay after our restart) moves
+    /// nothing.
+    heard_alive: bool,
+    /// Since when it has announced `serving=false` (see `BrainConfig::unhealthy_hold`).
+    unhealthy_since: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +335,8 @@ struct EipTrack {
     last_move: Option<Duration>,
     moves: u64,
     decision: Decision,
+    /// Where our last associate put it, until a describe confirms (or contradicts) it.
+    verifying: Option<Placement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -402,6 +451,9 @@ impl Brain {
                 sees_me_since: None,
                 witness: None,
                 witnessed_logged: false,
+                refused_at: None,
+                heard_alive: false,
+                unhealthy_since: None,
             })
             .collect();
         let mut eips = Vec::with_capacity(cfg.eips.len());
@@ -424,6 +476,7 @@ impl Brain {
                 not_before: now,
                 last_move: None,
                 moves: 0,
+                verifying: None,
                 decision: Decision {
                     holder: None,
                     slot: None,
@@ -517,6 +570,7 @@ impl Brain {
         }
         if let Some(t) = self.self_up_since {
             consider(t + self.cfg.failback_hold);
+            consider(t + self.cfg.unhealthy_hold);
         }
         for p in &self.peers {
             if p.node == self.me {
@@ -529,13 +583,21 @@ impl Brain {
             match p.witness {
                 Some(Verdict::Fresh { until, .. }) => {
                     consider(until);
-                    consider(until + self.cfg.witness.stale_after);
+                    consider(until + self.cfg.witness.unreadable_grace());
                 }
-                Some(Verdict::Unknown { since }) => consider(since + self.cfg.witness.stale_after),
+                Some(Verdict::Unknown { since }) => {
+                    consider(since + self.cfg.witness.unreadable_grace())
+                }
                 _ => {}
             }
             if let Some(t) = p.sees_me_since {
                 consider(t + self.cfg.failback_hold);
+            }
+            if let Some(t) = p.unhealthy_since {
+                consider(t + self.cfg.unhealthy_hold);
+            }
+            if let Some(t) = p.up_since {
+                consider(t + self.cfg.unhealthy_hold);
             }
         }
         for e in &self.eips {
@@ -546,7 +608,9 @@ impl Brain {
         }
         if self.budget_blocked {
             let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
-            let wait = ((1.0 - self.tokens).max(0.0) / per_sec).min(60.0);
+            let wait = ((f64::from(self.cfg.requests_per_call.max(1)) - self.tokens).max(0.0)
+                / per_sec)
+                .min(60.0);
             consider(now + Duration::from_secs_f64(wait) + Duration::from_millis(1));
         }
         best
@@ -684,8 +748,14 @@ impl Brain {
         true
     }
 
+    /// `initdead` is the wait for peers not heard yet (Heartbeat's meaning): it ends early
+    /// once every peer has been heard.
     fn in_initdead(&self) -> bool {
         self.now < self.started + self.cfg.initdead
+            && self
+                .peers
+                .iter()
+                .any(|p| p.node != self.me && p.last_heard.is_none())
     }
 
     fn in_holdoff(&self) -> bool {

@@ -51,6 +51,7 @@ impl Brain {
             PeerState::Dead => {
                 p.last_heard.is_none()
                     || matches!(p.witness, Some(Verdict::Stale))
+                    || self.refused(p)
                     || self.held_while_heard(h, eip)
             }
             _ => false,
@@ -64,6 +65,7 @@ impl Brain {
         p.state == PeerState::Dead
             && p.last_heard.is_some()
             && !matches!(p.witness, Some(Verdict::Stale))
+            && !self.refused(p)
             && !self.held_while_heard(h, eip)
     }
 
@@ -186,6 +188,28 @@ impl Brain {
             let best = (0..n)
                 .filter(|&i| i != t.owner && candidate(i) && free[i].iter().any(|f| *f))
                 .max_by_key(|&i| rendezvous(&t.allocation_id, &self.cfg.nodes[i].name));
+            // An owner that is down only by its health: the taker must itself have been healthy
+            // for unhealthy_hold, so that backends failing (or recovering) everywhere at once
+            // move nothing. The rendezvous winner waits rather than a runner-up stepping in, so
+            // every node still agrees on one taker.
+            let by_health = if t.owner == self.me {
+                !self.health.healthy && !self.stopped
+            } else {
+                self.peers[t.owner].state == PeerState::Unhealthy
+            };
+            let hold = self.cfg.unhealthy_hold;
+            let steady = |b: usize| {
+                let since = if b == self.me {
+                    self.self_up_since
+                } else {
+                    self.peers[b].up_since
+                };
+                since.is_some_and(|s| self.now >= s + hold)
+            };
+            if by_health && best.is_some_and(|b| !steady(b)) {
+                out[e] = wait("owner unhealthy: taker not healthy for unhealthy_hold yet");
+                continue;
+            }
             out[e] = match best.and_then(|b| free[b].iter().position(|f| *f).map(|k| (b, k))) {
                 Some((b, k)) => {
                     free[b][k] = false;
@@ -330,6 +354,21 @@ impl Brain {
                     if call.0 < self.eips[e].ignore_describes_before {
                         continue;
                     }
+                    if let Some(v) = self.eips[e].verifying.take() {
+                        let (level, what) = if a.placement.as_ref() == Some(&v) {
+                            (LogLevel::Info, "verified")
+                        } else {
+                            (LogLevel::Warn, "NOT verified")
+                        };
+                        let msg = format!(
+                            "EIP {}: {what}: {}/{} (DescribeAddresses shows it {})",
+                            a.allocation_id,
+                            v.eni_id,
+                            v.private_ip,
+                            self.describe_placement(a.placement.as_ref())
+                        );
+                        self.log(level, msg);
+                    }
                     let prev = self.eips[e].observed.as_ref().map(|o| o.placement.clone());
                     let holder_of =
                         |p: Option<&Placement>| p.and_then(|p| self.locate(p)).map(|l| l.0);
@@ -395,7 +434,12 @@ impl Brain {
         }
     }
 
-    pub(super) fn on_associated(&mut self, e: usize, target: Placement, r: Result<String, CloudError>) {
+    pub(super) fn on_associated(
+        &mut self,
+        e: usize,
+        target: Placement,
+        r: Result<String, CloudError>,
+    ) {
         self.eips[e].pending = None;
         match r {
             Ok(_association_id) => {
@@ -411,6 +455,7 @@ impl Brain {
                 // Any describe already in flight may predate this move.
                 t.ignore_describes_before = self.next_call;
                 t.last_move = Some(self.now);
+                t.verifying = Some(target.clone());
                 t.moves += 1;
                 self.counters.moves += 1;
                 let msg = format!(

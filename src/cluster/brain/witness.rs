@@ -38,7 +38,9 @@ impl Brain {
                 (PeerState::SilentWitnessed, Some(Verdict::Fresh { until, .. })) => now >= until,
                 // Declared dead without proof (the witness could not be read in time): keep
                 // reading until a verdict, or an EIP it may hold behind a partition stays put.
-                (PeerState::Dead, Some(Verdict::Unknown { .. } | Verdict::Fresh { .. })) => true,
+                (PeerState::Dead, Some(Verdict::Unknown { .. } | Verdict::Fresh { .. })) => {
+                    !self.refused(p)
+                }
                 _ => false,
             })
             .map(|p| self.cfg.nodes[p.node].eni_id.clone())
@@ -101,7 +103,6 @@ impl Brain {
                 return;
             }
         };
-        self.witness_read_attempts = 0;
         let stale_after = self.cfg.witness.stale_after.as_secs();
         let writes_work = self
             .witness_write_ok
@@ -109,6 +110,7 @@ impl Brain {
             && self
                 .witness_write_ok_since
                 .is_some_and(|t| self.now.saturating_sub(t) >= self.cfg.witness.stale_after);
+        let mut inconclusive = false;
         for eni in eni_ids {
             let Some(i) = self.cfg.nodes.iter().position(|n| n.eni_id == *eni) else {
                 continue;
@@ -143,9 +145,18 @@ impl Brain {
                          inconclusive, re-reading"
                     ),
                 );
+                // Re-read only once our own writes could have been fine for a whole
+                // stale_after (earlier re-reads can only be inconclusive again), and never
+                // faster than the backoff: after an outage this is one read, not a storm.
                 let delay = self.backoff(self.witness_read_attempts, true);
                 self.witness_read_attempts = self.witness_read_attempts.saturating_add(1);
-                self.witness_read_not_before = self.now + delay;
+                let writes_work_at = self
+                    .witness_write_ok_since
+                    .map_or(self.now + self.cfg.witness.write_interval, |t| {
+                        t + self.cfg.witness.stale_after
+                    });
+                self.witness_read_not_before = (self.now + delay).max(writes_work_at);
+                inconclusive = true;
                 continue;
             }
             if verdict == Verdict::Stale {
@@ -158,6 +169,9 @@ impl Brain {
                 );
             }
             self.peers[i].witness = Some(verdict);
+        }
+        if !inconclusive {
+            self.witness_read_attempts = 0;
         }
     }
 }
