@@ -35,11 +35,11 @@
 //! unauthenticated input only ever reaches the fixed-size header code. Each outcome increments
 //! exactly one counter in [`RecvCounters`].
 //!
-//! Replay protection is per sender: its current incarnation, a 64-bit window of sequence numbers
-//! below the newest (an exact copy over a second heartbeat path counts as a *duplicate*, not a
-//! replay), and the incarnations it replaced (retired: their datagrams are replays).
-//! Incarnations are random per process start, not ordered, so a node restarted with its clock
-//! set back is a restart like any other. Across a *receiver* restart the guard is empty; there
+//! Replay protection is per sender and incarnation: a 64-bit window of sequence numbers below
+//! the newest (an exact copy over a second heartbeat path counts as a *duplicate*, not a
+//! replay). Incarnations are random per process start, not ordered, so a node restarted with
+//! its clock set back is a restart like any other; the brain switches to a new incarnation only
+//! if it is newer by the sender's clock or the current one has gone quiet. Across a *receiver* restart the guard is empty; there
 //! the freshness window bounds replays: `Receiver::open_at` drops datagrams whose
 //! `sent_unix_ms` is more than [`MAX_CLOCK_SKEW_MS`] (30 s) from the receiver's clock, and the
 //! brain ignores a `leaving` from an incarnation it never heard as a member, so a recorded
@@ -225,56 +225,43 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 30_000;
 /// Sequence numbers remembered below the newest, per sender: an exact copy of one of them (the
 /// same datagram over a second heartbeat path) is a duplicate, not a replay.
 const SEQ_WINDOW: u64 = 64;
-/// Earlier incarnations remembered per sender: datagrams of a retired incarnation are replays.
-const RETIRED_MAX: usize = 16;
+/// Incarnations remembered per sender, each with its own sequence window.
+const INCARNATIONS_MAX: usize = 8;
 
 #[derive(Debug, Default, Clone)]
-struct SenderState {
+struct SeqWindow {
     incarnation: u64,
     max_seq: u64,
     /// Bit k set: `max_seq - k` was accepted.
     seen: u64,
-    retired: Vec<u64>,
 }
 
-/// Per-sender replay state: the current incarnation, the sequence numbers seen near the newest,
-/// and the incarnations it replaced. Incarnations are not ordered (a node restarted with its
-/// clock set back must still be accepted): any new, non-retired incarnation is a restart, and
-/// the old one is retired.
+/// Per-sender replay state: for each of its last few incarnations, the newest sequence number
+/// and a window of those seen below it. Incarnations are not ordered (a node restarted with its
+/// clock set back must still be accepted); which incarnation is *current* is the brain's call
+/// (a new one replaces a live one only if it is newer by the sender clock, or the old one has
+/// gone quiet), so a replayed datagram of an old incarnation cannot lock the current one out.
 #[derive(Debug, Default, Clone)]
 pub struct ReplayGuard {
-    seen: HashMap<String, SenderState>,
+    seen: HashMap<String, Vec<SeqWindow>>,
 }
 
 impl ReplayGuard {
     /// Accepts and records `(incarnation, seq)` if it is new from `node`; `Duplicate` for an
-    /// exact repeat within the window, `Replayed` for anything older or retired.
+    /// exact repeat within the window, `Replayed` for anything older than the window.
     pub fn check(&mut self, node: &str, incarnation: u64, seq: u64) -> Result<(), DropReason> {
-        let Some(s) = self.seen.get_mut(node) else {
-            self.seen.insert(
-                node.to_owned(),
-                SenderState {
-                    incarnation,
-                    max_seq: seq,
-                    seen: 1,
-                    retired: Vec::new(),
-                },
-            );
+        let list = self.seen.entry(node.to_owned()).or_default();
+        let Some(s) = list.iter_mut().find(|s| s.incarnation == incarnation) else {
+            if list.len() >= INCARNATIONS_MAX {
+                list.remove(0);
+            }
+            list.push(SeqWindow {
+                incarnation,
+                max_seq: seq,
+                seen: 1,
+            });
             return Ok(());
         };
-        if incarnation != s.incarnation {
-            if s.retired.contains(&incarnation) {
-                return Err(DropReason::Replayed);
-            }
-            if s.retired.len() >= RETIRED_MAX {
-                s.retired.remove(0);
-            }
-            s.retired.push(s.incarnation);
-            s.incarnation = incarnation;
-            s.max_seq = seq;
-            s.seen = 1;
-            return Ok(());
-        }
         if seq > s.max_seq {
             let shift = seq - s.max_seq;
             s.seen = if shift >= SEQ_WINDOW {
@@ -733,16 +720,14 @@ mod tests {
             Err(DropReason::Replayed),
             "below the window"
         );
-        // A restart with a *lower* incarnation (clock set back) is a restart, not a replay.
+        // A restart with a *lower* incarnation (clock set back) is a restart, not a replay;
+        // the old incarnation keeps its own window (the brain decides which one is current).
         assert!(
             g.check_and_record("a", 4, 1),
             "new incarnation, whatever its value"
         );
-        assert_eq!(
-            g.check("a", 5, 201),
-            Err(DropReason::Replayed),
-            "retired incarnation after restart"
-        );
+        assert_eq!(g.check("a", 5, 200), Err(DropReason::Duplicate));
+        assert!(g.check_and_record("a", 4, 2));
         assert!(g.check_and_record("b", 1, 1), "per node");
     }
 

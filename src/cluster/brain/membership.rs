@@ -60,15 +60,33 @@ impl Brain {
         self.counters.heartbeats_received += 1;
         let me_name = self.cfg.me.clone();
         let now = self.now;
+        let quiet_after = self.cfg.keepalive * 2;
         let p = &mut self.peers[idx];
         let restarted = p.incarnation.is_some_and(|i| i != hb.incarnation);
-        // Incarnations are not ordered (a restarted node may have its clock set back): a new
-        // one is a restart; the wire layer has already rejected retired ones and replays.
+        // Incarnations are not ordered (a restarted node may have its clock set back).
         if p.incarnation == Some(hb.incarnation) && hb.seq <= p.seq {
             // Reordered (the shell's ReplayGuard should have dropped it already): acting on it
             // would roll the peer's state back.
             return;
         }
+        if restarted {
+            // Another incarnation while the current one still talks: only a newer one (by the
+            // sender clock) replaces it; a replayed datagram of an old one must not. After a
+            // real restart the old one is quiet, whatever the clocks say.
+            let quiet = p
+                .last_heard
+                .map_or(true, |t| now.saturating_sub(t) >= quiet_after);
+            if hb.sent_unix_ms <= p.last_sent_ms && !quiet {
+                let msg = format!(
+                    "Node {}: datagram of an older incarnation while the current one is alive: \
+                     ignored (replay?)",
+                    hb.node
+                );
+                self.log(LogLevel::Info, msg);
+                return;
+            }
+        }
+        let p = &mut self.peers[idx];
         let known_alive = p.incarnation == Some(hb.incarnation) && p.heard_alive;
         if hb.payload.leaving && !known_alive {
             // A `leaving` is the first thing we hear from this incarnation: after our own restart
@@ -91,6 +109,7 @@ impl Brain {
             p.unhealthy_since = None;
         }
         p.refused_at = None;
+        p.last_sent_ms = hb.sent_unix_ms;
         p.incarnation = Some(hb.incarnation);
         p.seq = hb.seq;
         p.last_heard = Some(now);

@@ -296,6 +296,8 @@ struct Peer {
     heard_alive: bool,
     /// Since when it has announced `serving=false` (see `BrainConfig::unhealthy_hold`).
     unhealthy_since: Option<Duration>,
+    /// Sender clock of the newest heartbeat accepted from it.
+    last_sent_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -454,6 +456,7 @@ impl Brain {
                 refused_at: None,
                 heard_alive: false,
                 unhealthy_since: None,
+                last_sent_ms: 0,
             })
             .collect();
         let mut eips = Vec::with_capacity(cfg.eips.len());

@@ -181,8 +181,21 @@ impl Brain {
             };
             out.push(d);
         }
-        let candidate =
-            |i: usize| live[i] == Live::Up || (i != self.me && self.peers[i].state.candidate());
+        // A peer declared dead only because its witness stayed unreadable (an API outage) may
+        // be alive behind a partition: it stays a candidate for *other* orphans, so both sides
+        // of such a split pick the same taker (seed 211: one orphan moved once per side).
+        let unproven_dead = |i: usize| {
+            let p = &self.peers[i];
+            self.cfg.witness.enabled
+                && p.state == PeerState::Dead
+                && p.last_heard.is_some()
+                && !matches!(p.witness, Some(Verdict::Stale))
+                && !self.refused(p)
+        };
+        let candidate = |i: usize| {
+            live[i] == Live::Up
+                || (i != self.me && (self.peers[i].state.candidate() || unproven_dead(i)))
+        };
         for e in orphans {
             let t = &self.eips[e];
             let best = (0..n)
