@@ -260,7 +260,12 @@ async fn forged_heartbeats_are_ignored_and_counted() {
 /// The Heartbeat seed timers (keepalive 2 s, deadtime 15 s), witness off: one kill -9, measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_takeover_with_seed_timers() {
-    let timers = Timers::seed();
+    // The defaults: witness on, with its default cadence for deadtime 15 s (7 s / 18 s).
+    let timers = Timers {
+        witness_interval: Duration::from_secs(7),
+        witness_stale_after: Duration::from_secs(18),
+        ..Timers::seed().with_witness()
+    };
     let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
     let a = sc.world.node(0).clone();
     let eip_b = sc.alloc(1);
@@ -272,7 +277,7 @@ async fn kill9_takeover_with_seed_timers() {
         .await;
     let takeover = took - killed;
     eprintln!(
-        "kill -9 takeover with seed timers (keepalive 2s, deadtime 15s, no witness): {:.2}s; \
+        "kill -9 takeover with seed timers (keepalive 2s, deadtime 15s, witness on): {:.2}s; \
          EC2 calls: {:?}",
         secs(takeover),
         sc.api_counts()
@@ -654,4 +659,47 @@ async fn cluster_timers_change_by_reload_without_a_failover() {
         "new deadtime applies: {took:?}"
     );
     assert!(took <= Duration::from_secs(5), "{took:?}");
+}
+
+/// Issue 17, "instance gone": the peer's process dies *and* nothing answers its heartbeat
+/// address any more (heartbeats go through a relay, which swallows the port-unreachable, as a
+/// vanished host would). No refusal, so the witness decides: with the default cadence formula
+/// (stale_after = max(deadtime + 3 s, 2 × interval + 3 s)) the EIP moves within deadtime + 5 s,
+/// and not before deadtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_gone_takeover_within_deadtime_plus_5s() {
+    let timers = Timers {
+        witness_interval: Duration::from_secs(1),
+        witness_stale_after: Duration::from_secs(5),
+        ..Timers::default().with_witness()
+    };
+    let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(20))
+        .await;
+    let takeover = took - killed;
+    eprintln!(
+        "instance gone (no port-unreachable), witness every 1s, stale after 5s, deadtime 1s: \
+         {:.2}s",
+        secs(takeover)
+    );
+    assert!(
+        takeover >= timers.deadtime,
+        "took over before deadtime: {takeover:?}"
+    );
+    assert!(
+        takeover <= timers.deadtime + Duration::from_secs(5),
+        "takeover took {takeover:?}"
+    );
+    let log = sc.cluster.nodes[0].log();
+    assert!(
+        log.contains("witness stale"),
+        "not decided by the witness:\n{log}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sc.rec.moves(&eip_b), 1);
 }
