@@ -80,31 +80,23 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
     let Some(plan) = startup::prepare(&rt).await? else {
         return Ok(None);
     };
-    let startup::Plan {
-        me,
-        generation,
-        keys,
-        peers,
-        paths,
-        identity,
-        ec2,
-        brain_cfg,
-        socket,
-        local_addr,
-        cluster_json,
-        incarnation,
-    } = plan;
     let start = Instant::now();
-    let names: Vec<String> = brain_cfg.nodes.iter().map(|n| n.name.clone()).collect();
+    let names: Vec<String> = plan
+        .brain_cfg
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
     let brain = Brain::new(
-        brain_cfg,
-        incarnation ^ 0x5eed_ed9e_1b00_0000,
+        plan.brain_cfg,
+        plan.incarnation ^ 0x5eed_ed9e_1b00_0000,
         Duration::ZERO,
     )
     .map_err(|e| e.to_string())?;
-    let keyring = keys.keyring();
-    let sender = wire::Sender::new(me.clone(), incarnation, keyring.clone());
-    let receiver = wire::Receiver::new(me.clone(), names, keyring);
+    let keyring = plan.keys.keyring();
+    let sender = wire::Sender::new(plan.me.clone(), plan.incarnation, keyring.clone());
+    let receiver = wire::Receiver::new(plan.me, names, keyring);
+    let local_addr = plan.local_addr;
 
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (leave_tx, leave_rx) = mpsc::channel(4);
@@ -113,19 +105,19 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
         brain,
         sender,
         receiver,
-        socket,
+        socket: plan.socket,
         local_addr,
-        peers,
-        paths,
+        peers: plan.peers,
+        paths: plan.paths,
         last_heard: Vec::new(),
-        ec2,
+        ec2: plan.ec2,
         start,
         results_tx,
-        identity,
-        incarnation,
-        keys,
-        generation,
-        cluster_json,
+        identity: plan.identity,
+        incarnation: plan.incarnation,
+        keys: plan.keys,
+        generation: plan.generation,
+        cluster_json: plan.cluster_json,
         last_health: None,
         leave_waiters: Vec::new(),
         send_errors: 0,
