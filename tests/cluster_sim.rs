@@ -1485,6 +1485,14 @@ fn eip_on_a_dead_node_by_our_own_earlier_plan_is_taken_over() {
     chaos(1693);
 }
 
+/// Regression: an owner that died right after a failback we agreed on was taken for "reclaimed
+/// behind a partition" (the agreement was forgotten when the EIP was seen at home), stranding
+/// its EIP on the dead node.
+#[test]
+fn owner_dying_right_after_its_failback_loses_its_eip() {
+    chaos(1889);
+}
+
 /// Known open case (issue 17): 3 nodes, one heartbeat-partitioned from the others during an EC2
 /// outage longer than the unreadable-witness grace while a third node dies: the isolated node
 /// declares both peers dead without proof and each side places the orphan (two moves of one

@@ -392,7 +392,12 @@ impl Brain {
                         .map(|o| holder_of(o.placement.as_ref()));
                     if new_holder == Some(self.eips[e].owner) {
                         // Home again: past agreements about who holds it are settled.
-                        self.eips[e].agreed_holders = 0;
+                        // The owner keeps its own mark if our plan sent it home (a failback we
+                        // agreed on): if it dies right after reclaiming, its EIP is stranded,
+                        // not "moved behind a partition" (sim seed 1889).
+                        let owner = self.eips[e].owner;
+                        let mask = if owner < 128 { 1u128 << owner } else { 0 };
+                        self.eips[e].agreed_holders &= mask;
                     }
                     match (&self.eips[e].observed, prev_holder) {
                         (Some(_), Some(ph)) if ph == new_holder => {}
