@@ -69,7 +69,12 @@ enum Cmd {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EDGELB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The AWS SDK's own chatter (credential lookups, retries) stays out of the log by default.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_sdk_ec2=warn",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -228,7 +228,13 @@ async fn throttled_for_three_seconds_then_pass_succeeds() {
 async fn two_throttles_then_success_is_retried_inside_the_call() {
     let (moto, world, _) = setup(1).await;
     let proxy = FaultProxy::start(moto.endpoint());
-    let ec2 = client_for(&proxy.endpoint()).await;
+    // The SDK retries inside a call only when `max_attempts` > 1 (the product default is 1:
+    // the failover brain retries, inside its request budget).
+    let settings = AwsSettings {
+        max_attempts: 3,
+        ..AwsSettings::for_endpoint(proxy.endpoint())
+    };
+    let ec2 = Ec2Client::new(&settings, None).await.expect("client");
     proxy.fail_next_action("DescribeAddresses", 2, Fault::Throttle);
     let t = Instant::now();
     let s = ec2
@@ -250,6 +256,7 @@ async fn stall_with_short_attempt_timeout_is_unavailable_not_a_hang() {
         attempt_timeout: Duration::from_secs(1),
         operation_timeout: Duration::from_secs(4),
         max_backoff: Duration::from_millis(500),
+        max_attempts: 3,
         ..AwsSettings::for_endpoint(proxy.endpoint())
     };
     let ec2 = Ec2Client::new(&settings, None).await.expect("client");

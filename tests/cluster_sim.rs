@@ -74,6 +74,11 @@ enum Ev {
         call: CallId,
         outcome: ApiOutcome,
     },
+    /// ICMP port unreachable from `from`'s host (its process is not running) back to `to`.
+    Refused {
+        to: usize,
+        from: String,
+    },
 }
 
 struct SimNode {
@@ -87,6 +92,10 @@ struct SimNode {
     healthy: bool,
     last_leave: Option<Duration>,
     associates_issued: u64,
+    /// Peers heard since this node's last boot (initdead ends early once all are heard).
+    heard: Vec<bool>,
+    /// The instance is gone (not just the process): no port-unreachable answers.
+    host_down: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +218,8 @@ impl Sim {
                 healthy: true,
                 last_leave: None,
                 associates_issued: 0,
+                heard: vec![false; opts.nodes],
+                host_down: false,
             });
         }
         for i in 0..opts.nodes {
@@ -244,6 +255,8 @@ impl Sim {
         n.started = self.now;
         n.paused = false;
         n.inbox.clear();
+        n.heard.iter_mut().for_each(|h| *h = false);
+        n.host_down = false;
         if !n.healthy {
             let b = n.brain.as_mut().expect("just booted");
             b.set_health(self.now, health(false));
@@ -264,6 +277,12 @@ impl Sim {
 
     fn event(&mut self) {
         self.events.push(self.now);
+    }
+
+    /// The whole instance disappears: nothing answers its addresses any more.
+    fn kill_host(&mut self, i: usize) {
+        self.kill(i);
+        self.nodes[i].host_down = true;
     }
 
     fn kill(&mut self, i: usize) {
@@ -471,8 +490,22 @@ impl Sim {
                     return;
                 }
                 let now = self.now;
+                if let Some(from) = self.nodes.iter().position(|n| n.spec.name == hb.node) {
+                    self.nodes[to].heard[from] = true;
+                }
                 if let Some(b) = self.nodes[to].brain.as_mut() {
                     b.on_heartbeat(now, &hb);
+                    self.pump(to);
+                }
+            }
+            Ev::Refused { to, from } => {
+                if self.nodes[to].paused {
+                    self.nodes[to].inbox.push(Ev::Refused { to, from });
+                    return;
+                }
+                let now = self.now;
+                if let Some(b) = self.nodes[to].brain.as_mut() {
+                    b.on_refused(now, &from);
                     self.pump(to);
                 }
             }
@@ -692,6 +725,12 @@ impl Sim {
                             continue;
                         }
                         let at = now + self.rng.ms(1, 20);
+                        if self.nodes[to].brain.is_none() && !self.nodes[to].host_down {
+                            // Host up, process gone: its kernel answers port-unreachable.
+                            let from = self.nodes[to].spec.name.clone();
+                            self.push(at, Ev::Refused { to: i, from });
+                            continue;
+                        }
                         self.push(at, Ev::Deliver { to, hb: hb.clone() });
                     }
                 }
@@ -787,7 +826,9 @@ impl Sim {
             ));
         }
         let initdead = self.cfg_template.initdead;
-        if self.now < me.started + initdead {
+        // initdead is the wait for peers not heard yet: once every peer was heard it is over.
+        let all_heard = (0..self.nodes.len()).all(|j| j == i || me.heard[j]);
+        if self.now < me.started + initdead && !all_heard {
             let owner = self
                 .eips
                 .iter()
@@ -876,15 +917,38 @@ fn kill9_takeover_with_witness_bounded_by_stale_after() {
     sim.run_for(S(60));
     let m = first_move_after(&sim, EIP0, t).expect("takeover happened");
     let took = m.applied - t;
-    // Stamp is at most write_interval (10s) old at death and turns stale 25s after it was
-    // written; plus one re-read margin.
+    // The dead process's host answers port-unreachable: proof of death at deadtime, no
+    // witness wait (silence counts from its last heartbeat, up to one keepalive before).
     assert!(
-        took >= S(15) && took <= S(29),
-        "takeover after {took:?}, expected <= stale_after + margins"
+        took >= S(13) && took <= S(16),
+        "takeover after {took:?}, expected deadtime (15 s) + < 1 s"
     );
     assert_eq!(sim.holder(EIP0), Some((1, false)));
     assert_eq!(sim.moves.len(), 1);
     sim.assert_clean("kill9 witness");
+}
+
+#[test]
+fn host_gone_with_witness_bounded_by_stale_after() {
+    let opts = Opts {
+        witness: true,
+        ..Opts::default()
+    };
+    let mut sim = steady(opts, 2);
+    let t = sim.now;
+    sim.kill_host(0);
+    sim.run_for(S(60));
+    let m = first_move_after(&sim, EIP0, t).expect("takeover happened");
+    let took = m.applied - t;
+    // No refusal from a host that is gone: its witness stamp (written every 7 s) turns stale
+    // 18 s (deadtime + 3 s) after it was written: within deadtime + 5 s of the death.
+    assert!(
+        took >= S(13) && took <= S(20),
+        "takeover after {took:?}, expected <= deadtime + 5 s"
+    );
+    assert_eq!(sim.holder(EIP0), Some((1, false)));
+    assert_eq!(sim.moves.len(), 1);
+    sim.assert_clean("host gone witness");
 }
 
 #[test]
@@ -907,20 +971,20 @@ fn graceful_leave_hands_off_within_one_second() {
             m.applied - t
         );
         assert_eq!(sim.holder(EIP0), Some((1, false)));
-        // Restart: the peer may hand off during its own initdead only because we said leaving;
-        // the restarted owner reclaims only after initdead (and failback hold).
+        // Restart: once it hears its peer (at once), initdead is over; the restarted owner
+        // reclaims after failback_hold (30 s), not after initdead (60 s).
         let r = sim.now;
         sim.restart(0);
-        sim.run_for(S(50));
+        sim.run_for(S(28));
         assert_eq!(
             sim.holder(EIP0),
             Some((1, false)),
-            "no reclaim during initdead"
+            "no reclaim before failback_hold"
         );
-        sim.run_for(S(60));
+        sim.run_for(S(10));
         assert_eq!(sim.holder(EIP0), Some((0, true)));
         let back = first_move_after(&sim, EIP0, r).expect("failback");
-        assert!(back.applied - r >= S(60));
+        assert!(back.applied - r >= S(30) && back.applied - r <= S(33));
         assert_eq!(sim.moves_of(EIP0).len(), 2);
         sim.assert_clean("graceful leave");
     }
@@ -1088,9 +1152,10 @@ fn flapping_health_every_10s_moves_eip_only_once() {
     }
     let moves = sim.moves_of(EIP0);
     assert_eq!(moves.len(), 1, "only the first takeover: {moves:?}");
+    // After unhealthy_hold (warntime 7.5 s): backends failing everywhere at once move nothing.
     assert!(
-        moves[0].applied - t <= S(1),
-        "unhealthy owner loses its EIP at once"
+        moves[0].applied - t >= S(7) && moves[0].applied - t <= S(9),
+        "unhealthy owner loses its EIP after unhealthy_hold: {moves:?}"
     );
     assert!(sim.moves_of(EIP1).is_empty());
     // Then it stays healthy: one failback after failback_hold.
@@ -1118,8 +1183,8 @@ fn flapping_process_every_10s_moves_eip_only_once() {
     let moves = sim.moves_of(EIP0);
     assert_eq!(moves.len(), 2);
     assert!(
-        moves[1].applied >= restarted + S(60),
-        "failback after initdead"
+        moves[1].applied >= restarted + S(30),
+        "failback after failback_hold"
     );
     sim.assert_clean("flap process");
 }
@@ -1214,7 +1279,7 @@ fn three_node_split_with_witness_then_death_moves_orphan_once() {
 fn unhealthy_node_loses_its_eip_and_takes_none() {
     let mut sim = steady(Opts::default(), 16);
     sim.set_health(0, false);
-    sim.run_for(S(5));
+    sim.run_for(S(10));
     assert_eq!(sim.holder(EIP0), Some((1, false)));
     let before = sim.nodes[0].associates_issued;
     sim.kill(1);
@@ -1297,7 +1362,13 @@ fn chaos(seed: u64) {
         let i = r.below(n as u64) as usize;
         match r.below(9) {
             0 if !dead[i] => {
-                sim.kill(i);
+                // A whole instance gone 3 times in 10 (no port-unreachable answers); chosen
+                // without drawing from `r`, so the pinned seeds keep their schedules.
+                if (seed.wrapping_mul(31) + sim.now.as_secs()) % 10 < 3 {
+                    sim.kill_host(i);
+                } else {
+                    sim.kill(i);
+                }
                 dead[i] = true;
                 if r.chance(70) {
                     restart_at[i] = Some(sim.now + S(5 + r.below(80)));
@@ -1412,6 +1483,33 @@ fn old_stamps_right_after_an_api_outage_prove_nothing() {
 #[test]
 fn eip_on_a_dead_node_by_our_own_earlier_plan_is_taken_over() {
     chaos(1693);
+}
+
+/// Regression: an owner that died right after a failback we agreed on was taken for "reclaimed
+/// behind a partition" (the agreement was forgotten when the EIP was seen at home), stranding
+/// its EIP on the dead node.
+#[test]
+fn owner_dying_right_after_its_failback_loses_its_eip() {
+    chaos(1889);
+}
+
+/// Known open case (issue 17): 3 nodes, one heartbeat-partitioned from the others during an EC2
+/// outage longer than the unreadable-witness grace while a third node dies: the isolated node
+/// declares both peers dead without proof and each side places the orphan (two moves of one
+/// EIP for one event). Pinned here so a fix shows; not yet fixed.
+#[test]
+#[ignore = "known open: partition + EC2 outage longer than the witness grace in a 3-node cluster"]
+fn seed_4554_moves_each_eip_once_per_event() {
+    chaos(4554);
+}
+
+/// Regression: a heartbeat partition in a 3-node cluster while the EC2 API was throttled longer
+/// than the unreadable-witness grace, and the third node left meanwhile: each side took the
+/// leaver's EIP for itself (two moves). A peer dead only for want of a readable witness now
+/// stays a candidate for other orphans, so both sides pick the same taker.
+#[test]
+fn split_during_an_api_outage_moves_a_third_nodes_eip_once() {
+    chaos(211);
 }
 
 #[test]

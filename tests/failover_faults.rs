@@ -328,3 +328,29 @@ async fn unhealthy_node_loses_its_eip_and_takes_none() {
         Some(a.takeover())
     );
 }
+
+/// Issue 17: every node's backends fail at once (nobody can serve): the health checks see it a
+/// little apart, but nothing moves (`unhealthy_hold`); before, 3-4 moves happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_everywhere_moves_nothing() {
+    let timers = Timers {
+        check: true,
+        ..Timers::default()
+    };
+    let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
+    let from = sc.now();
+    sc.cluster.stop_backend(0);
+    // The second pool fails a health-check interval later, as when a shared backend dies.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sc.cluster.stop_backend(1);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    sc.assert_no_moves_after(from, "all backends down");
+    for n in &sc.cluster.nodes {
+        let log = n.log();
+        assert!(
+            log.contains("local health: unhealthy"),
+            "{} never went unhealthy:\n{log}",
+            n.name
+        );
+    }
+}

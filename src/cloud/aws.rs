@@ -29,9 +29,10 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 /// TCP (+TLS) connect bound; the EC2 endpoint is normally a few ms away.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Attempts per call (the SDK default is 3); throttling is common on shared accounts, and the
-/// reconcile loop above retries again anyway.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// HTTP attempts per call (the SDK default is 3). One: the failover brain owns retries (backoff,
+/// jitter) and its call budget is charged `max_attempts` per call, so SDK retries would only
+/// shrink the number of calls the budget allows and feed an account-wide throttle.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 1;
 /// Cap on the SDK's exponential backoff (its default is 20 s, longer than a takeover should wait).
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
 

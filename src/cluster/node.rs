@@ -1,7 +1,7 @@
 //! The cluster's I/O shell: UDP heartbeats, timers and EC2 calls around the sans-io `brain`.
 //!
-//! `spawn` reads the key file, resolves this node's EC2 identity (config first, IMDSv2 for the
-//! rest), builds the EC2 client, binds the heartbeat socket and starts one drive task. The drive
+//! `spawn` takes the ready plan of `startup::prepare` (key file, identity, EC2 client, bound
+//! heartbeat socket, brain configuration) and starts one drive task. The drive
 //! task owns the `Brain`, the wire `Sender`/`Receiver` and the socket, and loops over a
 //! `select!` of: a datagram (opened and authenticated, then fed to the brain), the brain's next
 //! deadline, the result of an EC2 call (each call runs in its own task and reports back through
@@ -11,7 +11,7 @@
 //! SIGSTOP shows up as a gap, which the brain detects).
 //!
 //! Reload: on a new snapshot generation the key file is re-read; changed keys take effect at
-//! once (with a fresh incarnation, which peers log as a restart; nothing moves). Changed timers,
+//! once (same incarnation and replay state: nothing moves, no replay window). Changed timers,
 //! nodes, EIPs or `[aws]` settings rebuild the brain in place (`apply_settings`), without a
 //! failover; only a changed `cluster.bind` needs a restart. (The EC2 client keeps its timeouts.)
 
@@ -26,9 +26,10 @@ use tokio::time::Instant;
 
 use super::brain::{Action, ApiOutcome, Brain, CallId, LogLevel, OwnHealth};
 use super::setup;
+use super::startup;
 use super::wire::{self, DropReason, RecvCounters};
 use crate::cloud::aws::{ApiCalls, Ec2Client};
-use crate::cloud::{imds, CloudError, Ec2, InstanceIdentity, Placement};
+use crate::cloud::{Ec2, InstanceIdentity};
 use crate::config::{parse_bind, Config};
 use crate::runtime::Runtime;
 
@@ -73,99 +74,50 @@ impl Drop for ClusterHandle {
     }
 }
 
-/// Starts the cluster member if the snapshot has a `[cluster]` section.
+/// Starts the cluster member if the snapshot has a `[cluster]` section: `startup::prepare` runs
+/// the start-up sequence, this function only turns its plan into a running drive task.
 pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
-    let snap = rt.load();
-    let cfg = snap.config.clone();
-    let Some(cl) = cfg.cluster.as_ref() else {
+    let Some(plan) = startup::prepare(&rt).await? else {
         return Ok(None);
     };
-    let me = snap.node_name.clone();
-    let generation = snap.generation;
-    drop(snap);
-    let keys = setup::read_key_file(std::path::Path::new(&cl.auth_key_file))?;
-    let peers = setup::peer_addresses(cl, &me)?;
-    let bind = parse_bind(&cl.bind).map_err(|e| format!("cluster.bind: {e}"))?;
-
-    let mut overrides = setup::identity_overrides(&cfg, &me);
-    if overrides.region.is_none() {
-        // Off EC2 (or with IMDS locked down) the SDK's own region variable is a fine source.
-        overrides.region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-            .iter()
-            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
-    }
-    let mut identity = imds::resolve_identity(&overrides, None)
-        .await
-        .map_err(|e| format!("cluster: identity of node {me}: {e}"))?;
-    let settings = setup::aws_settings(&cfg);
-    let ec2 = Ec2Client::new(&settings, Some(&identity.region))
-        .await
-        .map_err(|e| format!("cluster: EC2 client: {e}"))?;
-    let ensure = cfg.aws.as_ref().map_or(true, |a| a.ensure_secondary_ip);
-    if identity.secondary_ip.is_none() && ensure {
-        match ec2.ensure_secondary_ip(&identity.eni_id).await {
-            Ok(ip) => {
-                tracing::info!("cluster: ENI {} secondary IP {ip}", identity.eni_id);
-                identity.secondary_ip = Some(ip);
-            }
-            Err(e) => tracing::warn!(
-                "cluster: could not ensure a secondary IP on {}: {e}; this node will not take \
-                 over peers' EIPs",
-                identity.eni_id
-            ),
-        }
-    }
-    let discovered = discover_peers(&ec2, &cfg, &me, &identity).await;
-    let brain_cfg = setup::brain_config(&cfg, &me, &identity, &discovered)?;
-    let socket = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
-    let local_addr = socket
-        .local_addr()
-        .map_err(|e| format!("cluster.bind {bind}: {e}"))?;
-
-    let incarnation = unix_nanos();
     let start = Instant::now();
+    let names: Vec<String> = plan
+        .brain_cfg
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
     let brain = Brain::new(
-        brain_cfg,
-        incarnation ^ 0x5eed_ed9e_1b00_0000,
+        plan.brain_cfg,
+        plan.incarnation ^ 0x5eed_ed9e_1b00_0000,
         Duration::ZERO,
     )
     .map_err(|e| e.to_string())?;
-    let names: Vec<String> = cl.node.iter().map(|n| n.name.clone()).collect();
-    let keyring = keys.keyring();
-    let sender = wire::Sender::new(me.clone(), incarnation, keyring.clone());
-    let receiver = wire::Receiver::new(me.clone(), names, keyring);
-
-    spawn_dry_run(&ec2, &cfg, &me, &identity);
+    let keyring = plan.keys.keyring();
+    let sender = wire::Sender::new(plan.me.clone(), plan.incarnation, keyring.clone());
+    let receiver = wire::Receiver::new(plan.me, names, keyring);
+    let local_addr = plan.local_addr;
 
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let (leave_tx, leave_rx) = mpsc::channel(4);
-    tracing::info!(
-        "cluster: node {me} (incarnation {incarnation}) heartbeats on {local_addr} to {} \
-         address(es); ENI {} primary {} secondary {:?}; witness {}",
-        peers.len(),
-        identity.eni_id,
-        identity.primary_ip,
-        identity.secondary_ip,
-        if cl.witness { "on" } else { "off" },
-    );
     let shell = Shell {
         rt,
         brain,
         sender,
         receiver,
-        socket,
+        socket: plan.socket,
         local_addr,
-        peers,
-        ec2,
+        peers: plan.peers,
+        paths: plan.paths,
+        last_heard: Vec::new(),
+        ec2: plan.ec2,
         start,
         results_tx,
-        identity,
-        incarnation,
-        keys,
-        generation,
-        cluster_json: cluster_settings_json(&cfg),
+        identity: plan.identity,
+        incarnation: plan.incarnation,
+        keys: plan.keys,
+        generation: plan.generation,
+        cluster_json: plan.cluster_json,
         last_health: None,
         leave_waiters: Vec::new(),
         send_errors: 0,
@@ -181,50 +133,73 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
     }))
 }
 
-/// The IAM self-check (AssociateAddress with DryRun) in the background: a warning, never fatal.
-fn spawn_dry_run(ec2: &Ec2Client, cfg: &Config, me: &str, identity: &InstanceIdentity) {
-    let Some(eip) = cfg
-        .eip
-        .iter()
-        .find(|e| e.owner == me)
-        .or_else(|| cfg.eip.first())
-    else {
-        return;
-    };
-    let ec2 = ec2.clone();
-    let alloc = eip.allocation_id.clone();
-    let target = Placement {
-        eni_id: identity.eni_id.clone(),
-        private_ip: identity.primary_ip,
-    };
-    tokio::spawn(async move {
-        match ec2.dry_run_check(&alloc, &target).await {
-            Ok(()) => tracing::info!("cluster: IAM self-check passed (AssociateAddress DryRun)"),
-            Err(CloudError::Denied(e)) => tracing::warn!(
-                "cluster: IAM self-check FAILED: AssociateAddress on {alloc} is denied ({e}); \
-                 this node cannot move EIPs until the instance role allows it"
-            ),
-            Err(e) => tracing::warn!("cluster: IAM self-check inconclusive: {e}"),
-        }
-    });
+/// `EDGELB_CLOCK_OFFSET_MS` (signed milliseconds, default 0) shifts this process's wall clock
+/// as the cluster sees it (heartbeat `sent_unix_ms`, witness stamps): a test knob to run a node
+/// "with its clock set back" without touching the host clock. Never needed in production.
+pub const CLOCK_OFFSET_ENV: &str = "EDGELB_CLOCK_OFFSET_MS";
+
+fn clock_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_OFFSET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// The wall clock the cluster uses (with `EDGELB_CLOCK_OFFSET_MS` applied).
+fn wall_clock() -> SystemTime {
+    let off = clock_offset_ms();
+    let now = SystemTime::now();
+    let d = Duration::from_millis(off.unsigned_abs());
+    if off >= 0 {
+        now + d
+    } else {
+        now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
+    wall_clock()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
+/// `startup::open_paths` for a reload (synchronous: std sockets handed to tokio).
+fn reopen_paths(paths: &[(String, SocketAddr)], local: SocketAddr) -> Vec<Path> {
+    let mut out = Vec::with_capacity(paths.len());
+    for (node, addr) in paths {
+        let sock = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))
+            .and_then(|s| s.connect(addr).map(|()| s))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(UdpSocket::from_std);
+        match sock {
+            Ok(sock) => out.push(Path {
+                node: node.clone(),
+                addr: *addr,
+                sock,
+                refused_at: None,
+            }),
+            Err(e) => tracing::warn!("cluster: heartbeat path to {node} at {addr}: {e}"),
+        }
+    }
+    out
+}
+
+/// One heartbeat path: a UDP socket connected to one address of one peer. Its send errors
+/// carry the peer host's ICMP "port unreachable" back as `ECONNREFUSED`.
+pub struct Path {
+    pub node: String,
+    pub addr: SocketAddr,
+    pub sock: UdpSocket,
+    /// Last time this path reported "connection refused".
+    pub refused_at: Option<Instant>,
+}
+
 /// The settings a running brain cannot change, for spotting edits on reload.
-fn cluster_settings_json(cfg: &Config) -> serde_json::Value {
+pub(super) fn cluster_settings_json(cfg: &Config) -> serde_json::Value {
     serde_json::json!({
         "cluster": cfg.cluster.as_ref().map(|c| {
             let mut c = c.clone();
@@ -269,6 +244,9 @@ struct Shell {
     socket: UdpSocket,
     local_addr: SocketAddr,
     peers: Vec<SocketAddr>,
+    paths: Vec<Path>,
+    /// Per peer: when we last accepted a heartbeat from it (refusals older than that are moot).
+    last_heard: Vec<(String, Instant)>,
     ec2: Ec2Client,
     start: Instant,
     results_tx: mpsc::UnboundedSender<(CallId, ApiOutcome)>,
@@ -348,8 +326,13 @@ impl Shell {
     }
 
     fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
-        match self.receiver.open(datagram) {
+        match self.receiver.open_at(datagram, unix_ms()) {
             Ok(hb) => {
+                let at = Instant::now();
+                match self.last_heard.iter_mut().find(|(n, _)| *n == hb.node) {
+                    Some((_, t)) => *t = at,
+                    None => self.last_heard.push((hb.node.clone(), at)),
+                }
                 let now = self.now();
                 self.brain.on_heartbeat(now, &hb);
             }
@@ -419,19 +402,16 @@ impl Shell {
         match setup::read_key_file(std::path::Path::new(&cl.auth_key_file)) {
             Ok(keys) if keys == self.keys => {}
             Ok(keys) => {
+                // Same incarnation, same sequence numbers, same replay state: a key rotation
+                // is invisible to the failover logic and opens no replay window.
                 let keyring = keys.keyring();
-                // A sender's sequence numbers restart with it, so it needs a new incarnation
-                // for peers' replay guards to accept it; peers log that as a restart.
-                self.incarnation = unix_nanos().max(self.incarnation + 1);
-                let me = self.brain.config().me.clone();
-                let names = self.brain.config().nodes.iter().map(|n| n.name.clone());
-                self.receiver = wire::Receiver::new(me.clone(), names, keyring.clone());
-                self.sender = wire::Sender::new(me, self.incarnation, keyring);
+                self.receiver.set_keys(keyring.clone());
+                self.sender.set_keys(keyring);
                 self.keys = keys;
                 tracing::info!(
-                    "cluster: key file re-read: signing with key id {} (incarnation {})",
+                    "cluster: key file re-read: signing with key id {}, accepting key ids {:?}",
                     self.keys.signing,
-                    self.incarnation
+                    self.keys.keys.iter().map(|(id, _)| *id).collect::<Vec<_>>()
                 );
             }
             Err(e) => tracing::error!("cluster: reload: {e}; keeping the current keys"),
@@ -471,18 +451,28 @@ impl Shell {
         let built = setup::brain_config(cfg, &me, &self.identity, &known)
             .and_then(|b| {
                 let peers = setup::peer_addresses(cl, &me)?;
-                Ok((b, peers))
+                let paths = setup::peer_paths(cl, &me)?;
+                Ok((b, peers, paths))
             })
-            .and_then(|(b, peers)| {
+            .and_then(|(b, peers, paths)| {
                 let now = self.now();
                 Brain::new(b, self.incarnation ^ now.as_nanos() as u64, now)
-                    .map(|brain| (brain, peers))
+                    .map(|brain| (brain, peers, paths))
                     .map_err(|e| e.to_string())
             });
         match built {
-            Ok((brain, peers)) => {
+            Ok((brain, peers, paths)) => {
                 self.brain = brain;
                 self.peers = peers;
+                if self
+                    .paths
+                    .iter()
+                    .map(|p| (p.node.clone(), p.addr))
+                    .collect::<Vec<_>>()
+                    != paths
+                {
+                    self.paths = reopen_paths(&paths, self.local_addr);
+                }
                 self.cluster_json = settings;
                 self.last_health = None;
                 tracing::info!(
@@ -538,7 +528,7 @@ impl Shell {
                     let ec2 = self.ec2.clone();
                     self.run(call, async move {
                         ApiOutcome::WitnessWritten(
-                            ec2.write_witness(&eni_id, &node, SystemTime::now()).await,
+                            ec2.write_witness(&eni_id, &node, wall_clock()).await,
                         )
                     });
                 }
@@ -586,11 +576,46 @@ impl Shell {
                 return;
             }
         };
-        for addr in &self.peers {
-            if let Err(e) = self.socket.try_send_to(&bytes, *addr) {
-                self.send_errors += 1;
-                tracing::debug!("cluster: heartbeat to {addr}: {e}");
+        let mut refused = Vec::new();
+        for (k, path) in self.paths.iter_mut().enumerate() {
+            match path.sock.try_send(&bytes) {
+                Ok(_) => {}
+                // The peer's host answered an earlier datagram with "port unreachable".
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    path.refused_at = Some(Instant::now());
+                    refused.push(k);
+                    // That send was consumed by the error report; send this one again.
+                    let _ = path.sock.try_send(&bytes);
+                }
+                Err(e) => {
+                    self.send_errors += 1;
+                    tracing::debug!("cluster: heartbeat to {} at {}: {e}", path.node, path.addr);
+                }
             }
+        }
+        for k in refused {
+            self.on_path_refused(k);
+        }
+    }
+
+    /// A path refused: if every path of that peer refused since we last heard it, its process
+    /// is gone (host up, port closed); the brain treats that as proof of death at deadtime.
+    fn on_path_refused(&mut self, k: usize) {
+        let node = self.paths[k].node.clone();
+        let heard = self
+            .last_heard
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, t)| *t);
+        let all = self
+            .paths
+            .iter()
+            .filter(|p| p.node == node)
+            .all(|p| p.refused_at.is_some_and(|r| heard.map_or(true, |h| r > h)));
+        if all {
+            tracing::debug!("cluster: every heartbeat path to {node} refuses");
+            let now = self.now();
+            self.brain.on_refused(now, &node);
         }
     }
 
@@ -640,100 +665,4 @@ fn api_calls_json(calls: &ApiCalls) -> serde_json::Value {
         );
     }
     serde_json::Value::Object(m)
-}
-
-/// Finds the ENI and private IPs of peers whose `[[cluster.node]]` entry doesn't give them, so one
-/// config file (without ENI ids) can serve every node: first by the peer's heartbeat addresses
-/// (its private IPs), then by where the peer's own EIP is while it sits at home. Retries API errors
-/// for a short while; what stays unknown is reported by `setup::brain_config`.
-pub async fn discover_peers(
-    ec2: &Ec2Client,
-    cfg: &crate::config::Config,
-    me: &str,
-    identity: &crate::cloud::InstanceIdentity,
-) -> std::collections::HashMap<String, crate::cloud::aws::EniSlots> {
-    use crate::cloud::Ec2 as _;
-    let mut found = std::collections::HashMap::new();
-    let Some(cl) = cfg.cluster.as_ref() else {
-        return found;
-    };
-    let wanted: Vec<&crate::config::ClusterNode> = cl
-        .node
-        .iter()
-        .filter(|n| n.name != me && (n.eni_id.is_none() || n.primary_ip.is_none()))
-        .collect();
-    for attempt in 0..5u32 {
-        let mut retry = false;
-        for n in &wanted {
-            if found.contains_key(&n.name) {
-                continue;
-            }
-            let ips = n
-                .address
-                .iter()
-                .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
-                .filter_map(|a| match a.ip() {
-                    std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
-                    _ => None,
-                });
-            for ip in ips {
-                match ec2
-                    .eni_slots("addresses.private-ip-address", &ip.to_string())
-                    .await
-                {
-                    Ok(list) => {
-                        if let Some(s) = list.into_iter().find(|s| s.eni_id != identity.eni_id) {
-                            found.insert(n.name.clone(), s);
-                            break;
-                        }
-                    }
-                    Err(e) => retry |= e.is_retryable(),
-                }
-            }
-            if found.contains_key(&n.name) {
-                continue;
-            }
-            let allocs: Vec<String> = cfg
-                .eip
-                .iter()
-                .filter(|e| e.owner == n.name)
-                .map(|e| e.allocation_id.clone())
-                .collect();
-            if allocs.is_empty() {
-                continue;
-            }
-            match ec2.describe_addresses(&allocs).await {
-                Ok(addrs) => {
-                    let home = addrs
-                        .into_iter()
-                        .filter_map(|a| a.placement)
-                        .find(|p| p.eni_id != identity.eni_id);
-                    if let Some(p) = home {
-                        match ec2.eni_slots("network-interface-id", &p.eni_id).await {
-                            Ok(list) => {
-                                if let Some(s) = list.into_iter().next() {
-                                    found.insert(n.name.clone(), s);
-                                }
-                            }
-                            Err(e) => retry |= e.is_retryable(),
-                        }
-                    }
-                }
-                Err(e) => retry |= e.is_retryable(),
-            }
-        }
-        if found.len() == wanted.len() || !retry {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500 * (attempt as u64 + 1))).await;
-    }
-    for (name, s) in &found {
-        tracing::info!(
-            "cluster: peer {name} is ENI {} ({} + {:?}), found through the EC2 API",
-            s.eni_id,
-            s.primary_ip,
-            s.secondary_ips
-        );
-    }
-    found
 }

@@ -16,16 +16,28 @@ use crate::cloud::imds::IdentityOverrides;
 use crate::cloud::InstanceIdentity;
 use crate::config::{ClusterSection, Config};
 
-/// `cluster.witness_interval` default: one CreateTags per node every 10 s (360/hour).
-pub const DEFAULT_WITNESS_INTERVAL: Duration = Duration::from_secs(10);
-/// `cluster.witness_stale_after` default: 2.5 write intervals, far above EC2 clock skew.
-pub const DEFAULT_WITNESS_STALE_AFTER: Duration = Duration::from_secs(25);
+/// `cluster.witness_interval` default: one CreateTags per node every 7 s (514/hour).
+pub const DEFAULT_WITNESS_INTERVAL: Duration = Duration::from_secs(7);
+/// `cluster.witness_stale_after` default with the seed timers (deadtime 15 s); see
+/// [`default_witness_stale_after`].
+pub const DEFAULT_WITNESS_STALE_AFTER: Duration = Duration::from_secs(18);
+/// What `witness_stale_after` adds to deadtime by default: a whole instance gone (no answer at
+/// all) is proven dead within deadtime + this + one read + 1 s (stamps are whole seconds).
+pub const WITNESS_STALE_MARGIN: Duration = Duration::from_secs(3);
+
+/// `cluster.witness_stale_after` default: deadtime + 3 s (an instance gone is proven dead within
+/// deadtime + 5 s, read latency and whole-second stamps included), but at least 2 write intervals + 3 s, so a live node's stamp (written every
+/// interval, plus API latency and clock skew) never looks stale. Seed timers: 18 s.
+pub fn default_witness_stale_after(deadtime: Duration, interval: Duration) -> Duration {
+    (deadtime + WITNESS_STALE_MARGIN).max(interval * 2 + Duration::from_secs(3))
+}
 /// `aws.reconcile_interval` default: re-check every EIP's placement twice a minute.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 /// `aws.api_budget_per_minute` default (the brain's own default).
 pub const DEFAULT_API_BUDGET_PER_MINUTE: u32 = 20;
-/// `aws.retry_backoff_max` default: the brain's backoff cap between failed tries.
-pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// `aws.retry_backoff_max` default: the brain's backoff cap between failed tries. Short, so a
+/// recovered API is used within seconds; the call budget, not the backoff, bounds the rate.
+pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A gap between two inputs longer than max(2 x keepalive, this) means the process was not
 /// scheduled (SIGSTOP, VM freeze). The floor keeps sub-second test timers from reading a busy
 /// CI machine's scheduling hiccups as pauses.
@@ -72,6 +84,20 @@ pub fn identity_overrides(cfg: &Config, me: &str) -> IdentityOverrides {
     }
 }
 
+/// Every heartbeat path: `(peer name, address)` for every `address` of every other node.
+pub fn peer_paths(cl: &ClusterSection, me: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+    let mut out = Vec::new();
+    for n in cl.node.iter().filter(|n| n.name != me) {
+        for a in &n.address {
+            let addr = a
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("[[cluster.node]] {:?} address {a:?}: {e}", n.name))?;
+            out.push((n.name.clone(), addr));
+        }
+    }
+    Ok(out)
+}
+
 /// Heartbeat destinations of every peer (every `address` of every other `[[cluster.node]]`).
 pub fn peer_addresses(cl: &ClusterSection, me: &str) -> Result<Vec<SocketAddr>, String> {
     let mut out = Vec::new();
@@ -95,7 +121,7 @@ pub fn peer_addresses(cl: &ClusterSection, me: &str) -> Result<Vec<SocketAddr>, 
 /// The brain's configuration: timers from `[cluster]`, budget and reconcile interval from
 /// `[aws]`, EIPs from `[[eip]]`, this node's placement slots from `identity` (config wins there
 /// too, see `identity_overrides`), peers' slots from their `[[cluster.node]]` entries, else from
-/// `discovered` (found through the EC2 API at start, see `node::discover_peers`).
+/// `discovered` (found through the EC2 API at start, see `startup::discover_peers`).
 pub fn brain_config(
     cfg: &Config,
     me: &str,
@@ -184,13 +210,16 @@ pub fn brain_config(
     b.backoff_max = aws.retry_backoff_max.unwrap_or(DEFAULT_RETRY_BACKOFF_MAX);
     b.backoff_min = b.backoff_min.min(b.backoff_max);
     b.call_timeout = aws_settings(cfg).operation_timeout + CALL_TIMEOUT_MARGIN;
+    let write_interval = cl.witness_interval.unwrap_or(DEFAULT_WITNESS_INTERVAL);
     b.witness = WitnessConfig {
         enabled: cl.witness,
-        write_interval: cl.witness_interval.unwrap_or(DEFAULT_WITNESS_INTERVAL),
+        write_interval,
         stale_after: cl
             .witness_stale_after
-            .unwrap_or(DEFAULT_WITNESS_STALE_AFTER),
+            .unwrap_or_else(|| default_witness_stale_after(cl.deadtime, write_interval)),
     };
+    b.requests_per_call = aws_settings(cfg).max_attempts;
+    b.unhealthy_hold = b.warntime;
     b.validate().map_err(|e| e.to_string())?;
     Ok(b)
 }

@@ -14,9 +14,9 @@
 //! 2    1     version = 1
 //! 3    1     key id (selects the HMAC key; allows rotation)
 //! 4    1     flags: bit0 serving, bit1 leaving; other bits must be zero
-//! 5    8     incarnation (per process start, e.g. unix nanos at boot)
+//! 5    8     incarnation (random per process start; not ordered)
 //! 13   8     sequence number (strictly increasing within an incarnation)
-//! 21   8     sender wall clock, unix milliseconds (informational only)
+//! 21   8     sender wall clock, unix milliseconds (freshness window, MAX_CLOCK_SKEW_MS)
 //! 29   2     healthy backends
 //! 31   2     total backends
 //! 33   1+n   node name (u8 length, 1..=MAX_NAME bytes of UTF-8)
@@ -35,10 +35,15 @@
 //! unauthenticated input only ever reaches the fixed-size header code. Each outcome increments
 //! exactly one counter in [`RecvCounters`].
 //!
-//! Replay protection is per sender: the highest incarnation seen, and the highest sequence number
-//! within it. A restarted receiver starts with an empty guard, so a recorded datagram from a
-//! peer's *current* incarnation could be replayed once to it; the damage is bounded (it can only
-//! make a peer look alive for one more deadtime) and the next genuine datagram supersedes it.
+//! Replay protection is per sender and incarnation: a 64-bit window of sequence numbers below
+//! the newest (an exact copy over a second heartbeat path counts as a *duplicate*, not a
+//! replay). Incarnations are random per process start, not ordered, so a node restarted with
+//! its clock set back is a restart like any other; the brain switches to a new incarnation only
+//! if it is newer by the sender's clock or the current one has gone quiet. Across a *receiver* restart the guard is empty; there
+//! the freshness window bounds replays: `Receiver::open_at` drops datagrams whose
+//! `sent_unix_ms` is more than [`MAX_CLOCK_SKEW_MS`] (30 s) from the receiver's clock, and the
+//! brain ignores a `leaving` from an incarnation it never heard as a member, so a recorded
+//! `leaving` replayed after a restart moves nothing.
 
 use std::collections::{HashMap, HashSet};
 
@@ -123,6 +128,10 @@ pub enum DropReason {
     BadMac,
     #[error("replayed datagram")]
     Replayed,
+    #[error("duplicate (the same datagram over another heartbeat path)")]
+    Duplicate,
+    #[error("sender clock outside the freshness window (replay, or clocks skewed)")]
+    Stale,
     #[error("datagram from a node not in the cluster config")]
     UnknownNode,
     #[error("our own datagram looped back")]
@@ -139,6 +148,10 @@ pub struct RecvCounters {
     pub bad_mac: u64,
     pub unknown_key: u64,
     pub replayed: u64,
+    /// Exact copies over a second heartbeat path: expected with several addresses per node.
+    pub duplicate: u64,
+    /// Sender clock more than `MAX_CLOCK_SKEW_MS` away from ours.
+    pub stale: u64,
     pub oversized: u64,
     pub unknown_node: u64,
     /// Our own datagram (e.g. a misconfigured peer list pointing at ourselves).
@@ -154,6 +167,8 @@ impl RecvCounters {
             Err(DropReason::UnknownKey) => &mut self.unknown_key,
             Err(DropReason::BadMac) => &mut self.bad_mac,
             Err(DropReason::Replayed) => &mut self.replayed,
+            Err(DropReason::Duplicate) => &mut self.duplicate,
+            Err(DropReason::Stale) => &mut self.stale,
             Err(DropReason::UnknownNode) => &mut self.unknown_node,
             Err(DropReason::OwnDatagram) => &mut self.own,
         };
@@ -202,28 +217,77 @@ impl Keyring {
     }
 }
 
-/// Per-sender replay state: highest incarnation seen, and highest sequence number within it.
+/// Datagrams whose sender clock (`sent_unix_ms`) is further than this from ours, either way, are
+/// dropped as stale: a recording cannot be replayed later than this, even to a receiver that
+/// restarted and forgot its replay state. Clocks of cluster nodes must agree within it (NTP on
+/// EC2 keeps them within milliseconds).
+pub const MAX_CLOCK_SKEW_MS: u64 = 30_000;
+/// Sequence numbers remembered below the newest, per sender: an exact copy of one of them (the
+/// same datagram over a second heartbeat path) is a duplicate, not a replay.
+const SEQ_WINDOW: u64 = 64;
+/// Incarnations remembered per sender, each with its own sequence window.
+const INCARNATIONS_MAX: usize = 8;
+
+#[derive(Debug, Default, Clone)]
+struct SeqWindow {
+    incarnation: u64,
+    max_seq: u64,
+    /// Bit k set: `max_seq - k` was accepted.
+    seen: u64,
+}
+
+/// Per-sender replay state: for each of its last few incarnations, the newest sequence number
+/// and a window of those seen below it. Incarnations are not ordered (a node restarted with its
+/// clock set back must still be accepted); which incarnation is *current* is the brain's call
+/// (a new one replaces a live one only if it is newer by the sender clock, or the old one has
+/// gone quiet), so a replayed datagram of an old incarnation cannot lock the current one out.
 #[derive(Debug, Default, Clone)]
 pub struct ReplayGuard {
-    seen: HashMap<String, (u64, u64)>,
+    seen: HashMap<String, Vec<SeqWindow>>,
 }
 
 impl ReplayGuard {
-    /// Accepts and records `(incarnation, seq)` if it is newer than anything seen from `node`.
-    pub fn check_and_record(&mut self, node: &str, incarnation: u64, seq: u64) -> bool {
-        match self.seen.get_mut(node) {
-            None => {
-                self.seen.insert(node.to_owned(), (incarnation, seq));
-                true
+    /// Accepts and records `(incarnation, seq)` if it is new from `node`; `Duplicate` for an
+    /// exact repeat within the window, `Replayed` for anything older than the window.
+    pub fn check(&mut self, node: &str, incarnation: u64, seq: u64) -> Result<(), DropReason> {
+        let list = self.seen.entry(node.to_owned()).or_default();
+        let Some(s) = list.iter_mut().find(|s| s.incarnation == incarnation) else {
+            if list.len() >= INCARNATIONS_MAX {
+                list.remove(0);
             }
-            Some(last) => {
-                let fresh = incarnation > last.0 || (incarnation == last.0 && seq > last.1);
-                if fresh {
-                    *last = (incarnation, seq);
-                }
-                fresh
-            }
+            list.push(SeqWindow {
+                incarnation,
+                max_seq: seq,
+                seen: 1,
+            });
+            return Ok(());
+        };
+        if seq > s.max_seq {
+            let shift = seq - s.max_seq;
+            s.seen = if shift >= SEQ_WINDOW {
+                0
+            } else {
+                s.seen << shift
+            };
+            s.seen |= 1;
+            s.max_seq = seq;
+            return Ok(());
         }
+        let back = s.max_seq - seq;
+        if back >= SEQ_WINDOW {
+            return Err(DropReason::Replayed);
+        }
+        if s.seen & (1 << back) != 0 {
+            return Err(DropReason::Duplicate);
+        }
+        // Older but unseen: reordered between paths. Genuine, but stale for the brain.
+        s.seen |= 1 << back;
+        Ok(())
+    }
+
+    /// `check` as a yes/no.
+    pub fn check_and_record(&mut self, node: &str, incarnation: u64, seq: u64) -> bool {
+        self.check(node, incarnation, seq).is_ok()
     }
 }
 
@@ -244,6 +308,11 @@ impl Sender {
             next_seq: 1,
             keys,
         }
+    }
+
+    /// New keys (reload): the incarnation and sequence numbers carry on.
+    pub fn set_keys(&mut self, keys: Keyring) {
+        self.keys = keys;
     }
 
     /// Encodes and signs one heartbeat; every call uses a new sequence number, so send the same
@@ -292,8 +361,18 @@ impl Receiver {
         }
     }
 
+    /// Opens without the freshness check (tests and tools); the shell uses `open_at`.
     pub fn open(&mut self, datagram: &[u8]) -> Result<Heartbeat, DropReason> {
-        let result = self.check(datagram);
+        let result = self.check(datagram, None);
+        self.counters
+            .count(result.as_ref().map(|_| ()).map_err(|d| *d));
+        result
+    }
+
+    /// Opens a datagram received when our wall clock read `now_unix_ms`: also drops it as
+    /// `Stale` if its sender clock is more than `MAX_CLOCK_SKEW_MS` away.
+    pub fn open_at(&mut self, datagram: &[u8], now_unix_ms: u64) -> Result<Heartbeat, DropReason> {
+        let result = self.check(datagram, Some(now_unix_ms));
         self.counters
             .count(result.as_ref().map(|_| ()).map_err(|d| *d));
         result
@@ -303,7 +382,16 @@ impl Receiver {
         self.counters
     }
 
-    fn check(&mut self, datagram: &[u8]) -> Result<Heartbeat, DropReason> {
+    /// New keys (reload): the replay state is kept, so a reload opens no replay window.
+    pub fn set_keys(&mut self, keys: Keyring) {
+        self.keys = keys;
+    }
+
+    fn check(
+        &mut self,
+        datagram: &[u8],
+        now_unix_ms: Option<u64>,
+    ) -> Result<Heartbeat, DropReason> {
         let hb = decode(datagram, &self.keys)?;
         if hb.node == self.me {
             return Err(DropReason::OwnDatagram);
@@ -311,12 +399,10 @@ impl Receiver {
         if !self.known.contains(&hb.node) {
             return Err(DropReason::UnknownNode);
         }
-        if !self
-            .replay
-            .check_and_record(&hb.node, hb.incarnation, hb.seq)
-        {
-            return Err(DropReason::Replayed);
+        if now_unix_ms.is_some_and(|now| now.abs_diff(hb.sent_unix_ms) > MAX_CLOCK_SKEW_MS) {
+            return Err(DropReason::Stale);
         }
+        self.replay.check(&hb.node, hb.incarnation, hb.seq)?;
         Ok(hb)
     }
 }
@@ -560,7 +646,7 @@ mod tests {
         let mut tx = Sender::new("lb1", 10, ring());
         let good = tx.seal(&sample().payload, 0).expect("seals");
         assert!(rx.open(&good).is_ok());
-        assert_eq!(rx.open(&good), Err(DropReason::Replayed));
+        assert_eq!(rx.open(&good), Err(DropReason::Duplicate));
 
         let mut flipped = tx.seal(&sample().payload, 0).expect("seals");
         let last = flipped.len() - 1;
@@ -595,7 +681,9 @@ mod tests {
                 malformed: 1,
                 bad_mac: 2,
                 unknown_key: 1,
-                replayed: 1,
+                replayed: 0,
+                duplicate: 1,
+                stale: 0,
                 oversized: 1,
                 unknown_node: 1,
                 own: 1,
@@ -622,16 +710,45 @@ mod tests {
     fn replay_guard_incarnations() {
         let mut g = ReplayGuard::default();
         assert!(g.check_and_record("a", 5, 10));
-        assert!(!g.check_and_record("a", 5, 10), "same seq");
-        assert!(!g.check_and_record("a", 5, 9), "older seq");
+        assert_eq!(g.check("a", 5, 10), Err(DropReason::Duplicate), "same seq");
+        assert_eq!(g.check("a", 5, 9), Ok(()), "older, unseen: reordered");
+        assert_eq!(g.check("a", 5, 9), Err(DropReason::Duplicate));
         assert!(g.check_and_record("a", 5, 11));
-        assert!(!g.check_and_record("a", 4, 100), "older incarnation");
-        assert!(g.check_and_record("a", 6, 1), "restart resets seq");
-        assert!(
-            !g.check_and_record("a", 5, 12),
-            "old incarnation after restart"
+        assert!(g.check_and_record("a", 5, 200));
+        assert_eq!(
+            g.check("a", 5, 100),
+            Err(DropReason::Replayed),
+            "below the window"
         );
+        // A restart with a *lower* incarnation (clock set back) is a restart, not a replay;
+        // the old incarnation keeps its own window (the brain decides which one is current).
+        assert!(
+            g.check_and_record("a", 4, 1),
+            "new incarnation, whatever its value"
+        );
+        assert_eq!(g.check("a", 5, 200), Err(DropReason::Duplicate));
+        assert!(g.check_and_record("a", 4, 2));
         assert!(g.check_and_record("b", 1, 1), "per node");
+    }
+
+    #[test]
+    fn stale_sender_clock_is_dropped() {
+        let mut rx = receiver();
+        let mut tx = Sender::new("lb1", 10, ring());
+        let now = 1_800_000_000_000;
+        let old = tx
+            .seal(&sample().payload, now - MAX_CLOCK_SKEW_MS - 1)
+            .expect("seals");
+        assert_eq!(rx.open_at(&old, now), Err(DropReason::Stale));
+        let ahead = tx
+            .seal(&sample().payload, now + MAX_CLOCK_SKEW_MS + 1)
+            .expect("seals");
+        assert_eq!(rx.open_at(&ahead, now), Err(DropReason::Stale));
+        let ok = tx
+            .seal(&sample().payload, now - MAX_CLOCK_SKEW_MS)
+            .expect("seals");
+        assert!(rx.open_at(&ok, now).is_ok());
+        assert_eq!(rx.counters().stale, 2);
     }
 
     fn arb_name(max: usize) -> impl Strategy<Value = String> {

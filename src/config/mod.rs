@@ -501,12 +501,13 @@ pub struct ClusterSection {
     #[serde(default = "default_true")]
     pub witness: bool,
     /// How often each node writes its witness stamp (default
-    /// `cluster::setup::DEFAULT_WITNESS_INTERVAL`, 10 s).
+    /// `cluster::setup::DEFAULT_WITNESS_INTERVAL`, 7 s).
     #[serde(default, with = "humantime_serde::option")]
     pub witness_interval: Option<Duration>,
     /// A silent peer whose stamp is older than this is dead, not partitioned (default
-    /// `cluster::setup::DEFAULT_WITNESS_STALE_AFTER`, 25 s). Bounds kill -9 detection with the
-    /// witness on; must exceed `witness_interval` and dwarf clock skew.
+    /// `cluster::setup::default_witness_stale_after`: deadtime + 3 s, at least 2 intervals + 3 s;
+    /// 18 s with the seed timers). Bounds "instance gone" detection with the witness on; must
+    /// exceed `witness_interval` and dwarf clock skew.
     #[serde(default, with = "humantime_serde::option")]
     pub witness_stale_after: Option<Duration>,
     #[serde(default)]
@@ -565,7 +566,7 @@ pub struct AwsSection {
     pub ensure_secondary_ip: bool,
     /// Longest wait between two tries of a failed EIP move or describe (the reconcile loop's
     /// backoff, not the SDK's per-call retries); default
-    /// `cluster::setup::DEFAULT_RETRY_BACKOFF_MAX` (30 s).
+    /// `cluster::setup::DEFAULT_RETRY_BACKOFF_MAX` (2 s).
     #[serde(default, with = "humantime_serde::option")]
     pub retry_backoff_max: Option<Duration>,
 }

@@ -368,9 +368,9 @@ fn validate_cluster(c: &Config, out: &mut Problems) {
     let interval = cl
         .witness_interval
         .unwrap_or(crate::cluster::setup::DEFAULT_WITNESS_INTERVAL);
-    let stale = cl
-        .witness_stale_after
-        .unwrap_or(crate::cluster::setup::DEFAULT_WITNESS_STALE_AFTER);
+    let stale = cl.witness_stale_after.unwrap_or_else(|| {
+        crate::cluster::setup::default_witness_stale_after(cl.deadtime, interval)
+    });
     if cl.witness && interval.is_zero() {
         out.push((at("witness_interval"), "must be greater than 0".into()));
     } else if cl.witness && stale <= interval {

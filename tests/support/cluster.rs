@@ -186,6 +186,8 @@ pub struct EdgeNode {
     pub log_path: PathBuf,
     pub hb_addr: SocketAddr,
     pub listen_port: u16,
+    /// Extra environment for the next starts (e.g. `EDGELB_CLOCK_OFFSET_MS`).
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
     starts: u32,
 }
@@ -266,6 +268,7 @@ impl EdgeNode {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
         env.apply(&mut cmd);
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("spawn edgelb"));
     }
 }
@@ -444,6 +447,7 @@ ensure_secondary_ip = false
                 log_path: dir.path().join(format!("{}.log", w.name)),
                 hb_addr: hb[i],
                 listen_port,
+                extra_env: Vec::new(),
                 child: None,
                 starts: 0,
             });

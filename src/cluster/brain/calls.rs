@@ -1,0 +1,94 @@
+//! The EC2 call budget and retry policy: the token bucket every call spends from, jittered
+//! exponential backoff, call timeouts and how failures are logged.
+
+use super::*;
+
+impl Brain {
+    pub(super) fn expire_calls(&mut self) {
+        let now = self.now;
+        let timeout = self.cfg.call_timeout;
+        let mut expired = Vec::new();
+        self.pending.retain(|c| {
+            let keep = now.saturating_sub(c.issued) < timeout;
+            if !keep {
+                expired.push(c.kind.clone());
+            }
+            keep
+        });
+        for kind in expired {
+            self.counters.call_timeouts += 1;
+            self.log(
+                LogLevel::Warn,
+                format!("API call {kind:?} got no result within {timeout:?}; retrying"),
+            );
+            let err = CloudError::Unavailable("no result within call_timeout".into());
+            match kind {
+                CallKind::Describe => self.on_described(CallId(0), now, Err(err)),
+                CallKind::Associate { eip, target } => self.on_associated(eip, target, Err(err)),
+                CallKind::WriteWitness => self.on_witness_written(Err(err)),
+                CallKind::ReadWitnesses { eni_ids } => self.on_witnesses(&eni_ids, 0, Err(err)),
+            }
+        }
+    }
+
+    pub(super) fn release(&mut self, kind: CallKind) {
+        match kind {
+            CallKind::Associate { eip, .. } => self.eips[eip].pending = None,
+            CallKind::Describe | CallKind::WriteWitness | CallKind::ReadWitnesses { .. } => {}
+        }
+    }
+
+    pub(super) fn api_failed(&mut self, what: &str, err: &CloudError) {
+        self.counters.api_errors += 1;
+        let (level, tail) = if err.is_retryable() {
+            (LogLevel::Warn, "will retry with backoff")
+        } else {
+            (
+                LogLevel::Error,
+                "not retryable; backing off longer, will keep reconciling",
+            )
+        };
+        self.log(level, format!("{what} failed: {err}; {tail}"));
+    }
+
+    pub(super) fn backoff(&mut self, attempts: u32, retryable: bool) -> Duration {
+        let base = if retryable {
+            let exp = self
+                .cfg
+                .backoff_min
+                .saturating_mul(1u32 << attempts.min(16));
+            exp.min(self.cfg.backoff_max)
+        } else {
+            self.cfg.backoff_max * 2
+        };
+        // Jitter in [base/2, base] so that nodes hitting the same throttle spread out.
+        self.rng.between(base / 2, base)
+    }
+
+    pub(super) fn spend(&mut self) -> bool {
+        let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
+        let cap = f64::from(self.cfg.api_budget_per_minute);
+        let elapsed = self.now.saturating_sub(self.tokens_at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_sec).min(cap);
+        self.tokens_at = self.now;
+        // Each call may cost up to requests_per_call HTTP requests (SDK retries): charge them
+        // all, so the budget bounds requests on the wire, not calls.
+        let cost = f64::from(self.cfg.requests_per_call.max(1));
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            self.counters.api_calls += 1;
+            self.budget_blocked = false;
+            true
+        } else {
+            if !self.budget_blocked {
+                self.log(
+                    LogLevel::Warn,
+                    "API budget exhausted: deferring EC2 calls".into(),
+                );
+            }
+            self.counters.api_budget_deferrals += 1;
+            self.budget_blocked = true;
+            false
+        }
+    }
+}

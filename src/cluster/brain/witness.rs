@@ -1,0 +1,177 @@
+//! The partition witness: writing our own stamp on our ENI, reading silent peers' stamps, and
+//! turning them into verdicts (fresh: partition; stale: dead).
+
+use super::*;
+
+impl Brain {
+    pub(super) fn maybe_witness(&mut self) {
+        if !self.cfg.witness.enabled {
+            return;
+        }
+        let now = self.now;
+        let me = &self.cfg.nodes[self.me];
+        let (eni_id, node) = (me.eni_id.clone(), me.name.clone());
+        if self.health.healthy
+            && self.now >= self.next_witness_write
+            && !self
+                .pending
+                .iter()
+                .any(|c| c.kind == CallKind::WriteWitness)
+            && self.spend()
+        {
+            let call = self.new_call();
+            self.counters.witness_writes += 1;
+            self.next_witness_write = self.now + self.cfg.witness.write_interval;
+            self.pending.push(Pending {
+                call,
+                kind: CallKind::WriteWitness,
+                issued: self.now,
+            });
+            self.actions
+                .push_back(Action::WriteWitness { call, eni_id, node });
+        }
+        let eni_ids: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|p| match (p.state, p.witness) {
+                (PeerState::Suspect, _) => true,
+                (PeerState::SilentWitnessed, Some(Verdict::Fresh { until, .. })) => now >= until,
+                // Declared dead without proof (the witness could not be read in time): keep
+                // reading until a verdict, or an EIP it may hold behind a partition stays put.
+                (PeerState::Dead, Some(Verdict::Unknown { .. } | Verdict::Fresh { .. })) => {
+                    !self.refused(p)
+                }
+                _ => false,
+            })
+            .map(|p| self.cfg.nodes[p.node].eni_id.clone())
+            .collect();
+        if eni_ids.is_empty()
+            || self.now < self.witness_read_not_before
+            || self
+                .pending
+                .iter()
+                .any(|c| matches!(c.kind, CallKind::ReadWitnesses { .. }))
+            || !self.spend()
+        {
+            return;
+        }
+        let call = self.new_call();
+        self.counters.witness_reads += 1;
+        self.pending.push(Pending {
+            call,
+            kind: CallKind::ReadWitnesses {
+                eni_ids: eni_ids.clone(),
+            },
+            issued: self.now,
+        });
+        self.actions
+            .push_back(Action::ReadWitnesses { call, eni_ids });
+    }
+
+    pub(super) fn on_witness_written(&mut self, r: Result<(), CloudError>) {
+        match r {
+            Ok(()) => {
+                self.witness_write_attempts = 0;
+                self.witness_write_ok = Some(self.now);
+                self.witness_write_ok_since.get_or_insert(self.now);
+            }
+            Err(err) => {
+                self.witness_write_ok_since = None;
+                self.api_failed("witness write", &err);
+                let delay = self
+                    .backoff(self.witness_write_attempts, err.is_retryable())
+                    .min(self.cfg.witness.write_interval);
+                self.witness_write_attempts = self.witness_write_attempts.saturating_add(1);
+                self.next_witness_write = self.now + delay;
+            }
+        }
+    }
+
+    pub(super) fn on_witnesses(
+        &mut self,
+        eni_ids: &[String],
+        read_unix: u64,
+        r: Result<Vec<WitnessStamp>, CloudError>,
+    ) {
+        let stamps = match r {
+            Ok(s) => s,
+            Err(err) => {
+                self.api_failed("witness read", &err);
+                let delay = self.backoff(self.witness_read_attempts, err.is_retryable());
+                self.witness_read_attempts = self.witness_read_attempts.saturating_add(1);
+                self.witness_read_not_before = self.now + delay;
+                return;
+            }
+        };
+        let stale_after = self.cfg.witness.stale_after.as_secs();
+        let writes_work = self
+            .witness_write_ok
+            .is_some_and(|t| self.now.saturating_sub(t) <= self.cfg.witness.stale_after)
+            && self
+                .witness_write_ok_since
+                .is_some_and(|t| self.now.saturating_sub(t) >= self.cfg.witness.stale_after);
+        let mut inconclusive = false;
+        for eni in eni_ids {
+            let Some(i) = self.cfg.nodes.iter().position(|n| n.eni_id == *eni) else {
+                continue;
+            };
+            if i == self.me || self.peers[i].witness.is_none() {
+                // Heard again since the read was issued: the heartbeat is better evidence.
+                continue;
+            }
+            let node = self.cfg.nodes[i].name.clone();
+            let stamp = stamps
+                .iter()
+                .filter(|s| s.eni_id == *eni && s.node == node)
+                .map(|s| s.stamp_unix)
+                .max();
+            let verdict = match stamp {
+                Some(s) if read_unix.saturating_sub(s) <= stale_after => {
+                    let age = read_unix.saturating_sub(s);
+                    // Re-read just after the stamp would turn stale if not refreshed.
+                    let until = self.now + Duration::from_secs(stale_after - age + 1);
+                    Verdict::Fresh {
+                        until,
+                        age_secs: age,
+                    }
+                }
+                _ => Verdict::Stale,
+            };
+            if verdict == Verdict::Stale && !writes_work {
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "Node {node}: witness stale, but our own witness writes are failing too: \
+                         inconclusive, re-reading"
+                    ),
+                );
+                // Re-read only once our own writes could have been fine for a whole
+                // stale_after (earlier re-reads can only be inconclusive again), and never
+                // faster than the backoff: after an outage this is one read, not a storm.
+                let delay = self.backoff(self.witness_read_attempts, true);
+                self.witness_read_attempts = self.witness_read_attempts.saturating_add(1);
+                let writes_work_at = self
+                    .witness_write_ok_since
+                    .map_or(self.now + self.cfg.witness.write_interval, |t| {
+                        t + self.cfg.witness.stale_after
+                    });
+                self.witness_read_not_before = (self.now + delay).max(writes_work_at);
+                inconclusive = true;
+                continue;
+            }
+            if verdict == Verdict::Stale {
+                let age = stamp.map_or("no stamp".to_string(), |s| {
+                    format!("stamp {}s old", read_unix.saturating_sub(s))
+                });
+                self.log(
+                    LogLevel::Warn,
+                    format!("Node {node}: witness stale ({age}): confirmed dead"),
+                );
+            }
+            self.peers[i].witness = Some(verdict);
+        }
+        if !inconclusive {
+            self.witness_read_attempts = 0;
+        }
+    }
+}
