@@ -300,16 +300,19 @@ async fn server_errors_and_dropped_connections_are_unavailable() {
     proxy.error500();
     let err = ec2.describe_addresses(&ids).await.expect_err("500");
     assert!(matches!(err, CloudError::Unavailable(_)), "{err:?}");
+    readable(&err);
     assert_eq!(proxy.calls("DescribeAddresses"), 2, "5xx is retried");
 
     proxy.disconnect();
     let err = ec2.describe_addresses(&ids).await.expect_err("dropped");
     assert!(matches!(err, CloudError::Unavailable(_)), "{err:?}");
+    readable(&err);
 
     proxy.pass();
     proxy.fail_next(1, Fault::Ec2Error(403, "UnauthorizedOperation"));
     let err = ec2.describe_addresses(&ids).await.expect_err("denied");
     assert!(matches!(err, CloudError::Denied(_)), "{err:?}");
+    readable(&err);
     assert!(!err.is_retryable());
 
     // Nothing listens here: a connect error.
@@ -324,6 +327,16 @@ async fn server_errors_and_dropped_connections_are_unavailable() {
     .expect("client");
     let err = dead.describe_addresses(&ids).await.expect_err("refused");
     assert!(matches!(err, CloudError::Unavailable(_)), "{err:?}");
+    readable(&err);
+}
+
+/// What an operator reads in the journal for an EC2 failure: one line, short, no SDK debug dump
+/// (the SDK's `DisplayErrorContext` appends an ~800-character `Debug` of the whole error).
+fn readable(err: &CloudError) {
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    assert!(line.len() < 300, "{} chars: {line}", line.len());
+    assert!(!line.contains("DispatchFailure {"), "no Debug dump: {line}");
 }
 
 #[tokio::test]
@@ -420,6 +433,7 @@ async fn dry_run_check_allows_and_changes_nothing() {
         .await
         .expect_err("denied");
     assert!(matches!(err, CloudError::Denied(_)), "{err:?}");
+    readable(&err);
 }
 
 #[tokio::test]

@@ -94,11 +94,13 @@ pub async fn prepare(rt: &Arc<Runtime>) -> Result<Option<Plan>, String> {
 
     tracing::info!(
         "cluster: node {me} (incarnation {incarnation}) heartbeats on {local_addr} to {} \
-         address(es); ENI {} primary {} secondary {:?}; witness {}",
+         address(es); ENI {} primary {} secondary {}; witness {}",
         peers.len(),
         identity.eni_id,
         identity.primary_ip,
-        identity.secondary_ip,
+        identity
+            .secondary_ip
+            .map_or_else(|| "none".to_string(), |ip| ip.to_string()),
         if cl.witness { "on" } else { "off" },
     );
     Ok(Some(Plan {
