@@ -7,12 +7,13 @@
 # fuzz/regressions/TARGET/ (replayed by tests/fuzz_regressions.rs) and fails if there was one.
 # CPU-heavy: on a shared machine run it as `nice -n 19 fuzz/run.sh ...`.
 set -euo pipefail
-cd "$(dirname "$0")"
+self=$(realpath "$0")
+cd "$(dirname "$self")"
 target=${1:?usage: fuzz/run.sh TARGET SECONDS}
 secs=${2:?usage: fuzz/run.sh TARGET SECONDS}
 if [ "$target" = all ]; then
   rc=0
-  for t in request response chunked; do "$0" "$t" "$secs" || rc=1; done
+  for t in request response chunked; do "$self" "$t" "$secs" || rc=1; done
   exit $rc
 fi
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
