@@ -50,7 +50,11 @@ impl ClientCookie {
 #[derive(Debug)]
 pub(super) struct Outcome {
     pub(super) status: i32,
+    /// Bytes sent to the client (stats `bout`).
     pub(super) bytes_out: u64,
+    /// The access log's bytes field: HAProxy 2.6's HTX size of the response (heads from
+    /// `ResponseHead::htx_len`, 1xx included, plus the body payload), not the wire size.
+    pub(super) log_bytes: u64,
     pub(super) bytes_in: u64,
     pub(super) term: [u8; 2],
     pub(super) server: Option<usize>,
@@ -68,6 +72,7 @@ impl Outcome {
         Outcome {
             status: e.status() as i32,
             bytes_out: e.bytes().len() as u64,
+            log_bytes: e.log_bytes(),
             bytes_in: 0,
             term,
             server: None,
@@ -317,6 +322,7 @@ impl Conn {
         let mut o = Outcome {
             status: -1,
             bytes_out: 0,
+            log_bytes: 0,
             bytes_in: info.client_bytes,
             term: *b"--",
             server: Some(conn.server),
@@ -366,6 +372,7 @@ impl Conn {
                 o.status = 502;
                 o.term = *b"SH";
                 o.bytes_out = e.bytes().len() as u64;
+                o.log_bytes = e.log_bytes();
                 o.keep_client = false;
                 return Err(RelayErr::Done(o));
             }
@@ -417,7 +424,7 @@ impl Conn {
             o.bytes_in += n;
         }
         match head {
-            Ok(()) => {}
+            Ok(interim) => o.log_bytes = interim,
             Err(HeadErr::Client) => {
                 // The client aborted (or sent a broken chunked body) while uploading.
                 let bad_chunk = matches!(uploaded, Some(Err(UploadErr::BadChunk)));
@@ -426,6 +433,7 @@ impl Conn {
                     send_error(client, s.timeout_client, e, false).await;
                     o.status = 400;
                     o.bytes_out = e.bytes().len() as u64;
+                    o.log_bytes = e.log_bytes();
                     o.term = *b"PD";
                 } else {
                     let timed_out = matches!(uploaded, Some(Err(UploadErr::ClientTimeout)));
@@ -435,6 +443,7 @@ impl Conn {
                         send_error(client, s.timeout_client, e, false).await;
                         o.status = 504;
                         o.bytes_out = e.bytes().len() as u64;
+                        o.log_bytes = e.log_bytes();
                         o.term = *b"sH";
                     } else {
                         o.term = *b"CD";
@@ -500,6 +509,8 @@ impl Conn {
         if let Some(flag) = write_client_head(&mut b.head_out, &b.upstream, &b.res, &head) {
             o.server_cookie = flag;
         }
+        // Counted before the client write: HAProxy logs the head once received.
+        o.log_bytes += b.res.htx_len(&b.upstream);
         let res_head_len = b.res.head_len;
         b.upstream.advance(res_head_len);
         // When the whole body is already buffered (the usual small response), head and body
@@ -536,8 +547,10 @@ impl Conn {
         }
 
         // Response body.
+        let mut body_htx = 0u64;
         let body = if let Some(n) = body_sent_inline {
             o.bytes_out -= n;
+            body_htx = n;
             Ok(n)
         } else {
             let (_, mut cwr) = client.split();
@@ -551,9 +564,11 @@ impl Conn {
                 s.timeout_server,
                 s.timeout_client,
                 &mut b.scratch2,
+                &mut body_htx,
             )
             .await
         };
+        o.log_bytes += body_htx;
         match body {
             Ok(n) => o.bytes_out += n,
             Err((n, who)) => {

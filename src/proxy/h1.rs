@@ -482,6 +482,93 @@ impl ResponseHead {
     pub fn framing(&self) -> Framing {
         self.framing.unwrap_or(Framing::None)
     }
+
+    /// The size of HAProxy 2.6's internal (HTX) copy of this head, which its access log counts
+    /// (with the body payload) as the bytes field: the start line's version, status and reason
+    /// plus 20, each header's name and value (no `: `, no CRLF, OWS trimmed), plus 1 for the
+    /// end of headers. As its H1 parser stores it: `close`/`keep-alive` are cut out of `Connection`
+    /// (dropped when nothing else is listed), only the first Content-Length value is kept, and
+    /// none with `Transfer-Encoding: chunked`. Headers edgelb or HAProxy add or remove later
+    /// (the inserted `set-cookie`, a removed persistence cookie) are not counted.
+    pub fn htx_len(&self, buf: &[u8]) -> u64 {
+        let version = b"HTTP/1.1".len() as u64;
+        let mut n = 20 + version + 3 + self.reason_r.len() as u64 + 1;
+        let mut cl_seen = false;
+        for (name_r, value_r) in &self.headers {
+            let name = &buf[name_r.clone()];
+            let v = &buf[value_r.clone()];
+            let value = if name.eq_ignore_ascii_case(b"content-length") {
+                if self.te_chunked || cl_seen {
+                    continue;
+                }
+                cl_seen = true;
+                v.split(|&b| b == b',')
+                    .map(trim_ows)
+                    .next()
+                    .unwrap_or(v)
+                    .len()
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                match cleaned_connection_len(trim_ows(v)) {
+                    0 => continue,
+                    n => n,
+                }
+            } else {
+                trim_ows(v).len()
+            };
+            n += (name.len() + value) as u64;
+        }
+        n
+    }
+}
+
+/// Length of a `Connection` value once HAProxy 2.6's H1 parser has cut `close` and
+/// `keep-alive` out of it (`h1_parse_connection_header` with `H1_MF_CLEAN_CONN_HDR`): the value
+/// is kept verbatim up to the last member before the first one removed, later members are
+/// appended after a bare `,` (`close, a, b` becomes `a,b`; `a ,  b,close` becomes `a ,  b`).
+/// 0 means the header is dropped.
+fn cleaned_connection_len(v: &[u8]) -> usize {
+    let lws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let (mut len, mut p, mut i) = (0usize, 0usize, 0usize);
+    while i < v.len() {
+        if lws(v[i]) {
+            i += 1;
+            continue;
+        }
+        // The member's end: the next `,` outside a quoted string.
+        let (mut n, mut quoted, mut pair) = (i, false, false);
+        while n < v.len() {
+            let b = v[n];
+            if !quoted {
+                if b == b',' {
+                    break;
+                }
+                quoted = b == b'"';
+            } else if pair {
+                pair = false;
+            } else if b == b'\\' {
+                pair = true;
+            } else if b == b'"' {
+                quoted = false;
+            }
+            n += 1;
+        }
+        let mut wl = n - i;
+        while wl > 0 && lws(v[i + wl - 1]) {
+            wl -= 1;
+        }
+        let word = &v[i..i + wl];
+        if !word.eq_ignore_ascii_case(b"close") && !word.eq_ignore_ascii_case(b"keep-alive") {
+            if len == p {
+                // Nothing removed so far: the value is kept as is, up to this member's end.
+                len = n;
+            } else {
+                len += usize::from(len > 0) + wl;
+            }
+        }
+        p = n;
+        i = n + 1;
+    }
+    len
 }
 
 /// Parses a response head; `Err` means the server sent something invalid (502).
@@ -611,6 +698,13 @@ pub struct ChunkedDecoder {
     line_len: usize,
     /// A `;` was seen on the current size line: extension bytes follow.
     ext: bool,
+    /// HAProxy's HTX size of the body so far: payload, trailer names and values (OWS
+    /// trimmed), + 1 for the end of trailers (see `ResponseHead::htx_len`).
+    htx: u64,
+    /// Blanks seen in a trailer value, counted once a non-blank follows.
+    trailer_ws: u64,
+    /// A non-blank has been seen in the current trailer value.
+    trailer_value: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -663,6 +757,11 @@ impl ChunkedDecoder {
         self.state == ChunkState::Done
     }
 
+    /// The body's size in HAProxy's HTX (what its access log counts), so far.
+    pub fn htx_len(&self) -> u64 {
+        self.htx
+    }
+
     /// Consumes bytes from `input`, appending to `out`; returns how many were consumed (stops at
     /// the end of the body, leaving what follows).
     pub fn feed(
@@ -680,6 +779,7 @@ impl ChunkedDecoder {
                     let n = (input.len() - i).min(self.size as usize);
                     out.extend_from_slice(&input[i..i + n]);
                     self.size -= n as u64;
+                    self.htx += n as u64;
                     i += n;
                     if self.size == 0 {
                         self.state = DataCr;
@@ -740,20 +840,29 @@ impl ChunkedDecoder {
                         self.state = FinalLf;
                     } else if is_tchar(b) {
                         self.state = TrailerName;
+                        self.htx += 1;
                     } else {
                         return Err("invalid trailer");
                     }
                 }
                 TrailerName => match b {
-                    b':' => self.state = TrailerLine,
-                    _ if is_tchar(b) => {}
+                    b':' => {
+                        self.state = TrailerLine;
+                        self.trailer_ws = 0;
+                        self.trailer_value = false;
+                    }
+                    _ if is_tchar(b) => self.htx += 1,
                     _ => return Err("invalid trailer field name"),
                 },
                 TrailerLine => match b {
                     b'\r' => self.state = TrailerLf,
-                    b'\t' => {}
+                    b'\t' | b' ' => self.trailer_ws += self.trailer_value as u64,
                     _ if b < 0x20 || b == 0x7f => return Err("invalid trailer"),
-                    _ => {}
+                    _ => {
+                        self.htx += self.trailer_ws + 1;
+                        self.trailer_ws = 0;
+                        self.trailer_value = true;
+                    }
                 },
                 TrailerLf => {
                     if b != b'\n' {
@@ -767,6 +876,7 @@ impl ChunkedDecoder {
                         return Err("chunked body not ended by CRLF");
                     }
                     self.state = Done;
+                    self.htx += 1;
                 }
                 Done => break,
             }
@@ -796,6 +906,18 @@ mod tests {
             Parsed::Complete => Ok(h),
             Parsed::Partial => Err(Reject::Bad("partial")),
         }
+    }
+
+    #[test]
+    fn connection_values_cleaned_as_haproxy() {
+        // Measured through HAProxy 2.6.12's log bytes field.
+        assert_eq!(cleaned_connection_len(b"close"), 0);
+        assert_eq!(cleaned_connection_len(b"keep-alive, Close"), 0);
+        assert_eq!(cleaned_connection_len(b"X-Foo, X-Bar"), 12);
+        assert_eq!(cleaned_connection_len(b"close, X-Foo, X-Bar"), 11);
+        assert_eq!(cleaned_connection_len(b"X-Foo ,  X-Bar,close"), 14);
+        assert_eq!(cleaned_connection_len(b"X-Foo,,X-Bar"), 12);
+        assert_eq!(cleaned_connection_len(b"X-Foo, keep-alive, X-Bar, Y"), 13);
     }
 
     #[test]

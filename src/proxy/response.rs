@@ -31,12 +31,14 @@ pub(super) async fn read_final_head<R, W>(
     cwr: &mut W,
     tserver: Duration,
     max: usize,
-) -> Result<(), HeadErr>
+) -> Result<u64, HeadErr>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut received_any = false;
+    // HAProxy logs interim (1xx) heads in its bytes field too, sent to the client or not.
+    let mut interim_htx = 0u64;
     loop {
         if !ubuf.is_empty() {
             received_any = true;
@@ -65,11 +67,12 @@ where
                                 return Err(HeadErr::Client);
                             }
                         }
+                        interim_htx += res.htx_len(ubuf);
                         let n = res.head_len;
                         ubuf.advance(n);
                         continue;
                     }
-                    return Ok(());
+                    return Ok(interim_htx);
                 }
                 Ok(Parsed::Partial) if ubuf.len() >= max => return Err(HeadErr::Invalid),
                 Ok(Parsed::Partial) => {}
@@ -90,7 +93,9 @@ where
     }
 }
 
-/// Relays the response body; `Err((bytes, term))` when one side failed midway.
+/// Relays the response body; `Err((bytes, term))` when one side failed midway. `htx` receives
+/// the body's size as HAProxy's access log counts it (payload, plus trailers and their end for
+/// a chunked body), as far as it was relayed.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn relay_body<R, W>(
     urd: &mut R,
@@ -101,6 +106,7 @@ pub(super) async fn relay_body<R, W>(
     tserver: Duration,
     tclient: Duration,
     scratch: &mut Vec<u8>,
+    htx: &mut u64,
 ) -> Result<u64, (u64, [u8; 2])>
 where
     R: AsyncRead + Unpin,
@@ -118,6 +124,7 @@ where
                 ubuf.advance(k);
                 remaining -= k as u64;
                 sent += k as u64;
+                *htx = sent;
             }
             if remaining == 0 {
                 return Ok(sent);
@@ -140,6 +147,7 @@ where
                         .map_err(|_| (sent, *b"CD"))?;
                     ubuf.advance(n);
                     sent += scratch.len() as u64;
+                    *htx = dec.htx_len();
                 }
                 if dec.is_done() {
                     return Ok(sent);
@@ -156,6 +164,7 @@ where
                     .await
                     .map_err(|_| (sent, *b"CD"))?;
                 sent += ubuf.len() as u64;
+                *htx = sent;
                 ubuf.clear();
             }
             let n = read_server(urd, ubuf, tserver, sent).await?;

@@ -374,6 +374,7 @@ impl Conn {
                     // line counts 0 bytes and has no cookie flags (`PR--`, `cR--`, `CR--`).
                     let mut o = Outcome::generated(err, term, false);
                     o.bytes_out = 0;
+                    o.log_bytes = 0;
                     let tr = if term[1] == b'R' {
                         None
                     } else {
@@ -473,7 +474,7 @@ impl Conn {
             tres: access_log::ms(o.tr),
             ta: total.as_millis() as i64,
             status: o.status,
-            bytes: o.bytes_out,
+            bytes: o.log_bytes,
             term: [o.term[0], o.term[1], cookie_flags[0], cookie_flags[1]],
             actconn: self.rt.process.actconn.load(Ordering::Relaxed),
             feconn: listen.shared.frontend.scur.load(Ordering::Relaxed),
