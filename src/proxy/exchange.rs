@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::cookie;
@@ -19,7 +18,7 @@ use super::error_pages::ProxyError;
 use super::h1::{ChunkedDecoder, Framing, Method};
 use super::request::{upload_body, UploadErr};
 use super::response::{read_final_head, relay_body, write_client_head, ClientHead, HeadErr};
-use super::session::{Bufs, Conn};
+use super::session::{Bufs, ClientIo, Conn};
 use super::tunnel::tunnel;
 use super::upstream;
 use crate::runtime::{unix_ms, ListenRt, ServerRt};
@@ -113,9 +112,9 @@ pub(super) enum RelayErr {
 
 impl Conn {
     /// Picks the server by cookie, writes the upstream head, connects and relays.
-    pub(super) async fn exchange(
+    pub(super) async fn exchange<S: ClientIo>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         listen: &Arc<ListenRt>,
         b: &mut Bufs,
         max_head: usize,
@@ -307,9 +306,9 @@ impl Conn {
 
     /// Sends the request on `conn`, streams the body both ways and relays the response.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn relay(
+    pub(super) async fn relay<S: ClientIo>(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut S,
         listen: &ListenRt,
         srv: &Arc<ServerRt>,
         conn: upstream::Connected,
@@ -354,7 +353,7 @@ impl Conn {
                 res,
                 ..
             } = b;
-            let (mut crd, mut cwr) = client.split();
+            let (mut crd, mut cwr) = tokio::io::split(&mut *client);
             let (mut urd, mut uwr) = up.split();
             if timeout(s.timeout_server, uwr.write_all(head_out))
                 .await
@@ -553,7 +552,7 @@ impl Conn {
             body_htx = n;
             Ok(n)
         } else {
-            let (_, mut cwr) = client.split();
+            let mut cwr = &mut *client;
             let (mut urd, _) = up.split();
             relay_body(
                 &mut urd,

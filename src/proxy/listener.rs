@@ -216,6 +216,7 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
+        let _ = stream.set_nodelay(true);
         let slot = ConnSlot::take(rt.clone(), listen.clone(), permit);
         let conn = Conn {
             rt: rt.clone(),

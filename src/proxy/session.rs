@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::timeout;
@@ -25,6 +25,21 @@ use super::exchange::Outcome;
 use super::forwarded;
 use super::h1::{self, Parsed, Reject, RequestHead, ResponseHead};
 use crate::runtime::{ListenRt, Runtime, Snapshot};
+
+/// What a client connection is carried on: a TCP stream today; a TLS stream or an HTTP/2 stream
+/// adapter are other implementations. The whole request path (`session`, `exchange`,
+/// `request`, `response`, `tunnel`) is generic over it, so every transport shares it.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Waits until a read would make progress, holding no buffer (an idle keep-alive
+    /// connection owns none). Implementations that cannot tell return at once.
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl ClientIo for TcpStream {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
 
 /// Read buffer growth step for both sides.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -105,7 +120,7 @@ impl Drop for ConnSlot {
 
 /// Serves `stream` on its own task. The slot is released when the task ends, and a panic in it
 /// is contained: logged once with its location, counted, and only this connection is closed.
-pub fn spawn(conn: Conn, stream: TcpStream, slot: ConnSlot) {
+pub fn spawn<S: ClientIo>(conn: Conn, stream: S, slot: ConnSlot) {
     tokio::spawn(async move {
         let slot = slot;
         let peer = conn.peer;
@@ -213,8 +228,7 @@ pub(super) async fn read_more<R: AsyncRead + Unpin>(
 }
 
 impl Conn {
-    pub async fn serve(mut self, mut stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    pub async fn serve<S: ClientIo>(mut self, mut stream: S) {
         // Buffers are allocated when the first bytes arrive (see `Bufs::release_idle`).
         let mut xff = Vec::new();
         forwarded::write_header(&mut xff, self.peer.ip());
@@ -248,9 +262,9 @@ impl Conn {
     }
 
     /// Waits for and parses one request head into `b.req`.
-    pub(super) async fn read_head(
+    pub(super) async fn read_head<S: ClientIo>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         b: &mut Bufs,
         listen: &ListenRt,
         max: usize,
@@ -270,7 +284,7 @@ impl Conn {
             b.release_idle();
             // Wait for the next request without holding a buffer, then read it.
             let next = async {
-                stream.readable().await?;
+                ClientIo::readable(&*stream).await?;
                 read_more(stream, &mut b.client).await
             };
             tokio::select! {
@@ -340,9 +354,9 @@ impl Conn {
     }
 
     /// Serves one request; returns whether the client connection stays open.
-    pub(super) async fn one_request(
+    pub(super) async fn one_request<S: ClientIo>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         snap: &Snapshot,
         listen: &Arc<ListenRt>,
         b: &mut Bufs,

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::session::{Bufs, READ_CHUNK};
+use super::session::{Bufs, ClientIo, READ_CHUNK};
 
 /// `write_all` bounded by `idle`; false when it failed or timed out.
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], idle: Duration) -> bool {
@@ -20,8 +20,8 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], idle: Duration) -> 
 
 /// After `101 Switching Protocols`: bytes flow both ways until either side closes, the link is
 /// idle for `idle` in both directions, or a write stays blocked for `idle`.
-pub(super) async fn tunnel(
-    client: &mut TcpStream,
+pub(super) async fn tunnel<S: ClientIo>(
+    client: &mut S,
     up: &mut TcpStream,
     b: &mut Bufs,
     idle: Duration,
@@ -38,7 +38,7 @@ pub(super) async fn tunnel(
         }
         b.upstream.clear();
     }
-    let (mut crd, mut cwr) = client.split();
+    let (mut crd, mut cwr) = tokio::io::split(client);
     let (mut urd, mut uwr) = up.split();
     let mut cb = vec![0u8; READ_CHUNK];
     let mut ub = vec![0u8; READ_CHUNK];
