@@ -162,6 +162,7 @@ impl App {
         rt.listeners_ready.store(true, Ordering::Release);
         let mut side_tasks = vec![tokio::spawn(sweep_pools(rt.clone()))];
         let health = Some(crate::health::spawn(rt.clone()));
+        side_tasks.push(crate::acme::spawn(rt.clone()));
         let mut stats_addrs = Vec::new();
         if let Some(section) = rt.load().config.stats.clone() {
             let bound = crate::stats::bind(&section).await.map_err(|e| {

@@ -8,6 +8,7 @@
 //! path: they read the snapshot or publish state into atomics, never the other way round.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod app;
 pub mod balance;
 pub mod cloud;

@@ -750,6 +750,11 @@ pub struct Runtime {
     pub stopping: AtomicBool,
     /// The cluster's latest status for display (JSON), published by the cluster node.
     pub cluster_view: ArcSwapOption<serde_json::Value>,
+    /// ACME HTTP-01 tokens answered on every listener: ours and those peers shared. Survives
+    /// reloads (an order in flight keeps its tokens).
+    pub challenges: Arc<crate::cluster::challenges::TokenTable>,
+    /// The ACME task's latest status for display (JSON), absent without `[acme]`.
+    pub acme_view: ArcSwapOption<serde_json::Value>,
 }
 
 impl Runtime {
@@ -769,6 +774,8 @@ impl Runtime {
             listeners_ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             cluster_view: ArcSwapOption::empty(),
+            challenges: Arc::default(),
+            acme_view: ArcSwapOption::empty(),
         })
     }
 

@@ -7,7 +7,9 @@
 //! deadline, the result of an EC2 call (each call runs in its own task and reports back through
 //! a channel with its `CallId`), a health poll, and the leave request. After every step it
 //! executes the queued actions and publishes `brain.status()` plus wire/API counters to
-//! `Runtime::cluster_view`. Brain time is `tokio::time::Instant` since start (monotonic: a
+//! `Runtime::cluster_view`. ACME challenge datagrams (`challenge_wire`) ride the same socket and
+//! keys: received ones feed `Runtime::challenges`, and ours go out with every heartbeat and at
+//! once when the table changes (`TokenTable::changed`). Brain time is `tokio::time::Instant` since start (monotonic: a
 //! SIGSTOP shows up as a gap, which the brain detects).
 //!
 //! Reload: on a new snapshot generation the key file is re-read; changed keys take effect at
@@ -279,6 +281,7 @@ impl Shell {
         let mut health_tick = tokio::time::interval(poll);
         health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.poll_health();
+        let tokens = self.rt.challenges.clone();
         loop {
             self.execute();
             self.publish();
@@ -312,6 +315,7 @@ impl Shell {
                     self.poll_health();
                     self.check_reload();
                 }
+                _ = tokens.changed.notified() => self.send_challenges(),
                 req = leave_rx.recv() => match req {
                     Some(waiter) => {
                         self.leave_waiters.push(waiter);
@@ -326,8 +330,18 @@ impl Shell {
     }
 
     fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
-        match self.receiver.open_at(datagram, unix_ms()) {
-            Ok(hb) => {
+        match self.receiver.open_any_at(datagram, unix_ms()) {
+            Ok(wire::Datagram::Challenges(m)) => {
+                let now = std::time::Instant::now();
+                self.rt.challenges.heard(&m.node, now);
+                if share_challenges(&self.rt) {
+                    self.rt.challenges.apply_peer(&m.node, &m.payload, now);
+                }
+            }
+            Ok(wire::Datagram::Heartbeat(hb)) => {
+                self.rt
+                    .challenges
+                    .heard(&hb.node, std::time::Instant::now());
                 let at = Instant::now();
                 match self.last_heard.iter_mut().find(|(n, _)| *n == hb.node) {
                     Some((_, t)) => *t = at,
@@ -567,7 +581,8 @@ impl Shell {
         });
     }
 
-    /// Seals once and sends the same bytes to every address of every peer, without waiting.
+    /// Seals once and sends the same bytes to every address of every peer, without waiting;
+    /// then our ACME challenge datagrams, if an order is in flight anywhere.
     fn send(&mut self, payload: &wire::HeartbeatPayload) {
         let bytes = match self.sender.seal(payload, unix_ms()) {
             Ok(b) => b,
@@ -576,16 +591,36 @@ impl Shell {
                 return;
             }
         };
+        self.send_bytes(&bytes);
+        self.send_challenges();
+    }
+
+    /// Our HTTP-01 tokens and acknowledgements (nothing when no order is in flight).
+    fn send_challenges(&mut self) {
+        if self.stopped || !share_challenges(&self.rt) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        self.rt.challenges.expire(now);
+        for batch in self.rt.challenges.outgoing(now) {
+            match self.sender.seal_challenges(&batch, unix_ms()) {
+                Ok(bytes) => self.send_bytes(&bytes),
+                Err(e) => tracing::error!("cluster: cannot encode ACME challenges: {e}"),
+            }
+        }
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
         let mut refused = Vec::new();
         for (k, path) in self.paths.iter_mut().enumerate() {
-            match path.sock.try_send(&bytes) {
+            match path.sock.try_send(bytes) {
                 Ok(_) => {}
                 // The peer's host answered an earlier datagram with "port unreachable".
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     path.refused_at = Some(Instant::now());
                     refused.push(k);
                     // That send was consumed by the error report; send this one again.
-                    let _ = path.sock.try_send(&bytes);
+                    let _ = path.sock.try_send(bytes);
                 }
                 Err(e) => {
                     self.send_errors += 1;
@@ -637,6 +672,16 @@ impl Shell {
             Err(e) => tracing::debug!("cluster: status not serializable: {e}"),
         }
     }
+}
+
+/// `[acme] share_challenges` (true without `[acme]`: a node that orders nothing still answers
+/// its peers' challenges).
+fn share_challenges(rt: &Runtime) -> bool {
+    rt.load()
+        .config
+        .acme
+        .as_ref()
+        .map_or(true, |a| a.share_challenges)
 }
 
 /// What `Runtime::cluster_view` holds: the brain's status flattened, plus the shell's own facts.

@@ -35,6 +35,10 @@
 //! unauthenticated input only ever reaches the fixed-size header code. Each outcome increments
 //! exactly one counter in [`RecvCounters`].
 //!
+//! A second message kind rides the same channel: the ACME challenge datagram
+//! (`challenge_wire`, magic "EC"), sealed with the same keys, incarnation and sequence counter
+//! (`Sender::seal_challenges`) and opened through the same checks (`Receiver::open_any_at`).
+//!
 //! Replay protection is per sender and incarnation: a 64-bit window of sequence numbers below
 //! the newest (an exact copy over a second heartbeat path counts as a *duplicate*, not a
 //! replay). Incarnations are random per process start, not ordered, so a node restarted with
@@ -49,6 +53,8 @@ use std::collections::{HashMap, HashSet};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+pub use super::challenge_wire::{ChallengeMsg, ChallengePayload};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -209,7 +215,7 @@ impl Keyring {
         self.signing
     }
 
-    fn mac(&self, id: u8) -> Option<HmacSha256> {
+    pub(super) fn mac(&self, id: u8) -> Option<HmacSha256> {
         // HMAC accepts keys of any length, so new_from_slice cannot fail; map it anyway.
         self.keys
             .get(&id)
@@ -333,6 +339,32 @@ impl Sender {
         self.next_seq += 1;
         Ok(bytes)
     }
+
+    /// Encodes and signs one ACME challenge datagram with the next sequence number of the same
+    /// counter heartbeats use (one replay window per sender covers both kinds).
+    pub fn seal_challenges(
+        &mut self,
+        payload: &ChallengePayload,
+        sent_unix_ms: u64,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let msg = ChallengeMsg {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            seq: self.next_seq,
+            sent_unix_ms,
+            payload: payload.clone(),
+        };
+        let bytes = super::challenge_wire::encode(&msg, &self.keys)?;
+        self.next_seq += 1;
+        Ok(bytes)
+    }
+}
+
+/// Any authenticated datagram of the heartbeat channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datagram {
+    Heartbeat(Heartbeat),
+    Challenges(ChallengeMsg),
 }
 
 /// Opens received datagrams: authenticates, checks the sender, rejects replays, counts outcomes.
@@ -378,6 +410,33 @@ impl Receiver {
         result
     }
 
+    /// `open_at` for either message kind: heartbeats and ACME challenge datagrams go through
+    /// the same key, sender, freshness and replay checks and the same counters.
+    pub fn open_any_at(
+        &mut self,
+        datagram: &[u8],
+        now_unix_ms: u64,
+    ) -> Result<Datagram, DropReason> {
+        let result = if super::challenge_wire::is_challenge(datagram) {
+            super::challenge_wire::decode(datagram, &self.keys).and_then(|m| {
+                self.admit(
+                    &m.node,
+                    m.incarnation,
+                    m.seq,
+                    m.sent_unix_ms,
+                    Some(now_unix_ms),
+                )?;
+                Ok(Datagram::Challenges(m))
+            })
+        } else {
+            self.check(datagram, Some(now_unix_ms))
+                .map(Datagram::Heartbeat)
+        };
+        self.counters
+            .count(result.as_ref().map(|_| ()).map_err(|d| *d));
+        result
+    }
+
     pub fn counters(&self) -> RecvCounters {
         self.counters
     }
@@ -393,21 +452,45 @@ impl Receiver {
         now_unix_ms: Option<u64>,
     ) -> Result<Heartbeat, DropReason> {
         let hb = decode(datagram, &self.keys)?;
-        if hb.node == self.me {
+        self.admit(
+            &hb.node,
+            hb.incarnation,
+            hb.seq,
+            hb.sent_unix_ms,
+            now_unix_ms,
+        )?;
+        Ok(hb)
+    }
+
+    /// The checks after authentication, the same for every message kind: not ours, a known
+    /// node, fresh, not a replay.
+    fn admit(
+        &mut self,
+        node: &str,
+        incarnation: u64,
+        seq: u64,
+        sent_unix_ms: u64,
+        now_unix_ms: Option<u64>,
+    ) -> Result<(), DropReason> {
+        if node == self.me {
             return Err(DropReason::OwnDatagram);
         }
-        if !self.known.contains(&hb.node) {
+        if !self.known.contains(node) {
             return Err(DropReason::UnknownNode);
         }
-        if now_unix_ms.is_some_and(|now| now.abs_diff(hb.sent_unix_ms) > MAX_CLOCK_SKEW_MS) {
+        if now_unix_ms.is_some_and(|now| now.abs_diff(sent_unix_ms) > MAX_CLOCK_SKEW_MS) {
             return Err(DropReason::Stale);
         }
-        self.replay.check(&hb.node, hb.incarnation, hb.seq)?;
-        Ok(hb)
+        self.replay.check(node, incarnation, seq)
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str, field: &'static str, max: usize) -> Result<(), EncodeError> {
+pub(super) fn put_str(
+    out: &mut Vec<u8>,
+    s: &str,
+    field: &'static str,
+    max: usize,
+) -> Result<(), EncodeError> {
     if s.is_empty() || s.len() > max {
         return Err(EncodeError::BadString { field, max });
     }
@@ -470,12 +553,25 @@ pub fn encode(hb: &Heartbeat, keys: &Keyring) -> Result<Vec<u8>, EncodeError> {
 
 /// Bounds-checked reader over untrusted bytes: every accessor returns `Malformed` instead of
 /// panicking.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DropReason> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub(super) fn u32(&mut self) -> Result<u32, DropReason> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], DropReason> {
         if self.buf.len() < n {
             return Err(DropReason::Malformed);
         }
@@ -484,7 +580,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, DropReason> {
+    pub(super) fn u8(&mut self) -> Result<u8, DropReason> {
         Ok(self.take(1)?[0])
     }
 
@@ -493,14 +589,14 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u64(&mut self) -> Result<u64, DropReason> {
+    pub(super) fn u64(&mut self) -> Result<u64, DropReason> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
     }
 
-    fn string(&mut self, max: usize) -> Result<String, DropReason> {
+    pub(super) fn string(&mut self, max: usize) -> Result<String, DropReason> {
         let len = usize::from(self.u8()?);
         if len == 0 || len > max {
             return Err(DropReason::Malformed);

@@ -5,9 +5,9 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::spans::{display_path, Seg};
 use super::{
-    AwsSection, ClusterNode, ClusterSection, Config, CookieSettings, Defaults, EipSection,
-    GlobalSection, HealthSettings, HttpCheck, Listen, LogSection, NodeSection, ServerConfig,
-    StatsSection,
+    AcmeSection, AwsSection, ClusterNode, ClusterSection, Config, CookieSettings, Defaults,
+    EipSection, GlobalSection, HealthSettings, HttpCheck, Listen, LogSection, NodeSection,
+    ServerConfig, StatsSection,
 };
 
 /// The message for an unknown key at `path`: a suggestion from its own table when one is
@@ -53,6 +53,7 @@ const TABLES: &[&str] = &[
     "cluster.node",
     "aws",
     "eip",
+    "acme",
 ];
 
 /// `listen[0].server[2]` -> `listen.server`.
@@ -87,6 +88,7 @@ pub fn known_keys(table: &str) -> Vec<&'static str> {
         "cluster.node" => fields::<ClusterNode>(),
         "aws" => fields::<AwsSection>(),
         "eip" => fields::<EipSection>(),
+        "acme" => fields::<AcmeSection>(),
         _ => Vec::new(),
     }
 }

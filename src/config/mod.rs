@@ -4,11 +4,13 @@
 //! `load`, which turns a file into a `Config` or a list of every problem with `file:line: reason`.
 //! Nothing here opens sockets or touches runtime state; `runtime` builds from a validated `Config`.
 
+mod acme;
 mod keys;
 mod load;
 mod spans;
 mod validate;
 
+pub use acme::{AcmeSection, LETSENCRYPT, LETSENCRYPT_STAGING};
 pub use load::{load_file, load_str, ConfigError, ConfigProblem, Loaded};
 pub use validate::resolve_address;
 
@@ -68,6 +70,9 @@ pub struct Config {
     pub aws: Option<AwsSection>,
     #[serde(default)]
     pub eip: Vec<EipSection>,
+    /// Certificates that renew themselves (`config::acme`).
+    #[serde(default)]
+    pub acme: Option<AcmeSection>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -319,6 +319,9 @@ pub fn validate(c: &Config) -> Problems {
     }
 
     validate_cluster(c, &mut out);
+    if let Some(a) = &c.acme {
+        super::acme::validate(a, &mut out);
+    }
     out
 }
 

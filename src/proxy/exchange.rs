@@ -119,6 +119,12 @@ impl Conn {
         b: &mut Bufs,
         max_head: usize,
     ) -> (Outcome, u8) {
+        // ACME HTTP-01 validation of a token this cluster holds: answered before anything else.
+        if let Some(key_auth) = super::acme_http01::lookup(b, &self.rt.challenges) {
+            let t = listen.settings.timeout_client;
+            let o = super::acme_http01::answer(stream, b, &key_auth, t).await;
+            return (o, ClientCookie::NotConfigured.flag());
+        }
         let info = ReqInfo {
             method: b.req.method(),
             minor: b.req.minor,

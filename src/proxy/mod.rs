@@ -5,7 +5,7 @@
 //! request/response (cookie, server choice, connect + retries, relay); `request` writes the
 //! upstream head and streams the request body; `response` reads response heads and streams the
 //! body; `tunnel` carries an upgraded connection. `h1` parses and frames, `error_pages` holds
-//! every generated response. An HTTP/2 front end would feed its requests into `exchange`.
+//! every generated response; `acme_http01` answers ACME validations before all of it. An HTTP/2 front end would feed its requests into `exchange`.
 //!
 //! edgelb speaks HTTP/1 itself on the proxy path (httparse + its own framing) instead of going
 //! through hyper: it must answer malformed input byte-for-byte like HAProxy (400/408 pages,
@@ -13,6 +13,7 @@
 //! request's bytes may have reached a backend (retry safety). hyper serves the stats ports.
 
 pub mod access_log;
+pub mod acme_http01;
 pub mod cookie;
 pub mod error_pages;
 pub mod exchange;

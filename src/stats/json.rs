@@ -34,6 +34,10 @@ pub struct StatsDoc {
     pub listens: Vec<ListenDoc>,
     /// The cluster's own status document (peers, EIPs), when the cluster runs.
     pub cluster: Option<serde_json::Value>,
+    /// The ACME task's status (certificate, next renewal, last error) and the HTTP-01 token
+    /// table, when `[acme]` is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acme: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -364,6 +368,11 @@ pub fn build(st: &StatsState) -> StatsDoc {
             .map(|l| listen_doc(st, &snap, l, now))
             .collect(),
         cluster: rt.cluster_view.load_full().map(|v| (*v).clone()),
+        acme: rt.acme_view.load_full().map(|v| {
+            let mut v = (*v).clone();
+            v["challenges"] = rt.challenges.summary();
+            v
+        }),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod fault_proxy;
 pub mod imds_stub;
 pub mod moto;
+pub mod pebble;
 
 use std::path::{Path, PathBuf};
 
