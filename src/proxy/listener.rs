@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::session::{self, Conn, ConnSlot};
+use crate::config::Proto;
 use crate::runtime::{Runtime, Snapshot};
 
 /// Accept backlog of every listening socket.
@@ -224,6 +225,9 @@ async fn accept_loop(
             peer,
             shutdown: shutdown.clone(),
         };
-        session::spawn(conn, stream, slot);
+        match listen.proto {
+            Proto::H1 => session::spawn(conn, stream, slot),
+            Proto::H2 => super::h2::spawn(conn, stream, slot),
+        }
     }
 }
