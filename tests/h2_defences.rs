@@ -50,10 +50,6 @@ async fn still_serves(p: &Proxy) {
     assert_eq!(r.status, 200);
 }
 
-fn is_goaway(code: u32) -> impl Fn(&Frame) -> bool {
-    move |f| f.kind == GOAWAY && f.error_code() == code
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_is_answered_with_goaway_enhance_your_calm() {
     let a = Backend::start("s1").await;

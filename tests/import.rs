@@ -167,7 +167,7 @@ fn golden_seed_imports_cleanly_with_nothing_lost() {
 }
 
 #[test]
-fn proto_h2_bind_warns_once_and_says_it_serves_http1() {
+fn proto_h2_bind_imports_as_h2c_and_a_mixed_proxy_warns() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("h2.cfg");
     std::fs::write(
@@ -184,11 +184,33 @@ backend app
     .unwrap();
     let imp = haproxy_to_config(&cfg).unwrap();
     let text = imp.report.render();
+    assert!(!text.contains("warning:"), "{text}");
+    assert!(text.contains("proto = \"h2\""), "{text}");
+    assert_eq!(imp.config.listen[0].name, "www");
+    assert_eq!(imp.config.listen[0].proto, edgelb::config::Proto::H2);
+    assert!(imp.toml.contains("proto = \"h2\""), "{}", imp.toml);
+
+    // `proto` is per listen in edgelb: a proxy with h2 and HTTP/1 binds stays HTTP/1, said once.
+    std::fs::write(
+        &cfg,
+        "defaults
+    mode http
+frontend www
+    bind 127.0.0.1:8080 proto h2
+    bind 127.0.0.1:8081
+    default_backend app
+backend app
+    server s1 127.0.0.1:9001
+",
+    )
+    .unwrap();
+    let imp = haproxy_to_config(&cfg).unwrap();
+    let text = imp.report.render();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning:")).collect();
     assert_eq!(warnings.len(), 1, "{text}");
     assert!(warnings[0].contains("proto h2"), "{text}");
     assert!(warnings[0].contains("HTTP/1.1"), "{text}");
-    assert_eq!(imp.config.listen[0].name, "www");
+    assert_eq!(imp.config.listen[0].proto, edgelb::config::Proto::H1);
 }
 
 #[test]

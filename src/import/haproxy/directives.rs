@@ -638,12 +638,17 @@ pub(super) fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
         return;
     }
     let mut i = 0;
+    let mut h2 = false;
     while i < params.len() {
         match params[i] {
             "name" | "id" | "process" | "thread" | "nice" => {
                 i += 1;
             }
             "tfo" | "defer-accept" | "v4v6" | "v6only" => {}
+            "proto" if params.get(i + 1) == Some(&"h2") => {
+                h2 = true;
+                i += 1;
+            }
             "proto" | "alpn" | "npn" => {
                 let v = params.get(i + 1).copied().unwrap_or("");
                 ctx.rep.warn(
@@ -668,6 +673,11 @@ pub(super) fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
                 .warn(at, format!("bind option {other} is not supported; ignored")),
         }
         i += 1;
+    }
+    if h2 {
+        p.h2_binds.push(at.clone());
+    } else {
+        p.h1_binds = true;
     }
     let mut shown = Vec::new();
     for a in addrs.split(',') {
