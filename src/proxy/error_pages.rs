@@ -113,7 +113,12 @@ fn htx_len_of_page(b: &[u8]) -> u64 {
 /// without keep-alive, or a request body that is not read), `keep-alive` for an HTTP/1.0
 /// keep-alive client. Returns the log's bytes field (HTX size: start line + 20, names and
 /// values, 1 for the end of headers; the connection header is not counted).
-pub fn redirect_https(out: &mut Vec<u8>, host: &[u8], path: &[u8], connection: Option<&[u8]>) -> u64 {
+pub fn redirect_https(
+    out: &mut Vec<u8>,
+    host: &[u8],
+    path: &[u8],
+    connection: Option<&[u8]>,
+) -> u64 {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 302 Found\r\ncontent-length: 0\r\nlocation: https://");
     out.extend_from_slice(host);

@@ -219,7 +219,15 @@ impl Conn {
 
         let mut allow_pooled = true;
         loop {
-            let conn = match upstream::connect(listen, first, by_cookie, allow_pooled).await {
+            let conn = match upstream::connect(
+                listen,
+                first,
+                by_cookie,
+                allow_pooled,
+                (self.peer, self.local),
+            )
+            .await
+            {
                 Ok(c) => c,
                 Err(ex) => {
                     if let Some(s) = listen.servers.get(ex.server) {
@@ -599,7 +607,8 @@ impl Conn {
             && upload_complete
             && b.upstream.is_empty()
             && res_framing != Framing::UntilClose;
-        if reusable {
+        // A PROXY-header connection speaks for this client only: never pooled.
+        if reusable && !srv.send_proxy_v2 {
             srv.pool.put(up);
         }
         Ok(o)
