@@ -210,17 +210,20 @@ async fn proxy_header_then_tls_handshake() {
     drop(s);
 }
 
+/// Bytes received on each backend connection, in accept order.
+type Recorded = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
 /// A backend that records every connection's bytes and answers each request (by its blank
 /// line) with a tiny keep-alive 200, after an optional PROXY header.
 struct RawBackend {
     addr: SocketAddr,
-    conns: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    conns: Recorded,
 }
 
 async fn raw_backend() -> RawBackend {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let conns: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+    let conns: Recorded = Arc::default();
     let c2 = conns.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
