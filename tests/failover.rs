@@ -712,3 +712,55 @@ async fn instance_gone_takeover_is_decided_by_the_witness_within_its_bound() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sc.rec.moves(&eip_b), 1);
 }
+
+/// Issue 17, "instance gone" that EC2 knows of: the peer's process dies, nothing answers its
+/// heartbeat address (relay: no port-unreachable), and its instance is stopped through the API
+/// (as an operator, an auto-scaling group or a spot interruption does). The survivor reads the
+/// instance state with the witness at deadtime: EC2's `stopped` is proof of death that a
+/// partition cannot fake, so the EIP moves at deadtime, although the stamp (stale only after
+/// 20 s here) would still say "alive".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_stopped_in_ec2_is_taken_over_at_deadtime_with_the_witness_on() {
+    let timers = Timers {
+        witness_stale_after: Duration::from_secs(20),
+        ..Timers::default().with_witness()
+    };
+    let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
+    let a = sc.world.node(0).clone();
+    let b = sc.world.node(1).clone();
+    let eip_b = sc.alloc(1);
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    sc.world
+        .client()
+        .stop_instances()
+        .instance_ids(&b.instance_id)
+        .force(true)
+        .send()
+        .await
+        .expect("StopInstances");
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(15))
+        .await;
+    let takeover = took - killed;
+    eprintln!(
+        "instance stopped in EC2 (no port-unreachable), deadtime 1s, stale_after 20s: {:.2}s",
+        secs(takeover)
+    );
+    // Silence counts from the last heartbeat, up to one keepalive before the kill.
+    assert!(
+        takeover >= timers.deadtime - timers.keepalive,
+        "took over before deadtime: {takeover:?}"
+    );
+    assert!(
+        takeover <= timers.deadtime + Duration::from_secs(5),
+        "issue 17 goal: deadtime + 5 s; took {takeover:?}"
+    );
+    let log = sc.cluster.nodes[0].log();
+    assert!(
+        log.contains("EC2 says instance") && log.contains("is stopped"),
+        "not decided by EC2's instance state:\n{log}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sc.rec.moves(&eip_b), 1);
+}
