@@ -575,11 +575,23 @@ impl Scenario {
     /// moto + world (`secondaries` per node) + fault proxy + one edgelb per node, started and
     /// past initdead; asserts that starting moved nothing.
     pub async fn start(nodes: usize, secondaries: usize, timers: Timers, relays: bool) -> Scenario {
+        Self::start_with(nodes, secondaries, timers, relays, |_| {}).await
+    }
+
+    /// Like `start`; `prepare` adjusts the cluster (environment, configs) before any node runs.
+    pub async fn start_with(
+        nodes: usize,
+        secondaries: usize,
+        timers: Timers,
+        relays: bool,
+        prepare: impl FnOnce(&mut EdgeCluster),
+    ) -> Scenario {
         let moto = super::moto::Moto::start();
         let world = World::build_with(&moto, nodes, secondaries).await;
         let proxy = super::fault_proxy::FaultProxy::start(moto.endpoint());
         let rec = world.record_placements(SAMPLE);
         let mut cluster = EdgeCluster::new(&world, &proxy.endpoint(), timers.clone(), relays);
+        prepare(&mut cluster);
         cluster.start_all();
         cluster.wait_logged("heartbeats on", Duration::from_secs(30));
         tokio::time::sleep(timers.initdead + Duration::from_secs(1)).await;
