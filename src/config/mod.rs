@@ -110,6 +110,10 @@ pub struct GlobalSection {
     /// Idle upstream connection lifetime in the pool.
     #[serde(default, with = "humantime_serde::option")]
     pub pool_idle_timeout: Option<Duration>,
+    /// How often certificate files of `[listen.tls]` are checked for changes (default 2 s,
+    /// `tls::POLL_INTERVAL`); a changed, valid set is served from the next handshake on.
+    #[serde(default, with = "humantime_serde::option")]
+    pub tls_watch_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
