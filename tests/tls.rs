@@ -509,7 +509,10 @@ async fn metrics_count_handshakes_and_failures_and_show_certificate_expiry() {
         .unwrap();
     let m = String::from_utf8_lossy(&out.stdout);
     let has = |line: &str| m.lines().any(|l| l == line);
-    assert!(has("edgelb_tls_handshakes_total{listen=\"webapp\",kind=\"full\"} 1"), "{m}");
+    assert!(
+        has("edgelb_tls_handshakes_total{listen=\"webapp\",kind=\"full\"} 1"),
+        "{m}"
+    );
     assert!(
         has("edgelb_tls_handshake_failures_total{listen=\"webapp\",reason=\"error\"} 1"),
         "{m}"

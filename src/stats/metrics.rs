@@ -558,7 +558,10 @@ fn encode_tls(snap: &Snapshot, out: &mut String, format: Format) {
         if let Some(t) = &l.tls {
             let c = &t.shared.counters;
             let (all, resumed) = (get(&c.handshakes), get(&c.resumed));
-            hs.add(vec![("listen", name), ("kind", "full")], all - resumed.min(all));
+            hs.add(
+                vec![("listen", name), ("kind", "full")],
+                all - resumed.min(all),
+            );
             hs.add(vec![("listen", name), ("kind", "resumed")], resumed);
             let (failed, timeouts) = (get(&c.handshake_failures), get(&c.handshake_timeouts));
             hf.add(
