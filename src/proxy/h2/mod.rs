@@ -175,6 +175,8 @@ fn stream_conn(c: &Conn) -> Conn {
         rt: c.rt.clone(),
         listen_name: c.listen_name.clone(),
         peer: c.peer,
+        local: c.local,
+        secure: c.secure,
         shutdown: c.shutdown.clone(),
     }
 }
