@@ -842,7 +842,8 @@ backend app
     .unwrap()
     .unwrap();
     let out = String::from_utf8_lossy(&r.stdout);
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // `alpn h2,http/1.1` was imported whole: curl gets HTTP/2.
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
     assert!(
         out.contains("strict-transport-security: max-age=600"),
         "{out}"
