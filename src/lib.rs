@@ -23,3 +23,4 @@ pub mod preflight;
 pub mod proxy;
 pub mod runtime;
 pub mod stats;
+pub mod tls;

@@ -1,7 +1,7 @@
 //! The start-up preflight shared by `edgelb run`, `edgelb check` and every reload: the files a
 //! validated config points at (cluster key, admin and read tokens) exist, are regular files,
 //! are not empty, are owned by the user edgelb runs as (or root) and are not accessible by group
-//! or others. `check` (the unit's `ExecStartPre`) accepting a config therefore means `run` starts.
+//! or others; `[acme] ca_file` exists and holds a PEM certificate. `check` (the unit's `ExecStartPre`) accepting a config therefore means `run` starts.
 //!
 //! Must not: re-implement what another module owns. The cluster key goes through
 //! `cluster::setup::read_key_file` (its own parser and mode rule); this module adds the owner rule
@@ -84,6 +84,19 @@ pub fn check(cfg: &Config) -> Vec<(Vec<&'static str>, String)> {
                     out.push((vec!["stats", key], e));
                 }
             }
+        }
+    }
+    // The ACME client trusts exactly this CA for the ACME server: a missing or empty file would
+    // only show at the first order, maybe weeks later.
+    if let Some(f) = cfg.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
+        let at = vec!["acme", "ca_file"];
+        match std::fs::read(f) {
+            Ok(b) if b.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => out.push((
+                at,
+                format!("acme.ca_file: {f}: no PEM certificate in the file"),
+            )),
+            Err(e) => out.push((at, format!("acme.ca_file: {f}: {e}"))),
         }
     }
     out

@@ -104,12 +104,32 @@ challenge_wait = "5s"
         }
     }
 
-    fn chain_path(&self, i: usize) -> PathBuf {
-        self.storage[i].join(format!("{}.pem", NAMES[0]))
+    /// The certificate file: chain, then key (what `[listen.tls] cert_dir` loads).
+    fn pem_path(&self, i: usize) -> PathBuf {
+        self.cert_dir(i).join(format!("{}.pem", NAMES[0]))
     }
 
-    fn key_path(&self, i: usize) -> PathBuf {
-        self.storage[i].join(format!("{}.key", NAMES[0]))
+    fn cert_dir(&self, i: usize) -> PathBuf {
+        self.storage[i].join("certs")
+    }
+
+    /// Adds a TLS bind on `port` serving the ACME directory to node `i` and reloads it (SIGHUP).
+    fn add_tls_and_reload(&self, i: usize, port: u16) {
+        let n = &self.cluster.nodes[i];
+        let text = std::fs::read_to_string(&n.config_path).expect("read config");
+        let tls = format!(
+            "[listen.tls]\nbind = [\"{}:{port}\"]\ncert_dir = \"{}\"\n\n[cluster]\n",
+            NODE_IPS[i],
+            self.cert_dir(i).display()
+        );
+        let text = text.replacen("[cluster]\n", &tls, 1);
+        std::fs::write(&n.config_path, text).expect("write config");
+        let pid = n.pid().expect("running").to_string();
+        let st = Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success());
     }
 
     /// Waits until node `i` logged `needle` at least `count` times; returns its log.
@@ -145,24 +165,77 @@ challenge_wait = "5s"
     }
 }
 
+/// The serial of the certificate node `ip` serves for `NAMES[0]` on `port`, once a TLS
+/// client trusting only Pebble's root completes a request through it (`None` until then).
+fn served_serial(ip: &str, port: u16, root: &Path) -> Option<String> {
+    let url = format!("https://{}:{port}/", NAMES[0]);
+    let resolve = format!("{}:{port}:{ip}", NAMES[0]);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "3",
+        ])
+        .arg("--cacert")
+        .arg(root)
+        .args(["--resolve", &resolve, &url])
+        .output()
+        .expect("run curl");
+    if String::from_utf8_lossy(&out.stdout) != "200" {
+        return None;
+    }
+    let sh = format!(
+        "openssl s_client -connect {ip}:{port} -servername {} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+        NAMES[0]
+    );
+    let out = Command::new("sh")
+        .args(["-c", &sh])
+        .output()
+        .expect("openssl");
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.trim().strip_prefix("serial=").map(normalize_serial)
+}
+
+/// Hex without leading zeros, lowercase (openssl and the stats write serials differently).
+fn normalize_serial(s: &str) -> String {
+    s.to_ascii_lowercase().trim_start_matches('0').to_string()
+}
+
 fn serial_of(chain: &Path) -> String {
     let pem = std::fs::read(chain).expect("read chain");
-    edgelb::acme::store::parse_chain(&pem)
-        .expect("parses")
-        .serial
+    normalize_serial(
+        &edgelb::acme::store::parse_chain(&pem)
+            .expect("parses")
+            .serial,
+    )
 }
 
 /// `openssl verify` of the leaf against Pebble's root, with the chain's intermediates.
 fn verify_chain(chain: &Path, root_pem: &str, dir: &Path) {
     let text = std::fs::read_to_string(chain).expect("read chain");
-    let end = "-----END CERTIFICATE-----";
-    let split = text.find(end).expect("a certificate") + end.len();
-    let (leaf, rest) = text.split_at(split);
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let mut certs = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(b) = rest.find(begin) {
+        let e = rest[b..].find(end).expect("certificate end") + b + end.len();
+        certs.push(&rest[b..e]);
+        rest = &rest[e..];
+    }
+    assert!(certs.len() >= 2, "leaf and intermediate: {text}");
+    assert!(
+        text.contains("PRIVATE KEY-----"),
+        "the key follows the chain"
+    );
+    let (leaf, rest) = (certs[0].to_string() + "\n", certs[1..].join("\n") + "\n");
     let leaf_path = dir.join("leaf.pem");
     let inter_path = dir.join("intermediates.pem");
     let root_path = dir.join("root.pem");
     std::fs::write(&leaf_path, leaf).expect("write leaf");
-    std::fs::write(&inter_path, rest.trim_start()).expect("write intermediates");
+    std::fs::write(&inter_path, rest).expect("write intermediates");
     std::fs::write(&root_path, root_pem).expect("write root");
     let out = Command::new("openssl")
         .args(["verify", "-CAfile"])
@@ -194,12 +267,12 @@ async fn certificate_issued_through_the_peer_renewed_and_failure_reported_when_p
     );
     c.wait_log(1, "acme: certificate for", 1, Duration::from_secs(30));
 
-    let chain = c.chain_path(0);
+    let chain = c.pem_path(0);
     let info =
         edgelb::acme::store::parse_chain(&std::fs::read(&chain).expect("chain")).expect("parses");
     assert_eq!(info.names, NAMES.to_vec());
-    let mode = std::fs::metadata(c.key_path(0))
-        .expect("key file")
+    let mode = std::fs::metadata(&chain)
+        .expect("certificate file")
         .permissions()
         .mode()
         & 0o777;
@@ -210,7 +283,10 @@ async fn certificate_issued_through_the_peer_renewed_and_failure_reported_when_p
         .mode()
         & 0o777;
     assert_eq!(acct_mode, 0o600, "account key mode");
-    verify_chain(&chain, &c.pebble.root_pem(), c.cluster.dir.path());
+    let root = c.pebble.root_pem();
+    verify_chain(&chain, &root, c.cluster.dir.path());
+    let root_path = c.cluster.dir.path().join("pebble-root.pem");
+    std::fs::write(&root_path, &root).expect("write root");
 
     // Every validation went to nodeB: it answered both nodes' tokens, nodeA none.
     let b = c.acme_stats(1);
@@ -223,11 +299,45 @@ async fn certificate_issued_through_the_peer_renewed_and_failure_reported_when_p
     assert_eq!(a["state"], "valid", "{a:#}");
     assert!(a["next_renewal_unix_ms"].as_u64().is_some(), "{a:#}");
 
-    // Renewal: a new certificate (new serial) replaces the old one on disk.
+    // The TLS listener serves it from the ACME directory (added by a reload, as an operator
+    // would after the first issuance).
+    let tls_port = port_on_both();
+    c.add_tls_and_reload(0, tls_port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        if let Some(s) = served_serial(NODE_IPS[0], tls_port, &root_path) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TLS port never served the ACME certificate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // Renewal: a new certificate (new serial) replaces the old one on disk, and the TLS
+    // listener serves it without a reload.
     let first = serial_of(&chain);
-    c.wait_log(0, "acme: certificate for", 2, Duration::from_secs(30));
+    let issued = c.cluster.nodes[0]
+        .log()
+        .matches("acme: certificate for")
+        .count();
+    c.wait_log(
+        0,
+        "acme: certificate for",
+        issued + 1,
+        Duration::from_secs(30),
+    );
     let second = serial_of(&chain);
     assert_ne!(first, second, "renewed certificate on disk");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served_serial(NODE_IPS[0], tls_port, &root_path).as_deref() != Some(second.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "TLS port still serves {served} / not {second}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(
         c.cluster.nodes[0]
             .log()
@@ -271,7 +381,7 @@ async fn without_token_sharing_validation_through_the_peer_fails_and_is_reported
         .expect("line");
     assert!(line.contains("unauthorized"), "{line}");
     c.wait_log(1, "acme: certificate for", 1, Duration::from_secs(30));
-    assert!(!c.chain_path(0).exists(), "no certificate for nodeA");
+    assert!(!c.pem_path(0).exists(), "no certificate for nodeA");
     let a = c.acme_stats(0);
     assert_eq!(a["state"], "failing", "{a:#}");
     assert_eq!(a["orders_failed"], 1, "{a:#}");

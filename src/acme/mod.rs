@@ -50,8 +50,8 @@ fn unix_ms(t: SystemTime) -> u64 {
 struct Status {
     directory: String,
     names: Vec<String>,
+    /// The chain followed by its key, one file (what `[listen.tls] cert_dir` loads).
     certificate_file: String,
-    key_file: String,
     /// `ordering`, `valid` (certificate good until the next renewal), or `failing` (waiting to
     /// retry; any certificate on disk is still served).
     state: &'static str,
@@ -89,15 +89,14 @@ async fn run(rt: Arc<Runtime>) {
             tokio::time::sleep(CONFIG_POLL).await;
             continue;
         };
-        let paths = CertPaths::new(Path::new(cfg.cert_dir()), &cfg.cert_name());
+        let paths = CertPaths::new(Path::new(&cfg.cert_dir()), &cfg.cert_name());
         if last_cfg.as_ref() != Some(&cfg) {
             // New or changed settings: try at once, with a fresh backoff.
             retry_at = None;
             status.consecutive_failures = 0;
             status.directory = cfg.directory_url().to_string();
             status.names = cfg.names.clone();
-            status.certificate_file = paths.chain.display().to_string();
-            status.key_file = paths.key.display().to_string();
+            status.certificate_file = paths.pem.display().to_string();
             status.share_challenges = cfg.share_challenges;
             last_cfg = Some(cfg.clone());
         }
@@ -156,7 +155,7 @@ async fn run(rt: Arc<Runtime>) {
                     info.names.join(", "),
                     info.serial,
                     humantime::format_rfc3339_seconds(info.not_after),
-                    paths.chain.display()
+                    paths.pem.display()
                 );
             }
             Err(e) => {

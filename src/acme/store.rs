@@ -1,12 +1,11 @@
-//! Files of the ACME client: the account (key + URL) in `storage`, the certificate chain and its
-//! key in `cert_dir`, each written atomically (temporary file in the same directory, fsync,
-//! rename, fsync of the directory) so a reader — the TLS listener reloading on change — only
-//! ever sees a whole old file or a whole new one. Keys and the account are mode 0600.
-//!
-//! Order of the certificate writes: the key first, then the chain. A watcher that reloads on
-//! the key's change alone sees a key that does not match the old chain and keeps serving the
-//! old pair (a bad pair keeps the old one, as any bad certificate does); the chain's rename
-//! completes the new pair.
+//! Files of the ACME client: the account (key + URL) in `storage`, and the certificate in
+//! `cert_dir` as one PEM file, the chain (leaf first) followed by its private key: HAProxy's
+//! combined `crt` form, which the TLS listeners' `cert_dir` loads (`crate::tls::certs`: the key
+//! "in the same file"). Each file is written atomically (temporary dot-file in the same
+//! directory, fsync, rename, fsync of the directory), so a reader — the TLS listener polling for
+//! changes — only ever sees the whole old certificate with its key or the whole new one: a
+//! chain and a key in two files could not change together. Mode 0600 (it holds a key), as is
+//! the account.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -39,18 +38,16 @@ mod unix_ms {
     }
 }
 
-/// Paths of one certificate.
+/// Where one certificate lives: `<cert_dir>/<cert_name>.pem`, chain then key.
 #[derive(Debug, Clone)]
 pub struct CertPaths {
-    pub chain: PathBuf,
-    pub key: PathBuf,
+    pub pem: PathBuf,
 }
 
 impl CertPaths {
     pub fn new(cert_dir: &Path, name: &str) -> Self {
         CertPaths {
-            chain: cert_dir.join(format!("{name}.pem")),
-            key: cert_dir.join(format!("{name}.key")),
+            pem: cert_dir.join(format!("{name}.pem")),
         }
     }
 }
@@ -87,23 +84,31 @@ pub fn parse_chain(pem: &[u8]) -> Result<CertInfo, String> {
         not_before: from_unix(v.not_before.timestamp()),
         not_after: from_unix(v.not_after.timestamp()),
         names,
-        serial: cert.tbs_certificate.raw_serial_as_string(),
+        serial: cert
+            .tbs_certificate
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     })
 }
 
-/// The certificate at `paths`, if both files are there and the chain parses.
+/// The certificate at `paths`, if the file is there, its chain parses and it holds a key.
 pub fn load_cert(paths: &CertPaths) -> Result<Option<CertInfo>, String> {
-    let chain = match std::fs::read(&paths.chain) {
+    let pem = match std::fs::read(&paths.pem) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", paths.chain.display())),
+        Err(e) => return Err(format!("{}: {e}", paths.pem.display())),
     };
-    if !paths.key.exists() {
-        return Ok(None);
+    if !pem.windows(12).any(|w| w == b"PRIVATE KEY-") {
+        return Err(format!(
+            "{}: no private key in the file",
+            paths.pem.display()
+        ));
     }
-    parse_chain(&chain)
+    parse_chain(&pem)
         .map(Some)
-        .map_err(|e| format!("{}: {e}", paths.chain.display()))
+        .map_err(|e| format!("{}: {e}", paths.pem.display()))
 }
 
 /// Creates `dir` (and parents) with `mode` if missing.
@@ -151,13 +156,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
     })
 }
 
-/// Writes a new certificate: key (0600) first, then the chain (0644).
+/// Writes a new certificate: chain then key in one file, 0600, by one rename.
 pub fn save_cert(paths: &CertPaths, chain_pem: &str, key_pem: &str) -> Result<(), String> {
-    if let Some(dir) = paths.chain.parent() {
-        ensure_dir(dir, 0o755)?;
+    if let Some(dir) = paths.pem.parent() {
+        ensure_dir(dir, 0o700)?;
     }
-    write_atomic(&paths.key, key_pem.as_bytes(), 0o600)?;
-    write_atomic(&paths.chain, chain_pem.as_bytes(), 0o644)
+    let mut pem = String::with_capacity(chain_pem.len() + key_pem.len() + 1);
+    pem.push_str(chain_pem);
+    if !pem.ends_with('\n') {
+        pem.push('\n');
+    }
+    pem.push_str(key_pem);
+    write_atomic(&paths.pem, pem.as_bytes(), 0o600)
 }
 
 /// `account.json` in `storage`: the directory URL it belongs to and instant-acme's credentials

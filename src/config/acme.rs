@@ -41,8 +41,8 @@ pub struct AcmeSection {
     /// [`DEFAULT_STORAGE`].
     #[serde(default = "default_storage")]
     pub storage: String,
-    /// Where `<cert_name>.pem` (chain) and `<cert_name>.key` are written for the TLS listeners;
-    /// default: `storage`.
+    /// Where `<cert_name>.pem` (the chain followed by its key, mode 0600) is written for the
+    /// TLS listeners (`[listen.tls] cert_dir`); default: `<storage>/certs`.
     pub cert_dir: Option<String>,
     /// File name stem of the certificate and key; default: the first name.
     pub cert_name: Option<String>,
@@ -96,8 +96,10 @@ impl AcmeSection {
             .collect()
     }
 
-    pub fn cert_dir(&self) -> &str {
-        self.cert_dir.as_deref().unwrap_or(&self.storage)
+    pub fn cert_dir(&self) -> String {
+        self.cert_dir
+            .clone()
+            .unwrap_or_else(|| format!("{}/certs", self.storage.trim_end_matches('/')))
     }
 
     pub fn cert_name(&self) -> String {
@@ -216,7 +218,7 @@ contact = ["ops@example.com"]"#,
         assert_eq!(a.directory_url(), LETSENCRYPT_STAGING);
         assert_eq!(a.contact_uris(), vec!["mailto:ops@example.com"]);
         assert_eq!(a.cert_name(), "example.com");
-        assert_eq!(a.cert_dir(), DEFAULT_STORAGE);
+        assert_eq!(a.cert_dir(), format!("{DEFAULT_STORAGE}/certs"));
         assert_eq!(a.renew_before(), DEFAULT_RENEW_BEFORE);
         assert!(a.share_challenges);
         let mut out = Vec::new();

@@ -19,7 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::handshake;
 use super::session::{self, Conn, ConnSlot};
+use crate::config::Proto;
 use crate::runtime::{Runtime, Snapshot};
 
 /// Accept backlog of every listening socket.
@@ -171,6 +173,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let bound = listener.local_addr().unwrap_or(addr);
     loop {
         let permit = tokio::select! {
             p = maxconn.clone().acquire_owned() => match p {
@@ -218,12 +221,27 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         let slot = ConnSlot::take(rt.clone(), listen.clone(), permit);
+        // The exact local address only when a backend must be told (PROXY v2 towards it).
+        let local = if listen.needs_local_addr {
+            stream.local_addr().unwrap_or(bound)
+        } else {
+            bound
+        };
         let conn = Conn {
             rt: rt.clone(),
             listen_name: listen.name.clone(),
             peer,
+            local,
+            secure: false,
             shutdown: shutdown.clone(),
         };
-        session::spawn(conn, stream, slot);
+        if handshake::needed(&listen, &addr) {
+            handshake::spawn(listen, addr, stream, conn, slot);
+        } else {
+            match listen.proto {
+                Proto::H1 => session::spawn(conn, stream, slot),
+                Proto::H2 => super::h2::spawn(conn, stream, slot),
+            }
+        }
     }
 }

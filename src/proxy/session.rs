@@ -30,6 +30,10 @@ use crate::runtime::{ListenRt, Runtime, Snapshot};
 /// adapter are other implementations. The whole request path (`session`, `exchange`,
 /// `request`, `response`, `tunnel`) is generic over it, so every transport shares it.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The request came over HTTP/2 (one stream, seen through `h2::StreamIo`): the access log
+    /// says `HTTP/2.0` in its request line.
+    const HTTP2: bool = false;
+
     /// Waits until a read would make progress, holding no buffer (an idle keep-alive
     /// connection owns none). Implementations that cannot tell return at once.
     fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
@@ -108,6 +112,12 @@ impl ConnSlot {
             listen,
             _permit: permit,
         }
+    }
+}
+
+impl ConnSlot {
+    pub fn rt(&self) -> &Arc<Runtime> {
+        &self.rt
     }
 }
 
@@ -199,7 +209,14 @@ pub async fn catch_panic<F: std::future::Future<Output = ()>>(fut: F) -> Result<
 pub struct Conn {
     pub rt: Arc<Runtime>,
     pub listen_name: Arc<str>,
+    /// The client: the TCP peer, or the source of its PROXY header.
     pub peer: SocketAddr,
+    /// The address the client connected to (`X-Forwarded-Port`, `send_proxy_v2`): the
+    /// listening socket's (`0.0.0.0:port` for a wildcard bind unless asked for), or the
+    /// destination of the PROXY header.
+    pub local: SocketAddr,
+    /// The connection is TLS (`X-Forwarded-Proto: https`, HSTS, no https redirect).
+    pub secure: bool,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -443,7 +460,11 @@ impl Conn {
             );
             c.time_samples.fetch_add(1, Ordering::Relaxed);
         }
-        let minor = b.req.minor;
+        let minor = if S::HTTP2 {
+            access_log::HTTP2
+        } else {
+            b.req.minor
+        };
         self.log(
             snap,
             listen,

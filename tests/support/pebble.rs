@@ -52,11 +52,10 @@ impl Pebble {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "edgelb test CA for Pebble");
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let key = rcgen::KeyPair::generate().expect("key");
         let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("params");
-        let cert = params.signed_by(&key, &issuer).expect("cert");
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("cert");
         let ca_file = dir.path().join("test-ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).expect("write CA");
         std::fs::write(dir.path().join("pebble.pem"), cert.pem()).expect("write cert");
