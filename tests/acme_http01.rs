@@ -86,3 +86,24 @@ async fn a_held_token_is_answered_before_any_backend_and_nothing_else_is() {
         2
     );
 }
+
+/// `redirect_https` sends plain-HTTP clients to https, but the CA's validation of a held token
+/// is answered on port 80 first (HTTP-01 starts there, and a node's first certificate cannot be
+/// fetched over a TLS port that has none yet).
+#[tokio::test]
+async fn a_held_token_is_answered_before_the_https_redirect() {
+    let b = Backend::start("app1").await;
+    let p = Proxy::start(&seed_config(&[&b], "redirect_https = true", "")).await;
+    let key_auth = format!("{TOK}.{THUMB}");
+    p.app
+        .rt
+        .challenges
+        .add_own(TOK, &key_auth, Duration::from_secs(60), Instant::now())
+        .expect("adds");
+    let r = fetch(p.addr, &format!("/.well-known/acme-challenge/{TOK}"), "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), key_auth);
+    let r = fetch(p.addr, "/page", "").await;
+    assert_eq!(r.status, 302, "everything else is redirected");
+    assert!(b.requests().is_empty());
+}
