@@ -67,7 +67,7 @@ pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
         Source::HaproxyFile(p) => (load_haproxy(p)?, None),
         Source::Text(t) => (config::load_str(t, "<config>")?, Some(t.clone())),
     };
-    let problems: Vec<config::ConfigProblem> = crate::preflight::check(&loaded.config)
+    let mut problems: Vec<config::ConfigProblem> = crate::preflight::check(&loaded.config)
         .into_iter()
         .map(|(key, message)| config::ConfigProblem {
             file: loaded.source.clone(),
@@ -75,6 +75,19 @@ pub fn load(source: &Source) -> Result<Loaded, ConfigError> {
             message,
         })
         .collect();
+    // Certificates and keys: parsable, key matching, key file owner and mode.
+    for (li, p) in crate::tls::preflight(&loaded.config) {
+        problems.push(config::ConfigProblem {
+            file: loaded.source.clone(),
+            line: text
+                .as_deref()
+                .map_or(1, |t| config::line_of_listen_key(t, li, &["tls"])),
+            message: format!(
+                "listen {:?} tls: {p}",
+                loaded.config.listen.get(li).map_or("", |l| l.name.as_str())
+            ),
+        });
+    }
     if problems.is_empty() {
         Ok(loaded)
     } else {
@@ -160,7 +173,10 @@ impl App {
         let mut listeners = Listeners::new(rt.clone());
         listeners.sync(&rt.load())?;
         rt.listeners_ready.store(true, Ordering::Release);
-        let mut side_tasks = vec![tokio::spawn(sweep_pools(rt.clone()))];
+        let mut side_tasks = vec![
+            tokio::spawn(sweep_pools(rt.clone())),
+            tokio::spawn(watch_certificates(rt.clone())),
+        ];
         let health = Some(crate::health::spawn(rt.clone()));
         let mut stats_addrs = Vec::new();
         if let Some(section) = rt.load().config.stats.clone() {
@@ -367,6 +383,32 @@ async fn sweep_pools(rt: Arc<Runtime>) {
                 s.pool.sweep();
             }
         }
+    }
+}
+
+/// Re-reads certificate files when they change (ACME renewals, an operator's copy), every
+/// `tls::POLL_INTERVAL`; see `TlsListen::poll_changes`. A SIGHUP reload re-reads them too.
+async fn watch_certificates(rt: Arc<Runtime>) {
+    loop {
+        let every = rt
+            .load()
+            .config
+            .global
+            .tls_watch_interval
+            .unwrap_or(crate::tls::POLL_INTERVAL);
+        tokio::time::sleep(every).await;
+        let snap = rt.load();
+        if snap.listens.iter().all(|l| l.tls.is_none()) {
+            continue;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for l in &snap.listens {
+                if let Some(t) = &l.tls {
+                    t.poll_changes(&l.name);
+                }
+            }
+        })
+        .await;
     }
 }
 

@@ -22,3 +22,4 @@ pub mod preflight;
 pub mod proxy;
 pub mod runtime;
 pub mod stats;
+pub mod tls;

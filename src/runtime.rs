@@ -236,6 +236,10 @@ pub struct ListenShared {
     pub version: AtomicU64,
     pub frontend: Counters,
     pub backend: Counters,
+    /// `accept_proxy`: connections closed for a missing or invalid PROXY header, and for
+    /// coming from a source outside `accept_proxy_from`.
+    pub proxy_header_errors: AtomicU64,
+    pub proxy_untrusted: AtomicU64,
 }
 
 /// Live state of one server, carried across reloads (by listen + server name).
@@ -442,6 +446,8 @@ pub struct ServerRt {
     pub check_addr: SocketAddr,
     pub live: Arc<ServerLive>,
     pub pool: Arc<Pool>,
+    /// Open connections with a PROXY v2 header (never pooled across clients).
+    pub send_proxy_v2: bool,
 }
 
 /// Precomputed cookie persistence settings of a listen.
@@ -467,9 +473,24 @@ pub struct ListenRt {
     pub servers: Vec<Arc<ServerRt>>,
     pub shared: Arc<ListenShared>,
     pub balancer: Balancer,
+    /// TLS termination on `tls.binds` (also listed in `binds`).
+    pub tls: Option<Arc<crate::tls::TlsListen>>,
+    pub forwarded_proto: bool,
+    pub forwarded_port: bool,
+    pub redirect_https: bool,
+    /// `Some(trusted sources)` when every connection starts with a PROXY header.
+    pub accept_proxy: Option<Vec<IpNet>>,
+    /// Some server has `send_proxy_v2`: accept looks up each connection's exact local address.
+    pub needs_local_addr: bool,
 }
 
 impl ListenRt {
+    /// The TLS side when `local` (the configured bind address a connection came in on) is
+    /// one of the TLS binds.
+    pub fn tls_on(&self, local: &SocketAddr) -> Option<&Arc<crate::tls::TlsListen>> {
+        self.tls.as_ref().filter(|t| t.binds.contains(local))
+    }
+
     pub fn server_by_name(&self, name: &str) -> Option<&Arc<ServerRt>> {
         self.servers.iter().find(|s| &*s.name == name)
     }
@@ -601,12 +622,24 @@ impl Snapshot {
                     check_addr,
                     live,
                     pool,
+                    send_proxy_v2: s.send_proxy_v2,
                 }));
             }
             shared.version.fetch_add(1, Ordering::Release);
+            let tls = match &l.tls {
+                Some(t) => Some(Arc::new(
+                    crate::tls::TlsListen::build(t, prev_listen.and_then(|p| p.tls.as_deref()))
+                        .map_err(|ps| {
+                            let ps: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+                            format!("listen {:?} tls: {}", l.name, ps.join("; "))
+                        })?,
+                )),
+                None => None,
+            };
             let binds = l
                 .bind
                 .iter()
+                .chain(l.tls.iter().flat_map(|t| t.bind.iter()))
                 .filter_map(|b| config::parse_bind(b).ok())
                 .collect();
             let forwardfor_except = l
@@ -629,6 +662,12 @@ impl Snapshot {
                 balancer: Balancer::new(),
                 servers,
                 shared,
+                tls,
+                forwarded_proto: l.forwarded_proto,
+                forwarded_port: l.forwarded_port,
+                redirect_https: l.redirect_https,
+                accept_proxy: l.accept_proxy.then(|| l.accept_proxy_from.clone()),
+                needs_local_addr: l.server.iter().any(|s| s.send_proxy_v2),
             }));
         }
         let target = Target::parse(&config.log.access);

@@ -344,7 +344,12 @@ async fn witness_write_read_round_trip() {
     let (_moto, world, ec2) = setup(2).await;
     let (a, b) = (world.node(0), world.node(1));
     let enis = world.eni_ids();
-    assert!(ec2.read_witnesses(&enis).await.expect("read").is_empty());
+    assert!(ec2
+        .read_witnesses(&enis)
+        .await
+        .expect("read")
+        .stamps
+        .is_empty());
 
     let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     ec2.write_witness(&a.eni_id, "nodeA", t0)
@@ -357,7 +362,13 @@ async fn witness_write_read_round_trip() {
         .await
         .expect("overwrite A");
 
-    let mut got = ec2.read_witnesses(&enis).await.expect("read");
+    let read = ec2.read_witnesses(&enis).await.expect("read");
+    assert!(
+        read.instances.iter().all(|f| f.gone.is_none()) && read.instances.len() == 2,
+        "both instances running: {:?}",
+        read.instances
+    );
+    let mut got = read.stamps;
     got.sort_by(|x, y| x.node.cmp(&y.node));
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(
@@ -383,6 +394,57 @@ async fn witness_write_read_round_trip() {
         2,
         "one call per read"
     );
+    assert_eq!(
+        c.get(Op::DescribeInstanceStatus).calls,
+        2,
+        "one instance-status call per read"
+    );
+}
+
+/// Issue 17: the witness read carries EC2's own word on the instance behind each ENI: a stopped
+/// or terminated instance, and an ENI that no longer exists, are `gone`; a running one is not.
+#[tokio::test]
+async fn witness_read_reports_stopped_and_terminated_instances() {
+    let (_moto, world, ec2) = setup(3).await;
+    let (a, b, c) = (world.node(0), world.node(1), world.node(2));
+    let client = world.client();
+    client
+        .stop_instances()
+        .instance_ids(&b.instance_id)
+        .send()
+        .await
+        .expect("stop");
+    client
+        .terminate_instances()
+        .instance_ids(&c.instance_id)
+        .send()
+        .await
+        .expect("terminate");
+    let mut enis = world.eni_ids();
+    enis.push("eni-0000000000000dead".into());
+    let read = ec2.read_witnesses(&enis).await.expect("read");
+    let gone = |eni: &str| {
+        read.instances
+            .iter()
+            .find(|f| f.eni_id == eni)
+            .unwrap_or_else(|| panic!("no fact for {eni}: {:?}", read.instances))
+            .gone
+            .clone()
+    };
+    assert_eq!(gone(&a.eni_id), None);
+    let b_gone = gone(&b.eni_id).expect("stopped is gone");
+    assert!(
+        b_gone.contains(&b.instance_id) && b_gone.contains("stopped"),
+        "{b_gone}"
+    );
+    let c_gone = gone(&c.eni_id).expect("terminated is gone");
+    assert!(
+        c_gone.contains("terminated") || c_gone.contains("ENI"),
+        "{c_gone}"
+    );
+    assert!(gone("eni-0000000000000dead")
+        .expect("missing ENI is gone")
+        .contains("no longer exists"));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use edgelb::cloud::{AddressState, CloudError, Placement, WitnessStamp};
+use edgelb::cloud::{AddressState, CloudError, InstanceFact, Placement, WitnessRead, WitnessStamp};
 use edgelb::cluster::brain::{
     Action, ApiOutcome, Brain, BrainConfig, CallId, EipSpec, NodeSpec, OwnHealth, PeerState,
 };
@@ -96,6 +96,8 @@ struct SimNode {
     heard: Vec<bool>,
     /// The instance is gone (not just the process): no port-unreachable answers.
     host_down: bool,
+    /// EC2 reports the instance stopped (an operator or an auto-scaling group stopped it).
+    instance_stopped: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,8 @@ struct Opts {
     witness: bool,
     auto_failback: bool,
     loss_pct: u64,
+    /// Overrides the witness's stale_after (default: the brain's).
+    stale_after: Option<Duration>,
 }
 
 impl Default for Opts {
@@ -123,6 +127,7 @@ impl Default for Opts {
             witness: false,
             auto_failback: true,
             loss_pct: 0,
+            stale_after: None,
         }
     }
 }
@@ -176,6 +181,9 @@ impl Sim {
         let mut cfg = BrainConfig::new(specs[0].name.clone(), specs.clone(), eips.clone());
         cfg.witness.enabled = opts.witness;
         cfg.auto_failback = opts.auto_failback;
+        if let Some(s) = opts.stale_after {
+            cfg.witness.stale_after = s;
+        }
         let world = eips
             .iter()
             .zip(&specs)
@@ -220,6 +228,7 @@ impl Sim {
                 associates_issued: 0,
                 heard: vec![false; opts.nodes],
                 host_down: false,
+                instance_stopped: false,
             });
         }
         for i in 0..opts.nodes {
@@ -257,6 +266,7 @@ impl Sim {
         n.inbox.clear();
         n.heard.iter_mut().for_each(|h| *h = false);
         n.host_down = false;
+        n.instance_stopped = false;
         if !n.healthy {
             let b = n.brain.as_mut().expect("just booted");
             b.set_health(self.now, health(false));
@@ -283,6 +293,11 @@ impl Sim {
     fn kill_host(&mut self, i: usize) {
         self.kill(i);
         self.nodes[i].host_down = true;
+    }
+
+    /// EC2 reports the (already gone) instance stopped.
+    fn stop_instance(&mut self, i: usize) {
+        self.nodes[i].instance_stopped = true;
     }
 
     fn kill(&mut self, i: usize) {
@@ -604,16 +619,30 @@ impl Sim {
                 read_unix: self.wall(),
                 result: match err {
                     Some(e) => Err(e),
-                    None => Ok(enis
-                        .iter()
-                        .filter_map(|eni| {
-                            self.witness.get(eni).map(|(node, stamp)| WitnessStamp {
-                                eni_id: eni.clone(),
-                                node: node.clone(),
-                                stamp_unix: *stamp,
+                    None => Ok(WitnessRead {
+                        stamps: enis
+                            .iter()
+                            .filter_map(|eni| {
+                                self.witness.get(eni).map(|(node, stamp)| WitnessStamp {
+                                    eni_id: eni.clone(),
+                                    node: node.clone(),
+                                    stamp_unix: *stamp,
+                                })
                             })
-                        })
-                        .collect()),
+                            .collect(),
+                        instances: enis
+                            .iter()
+                            .map(|eni| InstanceFact {
+                                eni_id: eni.clone(),
+                                instance_id: None,
+                                gone: self
+                                    .nodes
+                                    .iter()
+                                    .any(|n| n.spec.eni_id == *eni && n.instance_stopped)
+                                    .then(|| "instance is stopped".to_string()),
+                            })
+                            .collect(),
+                    }),
                 },
             },
         };
@@ -949,6 +978,64 @@ fn host_gone_with_witness_bounded_by_stale_after() {
     assert_eq!(sim.holder(EIP0), Some((1, false)));
     assert_eq!(sim.moves.len(), 1);
     sim.assert_clean("host gone witness");
+}
+
+/// Issue 17: a whole instance gone that EC2 reports stopped (an operator or an auto-scaling
+/// group stopped it): EC2's word is proof of death at deadtime, no wait for the stamp to age.
+#[test]
+fn instance_stopped_in_ec2_is_taken_over_at_deadtime() {
+    // A stamp that stays fresh long after the death (40 s): only EC2's word can decide early.
+    let opts = Opts {
+        witness: true,
+        stale_after: Some(S(40)),
+        ..Opts::default()
+    };
+    let mut sim = steady(opts, 2);
+    let t = sim.now;
+    sim.kill_host(0);
+    sim.stop_instance(0);
+    sim.run_for(S(60));
+    let m = first_move_after(&sim, EIP0, t).expect("takeover happened");
+    let took = m.applied - t;
+    assert!(
+        took >= S(13) && took <= S(16),
+        "takeover after {took:?}, expected deadtime (15 s) + < 1 s"
+    );
+    assert_eq!(sim.holder(EIP0), Some((1, false)));
+    assert_eq!(sim.moves.len(), 1);
+    sim.assert_clean("instance stopped");
+}
+
+/// The instance is stopped in EC2 only after the survivor's first witness read (fresh stamp):
+/// the silent peer is re-read every `silent_read_interval` (3 s), not only when its stamp would
+/// turn stale, so the stop is seen within that interval.
+#[test]
+fn instance_stopped_after_the_first_read_is_seen_within_the_silent_read_interval() {
+    let opts = Opts {
+        witness: true,
+        stale_after: Some(S(40)),
+        ..Opts::default()
+    };
+    let mut sim = steady(opts, 2);
+    let t = sim.now;
+    sim.kill_host(0);
+    sim.run_for(S(16));
+    assert!(
+        sim.moves.is_empty(),
+        "moved before the stop: {:?}",
+        sim.moves.len()
+    );
+    let stopped = sim.now;
+    sim.stop_instance(0);
+    sim.run_for(S(40));
+    let m = first_move_after(&sim, EIP0, t).expect("takeover happened");
+    let took = m.applied - stopped;
+    assert!(
+        took <= S(4),
+        "takeover {took:?} after EC2 reported the stop, expected <= 3 s + latency"
+    );
+    assert_eq!(sim.moves.len(), 1);
+    sim.assert_clean("instance stopped late");
 }
 
 #[test]
@@ -1339,6 +1426,7 @@ fn chaos(seed: u64) {
         // Above ~10% loss, 8 consecutive losses (a genuine false death) become likely over
         // hundreds of seeds; that is the network failing, not the brain.
         loss_pct: r.below(11),
+        stale_after: None,
     };
     let mut sim = Sim::new(opts, seed);
     sim.run_for(S(70 + r.below(30)));

@@ -182,6 +182,7 @@ fn iam_policy_grants_exactly_the_calls_edgelb_makes() {
     let expected: BTreeSet<String> = [
         "ec2:DescribeAddresses",
         "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeInstanceStatus",
         "ec2:AssociateAddress",
         "ec2:DisassociateAddress",
         "ec2:CreateTags",
@@ -192,7 +193,11 @@ fn iam_policy_grants_exactly_the_calls_edgelb_makes() {
     assert_eq!(granted, expected);
 
     // Describe* have no resource-level permissions.
-    for a in ["ec2:DescribeAddresses", "ec2:DescribeNetworkInterfaces"] {
+    for a in [
+        "ec2:DescribeAddresses",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeInstanceStatus",
+    ] {
         for s in &by_action[a] {
             assert_eq!(as_list(&s["Resource"]), ["*"]);
         }

@@ -712,3 +712,109 @@ async fn instance_gone_takeover_is_decided_by_the_witness_within_its_bound() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sc.rec.moves(&eip_b), 1);
 }
+
+/// Issue 17, "instance gone" that EC2 knows of: the peer's process dies, nothing answers its
+/// heartbeat address (relay: no port-unreachable), and its instance is stopped through the API
+/// (as an operator, an auto-scaling group or a spot interruption does). The survivor reads the
+/// instance state with the witness at deadtime: EC2's `stopped` is proof of death that a
+/// partition cannot fake, so the EIP moves at deadtime, although the stamp (stale only after
+/// 20 s here) would still say "alive".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_stopped_in_ec2_is_taken_over_at_deadtime_with_the_witness_on() {
+    let timers = Timers {
+        witness_stale_after: Duration::from_secs(20),
+        ..Timers::default().with_witness()
+    };
+    let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
+    let a = sc.world.node(0).clone();
+    let b = sc.world.node(1).clone();
+    let eip_b = sc.alloc(1);
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    sc.world
+        .client()
+        .stop_instances()
+        .instance_ids(&b.instance_id)
+        .force(true)
+        .send()
+        .await
+        .expect("StopInstances");
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(15))
+        .await;
+    let takeover = took - killed;
+    eprintln!(
+        "instance stopped in EC2 (no port-unreachable), deadtime 1s, stale_after 20s: {:.2}s",
+        secs(takeover)
+    );
+    // Silence counts from the last heartbeat, up to one keepalive before the kill.
+    assert!(
+        takeover >= timers.deadtime - timers.keepalive,
+        "took over before deadtime: {takeover:?}"
+    );
+    assert!(
+        takeover <= timers.deadtime + Duration::from_secs(5),
+        "issue 17 goal: deadtime + 5 s; took {takeover:?}"
+    );
+    let log = sc.cluster.nodes[0].log();
+    assert!(
+        log.contains("EC2 says instance") && log.contains("is stopped"),
+        "not decided by EC2's instance state:\n{log}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sc.rec.moves(&eip_b), 1);
+}
+
+/// Issue 17: a node that dies of a panic says "leaving" first. nodeB's cluster task panics
+/// (an injected fault, debug builds only); its panic hook sends the prepared `leaving` to every
+/// heartbeat address and the process exits with status 70. Its heartbeats go through relays
+/// (no port-unreachable) and deadtime is 3 s, so only the leaving can move the EIP this soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_dying_of_a_panic_says_leaving_and_its_eip_moves_at_once() {
+    let timers = Timers {
+        deadtime: Duration::from_secs(3),
+        warntime: Duration::from_millis(1500),
+        initdead: Duration::from_secs(3),
+        ..Timers::default().with_witness()
+    };
+    let mut sc = Scenario::start_with(2, 1, timers.clone(), true, |c| {
+        c.nodes[1]
+            .extra_env
+            .push(("EDGELB_FAULT_PANIC_AFTER_MS".into(), "7000".into()));
+        // No backtrace to print: the exit follows the panic within milliseconds.
+        c.nodes[1]
+            .extra_env
+            .push(("RUST_BACKTRACE".into(), "0".into()));
+    })
+    .await;
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+    let status = sc.cluster.node(1).wait_exit(Duration::from_secs(15));
+    let exited = sc.now();
+    assert_eq!(status.code(), Some(70), "exit status after the panic");
+    let b_log = sc.cluster.nodes[1].log();
+    assert!(
+        b_log.contains("injected fault") && b_log.contains("said leaving"),
+        "{b_log}"
+    );
+    let took = sc
+        .wait_seen(
+            &eip_b,
+            &Some(a.takeover()),
+            exited.saturating_sub(Duration::from_millis(500)),
+            Duration::from_secs(10),
+        )
+        .await;
+    let after = took.saturating_sub(exited);
+    eprintln!(
+        "panic -> leaving -> EIP on the survivor {:.2}s after the exit (deadtime 3s)",
+        secs(after)
+    );
+    assert!(
+        after < timers.deadtime - timers.keepalive,
+        "moved only after deadtime: {after:?}; not by the leaving"
+    );
+    let a_log = sc.cluster.nodes[0].log();
+    assert!(a_log.contains("leaving (graceful stop)"), "{a_log}");
+    assert_eq!(sc.rec.moves(&eip_b), 1);
+}

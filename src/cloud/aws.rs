@@ -21,7 +21,7 @@ use aws_sdk_ec2::config::{
 use aws_sdk_ec2::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, Tag};
 
-use super::{AddressState, CloudError, Ec2, Placement, WitnessStamp};
+use super::{AddressState, CloudError, Ec2, InstanceFact, Placement, WitnessRead, WitnessStamp};
 
 /// Per-attempt bound: one slow answer must not eat the whole operation budget.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -168,16 +168,18 @@ pub enum Op {
     CreateTags,
     DescribeNetworkInterfaces,
     AssignPrivateIpAddresses,
+    DescribeInstanceStatus,
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; 7] = [
         Op::DescribeAddresses,
         Op::AssociateAddress,
         Op::DisassociateAddress,
         Op::CreateTags,
         Op::DescribeNetworkInterfaces,
         Op::AssignPrivateIpAddresses,
+        Op::DescribeInstanceStatus,
     ];
 
     /// The EC2 `Action` name.
@@ -189,6 +191,7 @@ impl Op {
             Op::CreateTags => "CreateTags",
             Op::DescribeNetworkInterfaces => "DescribeNetworkInterfaces",
             Op::AssignPrivateIpAddresses => "AssignPrivateIpAddresses",
+            Op::DescribeInstanceStatus => "DescribeInstanceStatus",
         }
     }
 
@@ -419,6 +422,69 @@ impl Ec2Client {
             .await
             .map(|out| out.network_interfaces.unwrap_or_default())
             .map_err(|e| self.failed(Op::DescribeNetworkInterfaces, map_sdk_error(e)))
+    }
+
+    /// DescribeInstanceStatus (`IncludeAllInstances`) for the attached instances: per instance
+    /// id, `Some(why)` when it cannot be running edgelb. No call when nothing is attached.
+    async fn instance_states(
+        &self,
+        attached: &[(String, Option<String>)],
+    ) -> Result<Vec<(String, Option<String>)>, CloudError> {
+        let ids: Vec<String> = attached.iter().filter_map(|(_, i)| i.clone()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.begin(Op::DescribeInstanceStatus);
+        let out = self
+            .client
+            .describe_instance_status()
+            .set_instance_ids(Some(ids.clone()))
+            .include_all_instances(true)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let err = self.failed(Op::DescribeInstanceStatus, map_sdk_error(e));
+                // A single id that EC2 no longer knows (terminated long ago) is gone; with
+                // several, the error does not say which.
+                if let (CloudError::Rejected { code, .. }, [id]) = (&err, ids.as_slice()) {
+                    if code == "InvalidInstanceID.NotFound" {
+                        return Ok(vec![(id.clone(), Some(format!("instance {id} not found")))]);
+                    }
+                }
+                return Err(err);
+            }
+        };
+        Ok(out
+            .instance_statuses()
+            .iter()
+            .filter_map(|st| {
+                let id = non_empty(st.instance_id())?.to_owned();
+                let state = st
+                    .instance_state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_owned());
+                let impaired = st
+                    .instance_status()
+                    .and_then(|s| s.status())
+                    .is_some_and(|s| *s == aws_sdk_ec2::types::SummaryStatus::Impaired);
+                let gone = instance_gone(&id, state.as_deref(), impaired);
+                Some((id, gone))
+            })
+            .collect())
+    }
+}
+
+/// Whether an instance in this EC2 state cannot be running edgelb (see `InstanceFact::gone`).
+/// An unknown state name proves nothing.
+pub fn instance_gone(id: &str, state: Option<&str>, impaired: bool) -> Option<String> {
+    match state {
+        Some("running") if impaired => Some(format!("instance {id} fails its status check")),
+        Some(s @ ("pending" | "stopping" | "stopped" | "shutting-down" | "terminated")) => {
+            Some(format!("instance {id} is {s}"))
+        }
+        _ => None,
     }
 }
 
@@ -695,23 +761,37 @@ impl Ec2 for Ec2Client {
             .map_err(|e| self.failed(Op::CreateTags, map_sdk_error(e)))
     }
 
-    async fn read_witnesses(&self, eni_ids: &[String]) -> Result<Vec<WitnessStamp>, CloudError> {
+    async fn read_witnesses(&self, eni_ids: &[String]) -> Result<WitnessRead, CloudError> {
         if eni_ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(WitnessRead::default());
         }
         let enis = self.describe_enis(eni_ids).await?;
-        let mut stamps = Vec::new();
+        let mut read = WitnessRead::default();
+        // ENI id -> attached instance id (None: the ENI exists but is not attached).
+        let mut attached: Vec<(String, Option<String>)> = Vec::new();
         for eni in &enis {
             let Some(eni_id) = non_empty(eni.network_interface_id()) else {
                 continue;
             };
+            let instance = eni
+                .attachment()
+                .filter(|a| {
+                    matches!(
+                        a.status(),
+                        Some(aws_sdk_ec2::types::AttachmentStatus::Attached)
+                            | Some(aws_sdk_ec2::types::AttachmentStatus::Attaching)
+                    )
+                })
+                .and_then(|a| non_empty(a.instance_id()))
+                .map(str::to_owned);
+            attached.push((eni_id.to_owned(), instance));
             let value = eni
                 .tag_set()
                 .iter()
                 .find(|t| t.key() == Some(WITNESS_TAG))
                 .and_then(|t| t.value());
             match value.map(|v| (v, parse_witness(v))) {
-                Some((_, Some((node, stamp_unix)))) => stamps.push(WitnessStamp {
+                Some((_, Some((node, stamp_unix)))) => read.stamps.push(WitnessStamp {
                     eni_id: eni_id.to_owned(),
                     node,
                     stamp_unix,
@@ -722,7 +802,41 @@ impl Ec2 for Ec2Client {
                 None => {}
             }
         }
-        Ok(stamps)
+        match self.instance_states(&attached).await {
+            Ok(states) => {
+                for eni_id in eni_ids {
+                    let fact = match attached.iter().find(|(e, _)| e == eni_id) {
+                        None => InstanceFact {
+                            eni_id: eni_id.clone(),
+                            instance_id: None,
+                            gone: Some("its ENI no longer exists".into()),
+                        },
+                        Some((_, None)) => InstanceFact {
+                            eni_id: eni_id.clone(),
+                            instance_id: None,
+                            gone: Some("its ENI is attached to no instance".into()),
+                        },
+                        Some((_, Some(id))) => InstanceFact {
+                            eni_id: eni_id.clone(),
+                            instance_id: Some(id.clone()),
+                            gone: states
+                                .iter()
+                                .find(|(i, _)| i == id)
+                                .and_then(|(_, g)| g.clone()),
+                        },
+                    };
+                    read.instances.push(fact);
+                }
+            }
+            Err(err) => {
+                // Lacking ec2:DescribeInstanceStatus (an older IAM policy) or a passing fault:
+                // the stamps alone still decide, as before.
+                tracing::warn!(
+                    "cluster: instance states unreadable ({err}); the witness alone decides"
+                );
+            }
+        }
+        Ok(read)
     }
 
     async fn ensure_secondary_ip(&self, eni_id: &str) -> Result<Ipv4Addr, CloudError> {

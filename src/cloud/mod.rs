@@ -53,6 +53,29 @@ pub struct WitnessStamp {
     pub stamp_unix: u64,
 }
 
+/// What EC2 itself says of the instance behind a peer's ENI, read together with its witness
+/// while the peer is silent. Positive evidence of death that a partition cannot fake: a node cut
+/// off from its peers is still `running` with its ENI attached.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceFact {
+    pub eni_id: String,
+    /// The instance the ENI is attached to (None: not attached, or the ENI is gone).
+    pub instance_id: Option<String>,
+    /// `Some(why)` when EC2 shows that no edgelb can be running behind this ENI: the ENI is
+    /// gone (deleted with its instance) or detached, the instance is `pending`, `stopping`,
+    /// `stopped`, `shutting-down` or `terminated`, or its instance status check is `impaired`.
+    /// `None`: running, or unknown (the instance status could not be read).
+    pub gone: Option<String>,
+}
+
+/// One witness read: the stamps, and what EC2 says of the instances behind those ENIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WitnessRead {
+    pub stamps: Vec<WitnessStamp>,
+    /// One per ENI asked about when the instance states could be read; empty otherwise.
+    pub instances: Vec<InstanceFact>,
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CloudError {
     /// RequestLimitExceeded / Throttling: back off and retry later.
@@ -109,11 +132,14 @@ pub trait Ec2: Send + Sync + 'static {
         now: SystemTime,
     ) -> impl std::future::Future<Output = Result<(), CloudError>> + Send;
 
-    /// Reads the witness stamps of these ENIs (one DescribeNetworkInterfaces call).
+    /// Reads the witness stamps of these ENIs (one DescribeNetworkInterfaces call) and the state
+    /// of the instances they are attached to (one DescribeInstanceStatus call, only when some
+    /// are attached). A failed instance-status read leaves `instances` empty and the stamps
+    /// stand: the witness works with the permissions it always needed.
     fn read_witnesses(
         &self,
         eni_ids: &[String],
-    ) -> impl std::future::Future<Output = Result<Vec<WitnessStamp>, CloudError>> + Send;
+    ) -> impl std::future::Future<Output = Result<WitnessRead, CloudError>> + Send;
 
     /// Makes sure the ENI has a secondary private IP (AssignPrivateIpAddresses only when missing);
     /// returns it.

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::brain::{Action, ApiOutcome, Brain, CallId, LogLevel, OwnHealth};
+use super::last_words;
 use super::setup;
 use super::startup;
 use super::wire::{self, DropReason, RecvCounters};
@@ -125,12 +126,29 @@ pub async fn spawn(rt: Arc<Runtime>) -> Result<Option<ClusterHandle>, String> {
         drop_logged: Vec::new(),
         stopped: false,
     };
-    let task = tokio::spawn(shell.drive(results_rx, leave_rx));
+    // A panic in the drive task ends membership: the hook says leaving, then exits.
+    last_words::install();
+    let task = tokio::spawn(last_words::Fatal(Box::pin(
+        shell.drive(results_rx, leave_rx),
+    )));
     Ok(Some(ClusterHandle {
         leave_tx,
         task,
         local_addr,
     }))
+}
+
+/// `EDGELB_FAULT_PANIC_AFTER_MS`: in debug builds only, the drive task panics this long after
+/// it starts, so a test can watch a node die of a panic (it must say "leaving" first). Release
+/// builds ignore it.
+pub const FAULT_PANIC_ENV: &str = "EDGELB_FAULT_PANIC_AFTER_MS";
+
+fn injected_panic_at(start: Instant) -> Option<Instant> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let ms: u64 = std::env::var(FAULT_PANIC_ENV).ok()?.parse().ok()?;
+    Some(start + Duration::from_millis(ms))
 }
 
 /// `EDGELB_CLOCK_OFFSET_MS` (signed milliseconds, default 0) shifts this process's wall clock
@@ -279,16 +297,23 @@ impl Shell {
         let mut health_tick = tokio::time::interval(poll);
         health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.poll_health();
+        let panic_at = injected_panic_at(self.start);
         loop {
             self.execute();
             self.publish();
+            if panic_at.is_some_and(|t| Instant::now() >= t) {
+                panic!("injected fault ({FAULT_PANIC_ENV})");
+            }
             if self.stopped {
                 for w in self.leave_waiters.drain(..) {
                     let _ = w.send(());
                 }
                 return;
             }
-            let deadline = self.start + self.brain.next_deadline();
+            let mut deadline = self.start + self.brain.next_deadline();
+            if let Some(t) = panic_at {
+                deadline = deadline.min(t);
+            }
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
@@ -576,6 +601,20 @@ impl Shell {
                 return;
             }
         };
+        if payload.leaving {
+            last_words::clear();
+        } else {
+            // What to say if this process dies of a panic before the next heartbeat.
+            let mut leaving = payload.clone();
+            leaving.leaving = true;
+            if let Ok(words) = self
+                .sender
+                .seal_ahead(&leaving, unix_ms(), last_words::SEQ_AHEAD)
+            {
+                let targets = self.paths.iter().map(|p| p.addr).collect();
+                last_words::prepare(words, targets, self.local_addr);
+            }
+        }
         let mut refused = Vec::new();
         for (k, path) in self.paths.iter_mut().enumerate() {
             match path.sock.try_send(&bytes) {

@@ -217,6 +217,7 @@ pub fn brain_config(
         stale_after: cl
             .witness_stale_after
             .unwrap_or_else(|| default_witness_stale_after(cl.deadtime, write_interval)),
+        ..WitnessConfig::default()
     };
     b.requests_per_call = aws_settings(cfg).max_attempts;
     b.unhealthy_hold = b.warntime;

@@ -333,6 +333,25 @@ impl Sender {
         self.next_seq += 1;
         Ok(bytes)
     }
+
+    /// Seals a datagram to be sent later, if ever (a dying process's "leaving"): its sequence
+    /// number is `ahead` past the next one, so it still counts as new after the heartbeats sent
+    /// meanwhile, and sealing it consumes nothing.
+    pub fn seal_ahead(
+        &self,
+        payload: &HeartbeatPayload,
+        sent_unix_ms: u64,
+        ahead: u64,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let hb = Heartbeat {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            seq: self.next_seq.saturating_add(ahead),
+            sent_unix_ms,
+            payload: payload.clone(),
+        };
+        encode(&hb, &self.keys)
+    }
 }
 
 /// Opens received datagrams: authenticates, checks the sender, rejects replays, counts outcomes.

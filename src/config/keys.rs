@@ -4,6 +4,7 @@
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::spans::{display_path, Seg};
+use super::tls::{CertFiles, Hsts, TlsSettings};
 use super::{
     AwsSection, ClusterNode, ClusterSection, Config, CookieSettings, Defaults, EipSection,
     GlobalSection, HealthSettings, HttpCheck, Listen, LogSection, NodeSection, ServerConfig,
@@ -48,6 +49,9 @@ const TABLES: &[&str] = &[
     "listen.health",
     "listen.health.http",
     "listen.server",
+    "listen.tls",
+    "listen.tls.certs",
+    "listen.tls.hsts",
     "stats",
     "cluster",
     "cluster.node",
@@ -82,6 +86,9 @@ pub fn known_keys(table: &str) -> Vec<&'static str> {
         "listen.health" => fields::<HealthSettings>(),
         "listen.health.http" => fields::<HttpCheck>(),
         "listen.server" => fields::<ServerConfig>(),
+        "listen.tls" => fields::<TlsSettings>(),
+        "listen.tls.certs" => fields::<CertFiles>(),
+        "listen.tls.hsts" => fields::<Hsts>(),
         "stats" => fields::<StatsSection>(),
         "cluster" => fields::<ClusterSection>(),
         "cluster.node" => fields::<ClusterNode>(),

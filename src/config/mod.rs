@@ -7,9 +7,11 @@
 mod keys;
 mod load;
 mod spans;
+pub mod tls;
 mod validate;
 
 pub use load::{load_file, load_str, ConfigError, ConfigProblem, Loaded};
+pub use tls::{CertFiles, Hsts, TlsSettings};
 pub use validate::resolve_address;
 
 /// The line of a dotted key (`["stats", "admin_token_file"]`) in TOML `text`, for problems found
@@ -17,6 +19,19 @@ pub use validate::resolve_address;
 pub fn line_of_key(text: &str, path: &[&str]) -> usize {
     let path: Vec<spans::Seg> = path.iter().map(|k| spans::key(k)).collect();
     spans::SourceMap::new(text).line_of(&path)
+}
+
+/// The line of a key inside the `listen`-th `[[listen]]` table (`["tls"]`), for problems
+/// found after validation (certificate files); the listen's line when the key is not found.
+pub fn line_of_listen_key(text: &str, listen: usize, path: &[&str]) -> usize {
+    let map = spans::SourceMap::new(text);
+    let mut segs = vec![spans::key("listen"), spans::Seg::Index(listen)];
+    let at_listen = map.line_of(&segs);
+    segs.extend(path.iter().map(|k| spans::key(k)));
+    match map.line_of(&segs) {
+        1 => at_listen,
+        n => n,
+    }
 }
 
 use std::net::SocketAddr;
@@ -96,6 +111,10 @@ pub struct GlobalSection {
     /// Idle upstream connection lifetime in the pool.
     #[serde(default, with = "humantime_serde::option")]
     pub pool_idle_timeout: Option<Duration>,
+    /// How often certificate files of `[listen.tls]` are checked for changes (default 2 s,
+    /// `tls::POLL_INTERVAL`); a changed, valid set is served from the next handshake on.
+    #[serde(default, with = "humantime_serde::option")]
+    pub tls_watch_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -253,6 +272,22 @@ pub struct Listen {
     pub proxy: ProxySettings,
     pub health: HealthSettings,
     pub server: Vec<ServerConfig>,
+    /// TLS termination on the addresses of `tls.bind` (`[listen.tls]`).
+    pub tls: Option<TlsSettings>,
+    /// Set `X-Forwarded-Proto: https|http` on every request, replacing what the client sent
+    /// (HAProxy `http-request set-header X-Forwarded-Proto https if { ssl_fc }`).
+    pub forwarded_proto: bool,
+    /// Set `X-Forwarded-Port: <port the client connected to>`, replacing the client's.
+    pub forwarded_port: bool,
+    /// Answer every request on a plain (non-TLS) address with a 302 to the same URL over https
+    /// (HAProxy `redirect scheme https if !{ ssl_fc }`).
+    pub redirect_https: bool,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (HAProxy `accept-proxy`);
+    /// its source address is the client's for X-Forwarded-For, `except`, and the log.
+    pub accept_proxy: bool,
+    /// Sources allowed to send PROXY headers (the load balancer's networks). Required with
+    /// `accept_proxy`; a connection from elsewhere is closed.
+    pub accept_proxy_from: Vec<IpNet>,
 }
 
 /// The `[[listen]]` table as written: every key explicit (no `flatten`), so unknown keys are
@@ -287,6 +322,18 @@ struct ListenRaw {
     health: HealthSettings,
     #[serde(default)]
     server: Vec<ServerConfig>,
+    #[serde(default)]
+    tls: Option<TlsSettings>,
+    #[serde(default)]
+    forwarded_proto: bool,
+    #[serde(default)]
+    forwarded_port: bool,
+    #[serde(default)]
+    redirect_https: bool,
+    #[serde(default)]
+    accept_proxy: bool,
+    #[serde(default)]
+    accept_proxy_from: Vec<IpNet>,
 }
 
 impl From<ListenRaw> for Listen {
@@ -310,6 +357,12 @@ impl From<ListenRaw> for Listen {
             },
             health: r.health,
             server: r.server,
+            tls: r.tls,
+            forwarded_proto: r.forwarded_proto,
+            forwarded_port: r.forwarded_port,
+            redirect_https: r.redirect_https,
+            accept_proxy: r.accept_proxy,
+            accept_proxy_from: r.accept_proxy_from,
         }
     }
 }
@@ -431,6 +484,12 @@ pub struct ServerConfig {
     /// Start in maintenance (HAProxy `disabled`).
     #[serde(default)]
     pub disabled: bool,
+    /// Open every connection to this server with a PROXY protocol v2 header carrying the
+    /// client's addresses (HAProxy `send-proxy-v2`). Such connections are never shared between
+    /// clients; health checks send a v2 `LOCAL` header unless `check_port` is set (HAProxy's
+    /// default for `check-send-proxy`).
+    #[serde(default)]
+    pub send_proxy_v2: bool,
 }
 
 fn default_weight() -> u32 {

@@ -96,6 +96,14 @@ pub fn validate(c: &Config) -> Problems {
             "must be at least 1".into(),
         ));
     }
+    if let Some(d) = c.global.tls_watch_interval {
+        if d < Duration::from_millis(10) {
+            out.push((
+                p(&[key("global"), key("tls_watch_interval")]),
+                "must be at least 10ms".into(),
+            ));
+        }
+    }
     if c.global.maxconn == Some(0) {
         out.push((
             p(&[key("global"), key("maxconn")]),
@@ -173,12 +181,24 @@ pub fn validate(c: &Config) -> Problems {
         } else if !listen_names.insert(l.name.clone()) {
             out.push((at("name"), format!("duplicate listen name {:?}", l.name)));
         }
-        if l.bind.is_empty() {
+        let tls_binds = l.tls.as_ref().map_or(0, |t| t.bind.len());
+        if l.bind.is_empty() && tls_binds == 0 {
             out.push((at("bind"), "at least one bind address is required".into()));
         }
-        for (bi, b) in l.bind.iter().enumerate() {
-            let mut path = at("bind");
-            path.push(Seg::Index(bi));
+        let plain = l
+            .bind
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (vec![key("bind"), Seg::Index(i)], b));
+        let secure = l.tls.iter().flat_map(|t| {
+            t.bind
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (vec![key("tls"), key("bind"), Seg::Index(i)], b))
+        });
+        for (rel, b) in plain.chain(secure) {
+            let mut path = base.to_vec();
+            path.extend(rel);
             match parse_bind(b) {
                 Ok(addr) => {
                     if let Some(prev) = binds.insert(addr, l.name.clone()) {
@@ -187,6 +207,31 @@ pub fn validate(c: &Config) -> Problems {
                 }
                 Err(e) => out.push((path, e)),
             }
+        }
+        if let Some(t) = &l.tls {
+            super::tls::validate(&base, t, &mut out);
+        }
+        if l.redirect_https && l.bind.is_empty() {
+            out.push((
+                at("redirect_https"),
+                "redirects requests on plain `bind` addresses to https, and this listen has none"
+                    .into(),
+            ));
+        }
+        if l.accept_proxy && l.accept_proxy_from.is_empty() {
+            out.push((
+                at("accept_proxy"),
+                "needs `accept_proxy_from`: the networks of the load balancers allowed to send \
+                 PROXY headers (anyone else could forge client addresses); \
+                 [\"0.0.0.0/0\", \"::/0\"] trusts every source"
+                    .into(),
+            ));
+        }
+        if !l.accept_proxy && !l.accept_proxy_from.is_empty() {
+            out.push((
+                at("accept_proxy_from"),
+                "has no effect without `accept_proxy = true`".into(),
+            ));
         }
         check_timeouts(&base, &l.proxy, &mut out);
         if let Some(ck) = &l.cookie {

@@ -328,7 +328,7 @@ fn doc_cluster_note(hb: &heartbeat::HeartbeatImport) -> Option<String> {
          ec2:DisassociateAddress, ec2:DescribeNetworkInterfaces, ec2:AssignPrivateIpAddresses \
          (aws.ensure_secondary_ip) and, for the partition witness (cluster.witness, on by \
          default), ec2:CreateTags on network interfaces (tag key edgelb:witness) plus \
-         ec2:DescribeNetworkInterfaces; the seed's EIP policy has no ec2:CreateTags. \
+         ec2:DescribeNetworkInterfaces and ec2:DescribeInstanceStatus; the seed's EIP policy has no ec2:CreateTags. \
          deploy/iam-policy.json has exactly these"
             .into(),
     )

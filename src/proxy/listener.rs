@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::handshake;
 use super::session::{self, Conn, ConnSlot};
 use crate::runtime::{Runtime, Snapshot};
 
@@ -232,6 +233,7 @@ async fn accept_loop(
             return;
         }
     };
+    let bound = listener.local_addr().unwrap_or(addr);
     let mut in_a_row = 0u32;
     loop {
         in_a_row += 1;
@@ -285,12 +287,24 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         let slot = ConnSlot::take(rt.clone(), listen.clone(), permit);
+        // The exact local address only when a backend must be told (PROXY v2 towards it).
+        let local = if listen.needs_local_addr {
+            stream.local_addr().unwrap_or(bound)
+        } else {
+            bound
+        };
         let conn = Conn {
             rt: rt.clone(),
             listen_name: listen.name.clone(),
             peer,
+            local,
+            secure: false,
             shutdown: shutdown.clone(),
         };
-        session::spawn(conn, stream, slot);
+        if handshake::needed(&listen, &addr) {
+            handshake::spawn(listen, addr, stream, conn, slot);
+        } else {
+            session::spawn(conn, stream, slot);
+        }
     }
 }

@@ -358,7 +358,14 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> 
 pub struct Conn {
     pub rt: Arc<Runtime>,
     pub listen_name: Arc<str>,
+    /// The client: the TCP peer, or the source of its PROXY header.
     pub peer: SocketAddr,
+    /// The address the client connected to (`X-Forwarded-Port`, `send_proxy_v2`): the
+    /// listening socket's (`0.0.0.0:port` for a wildcard bind unless asked for), or the
+    /// destination of the PROXY header.
+    pub local: SocketAddr,
+    /// The connection is TLS (`X-Forwarded-Proto: https`, HSTS, no https redirect).
+    pub secure: bool,
     pub shutdown: watch::Receiver<bool>,
 }
 

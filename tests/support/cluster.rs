@@ -188,6 +188,9 @@ pub struct EdgeNode {
     pub listen_port: u16,
     /// Extra environment for the next starts (e.g. `EDGELB_CLOCK_OFFSET_MS`).
     pub extra_env: Vec<(String, String)>,
+    /// A command the binary runs under (e.g. `ip netns exec NS`), empty for none. It must exec
+    /// the binary in place, so the child's pid stays the node's.
+    pub wrap: Vec<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -260,7 +263,14 @@ impl EdgeNode {
             .expect("node log");
         let _ = writeln!(log, "===== start #{} =====", self.starts);
         let err = log.try_clone().expect("log clone");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgelb"));
+        let mut cmd = match self.wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(env!("CARGO_BIN_EXE_edgelb"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_edgelb")),
+        };
         cmd.args(["run", "--config"])
             .arg(&self.config_path)
             .env("EDGELB_LOG", "info")
@@ -448,6 +458,7 @@ ensure_secondary_ip = false
                 hb_addr: hb[i],
                 listen_port,
                 extra_env: Vec::new(),
+                wrap: Vec::new(),
                 child: None,
                 starts: 0,
             });
@@ -564,11 +575,23 @@ impl Scenario {
     /// moto + world (`secondaries` per node) + fault proxy + one edgelb per node, started and
     /// past initdead; asserts that starting moved nothing.
     pub async fn start(nodes: usize, secondaries: usize, timers: Timers, relays: bool) -> Scenario {
+        Self::start_with(nodes, secondaries, timers, relays, |_| {}).await
+    }
+
+    /// Like `start`; `prepare` adjusts the cluster (environment, configs) before any node runs.
+    pub async fn start_with(
+        nodes: usize,
+        secondaries: usize,
+        timers: Timers,
+        relays: bool,
+        prepare: impl FnOnce(&mut EdgeCluster),
+    ) -> Scenario {
         let moto = super::moto::Moto::start();
         let world = World::build_with(&moto, nodes, secondaries).await;
         let proxy = super::fault_proxy::FaultProxy::start(moto.endpoint());
         let rec = world.record_placements(SAMPLE);
         let mut cluster = EdgeCluster::new(&world, &proxy.endpoint(), timers.clone(), relays);
+        prepare(&mut cluster);
         cluster.start_all();
         cluster.wait_logged("heartbeats on", Duration::from_secs(30));
         tokio::time::sleep(timers.initdead + Duration::from_secs(1)).await;

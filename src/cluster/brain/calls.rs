@@ -66,6 +66,11 @@ impl Brain {
     }
 
     pub(super) fn spend(&mut self) -> bool {
+        self.spend_n(1)
+    }
+
+    /// Spends for a call of `requests` HTTP requests (each up to `requests_per_call` attempts).
+    pub(super) fn spend_n(&mut self, requests: u32) -> bool {
         let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
         let cap = f64::from(self.cfg.api_budget_per_minute);
         let elapsed = self.now.saturating_sub(self.tokens_at).as_secs_f64();
@@ -73,7 +78,7 @@ impl Brain {
         self.tokens_at = self.now;
         // Each call may cost up to requests_per_call HTTP requests (SDK retries): charge them
         // all, so the budget bounds requests on the wire, not calls.
-        let cost = f64::from(self.cfg.requests_per_call.max(1));
+        let cost = f64::from(self.cfg.requests_per_call.max(1) * requests.max(1));
         if self.tokens >= cost {
             self.tokens -= cost;
             self.counters.api_calls += 1;
@@ -88,6 +93,7 @@ impl Brain {
             }
             self.counters.api_budget_deferrals += 1;
             self.budget_blocked = true;
+            self.budget_need = self.cfg.requests_per_call.max(1) * requests.max(1);
             false
         }
     }

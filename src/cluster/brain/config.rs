@@ -48,6 +48,12 @@ pub struct WitnessConfig {
     pub write_interval: Duration,
     /// A stamp older than this (against the reader's wall clock) means the writer is dead.
     pub stale_after: Duration,
+    /// While a silent peer's stamp is still fresh and its silence younger than deadtime +
+    /// stale_after, its witness and instance state are re-read this often (not only when the
+    /// stamp would turn stale): an instance that EC2 stops or terminates after our first read
+    /// is then proven dead within this interval. Reads are cheap (2 requests) and happen only
+    /// while a peer is silent; nothing at rest.
+    pub silent_read_interval: Duration,
 }
 
 impl WitnessConfig {
@@ -66,6 +72,7 @@ impl Default for WitnessConfig {
             enabled: true,
             write_interval: Duration::from_secs(7),
             stale_after: Duration::from_secs(18),
+            silent_read_interval: Duration::from_secs(3),
         }
     }
 }
@@ -84,7 +91,8 @@ pub struct BrainConfig {
     pub reconcile_interval: Duration,
     /// Reconcile interval jitter, in percent either way.
     pub reconcile_jitter_pct: u32,
-    /// EC2 calls (describe, associate, witness read/write) this node may spend per minute.
+    /// EC2 requests (describe, associate, witness write: 1 call each; witness read: 2, the ENI
+    /// tags and the instance states) this node may spend per minute.
     pub api_budget_per_minute: u32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -215,6 +223,9 @@ impl BrainConfig {
                 || self.witness.stale_after <= self.witness.write_interval)
         {
             return bad("witness stale_after must exceed write_interval".into());
+        }
+        if self.witness.enabled && self.witness.silent_read_interval.is_zero() {
+            return bad("witness silent_read_interval must be positive".into());
         }
         Ok(())
     }

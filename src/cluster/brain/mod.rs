@@ -55,10 +55,25 @@
 //!    still owns its socket, so neither produces this. Dead at deadtime, no witness read:
 //!    kill -9 is detected in deadtime, witness on or off. (A firewall that REJECTs heartbeats
 //!    instead of dropping them would fake it; AWS security groups and NACLs drop.)
-//! 3. *Witness stale*: silent past deadtime, no refusal (host gone, kernel hang, partition,
-//!    paused process): the peer's EC2 tag stamp decides, stale after `stale_after` (default
-//!    deadtime + 3 s), so a whole instance gone is dead within deadtime + 5 s.
-//! 4. Without the witness: silence past deadtime alone (Heartbeat's rule).
+//! 3. *EC2 says the instance is not running*: silent past deadtime, no refusal (the host is
+//!    gone or unreachable). We read its witness, and with it what EC2 says of the instance behind
+//!    its ENI (DescribeInstanceStatus): `pending`, `stopping`, `stopped`, `shutting-down`,
+//!    `terminated`, a failed instance status check, or an ENI deleted or detached is proof of
+//!    death at once (a partitioned node is `running`, so a partition cannot fake it, and it
+//!    holds during our own witness-write failures). This is how an instance that an operator,
+//!    an auto-scaling group or a spot interruption stops or terminates is taken over at
+//!    deadtime; while the silence is young (< deadtime + stale_after) and the stamp still fresh,
+//!    the read repeats every `silent_read_interval` (3 s), so a stop that comes later is seen
+//!    within that interval.
+//! 4. *Witness stale*: silent past deadtime, no refusal, instance `running` (kernel hang, host
+//!    gone without EC2 noticing yet, partition, paused process): the peer's EC2 tag stamp
+//!    decides, stale after `stale_after` (default max(deadtime + 3 s, 2 × interval + 3 s): one
+//!    missed write is tolerated). That is a lease: no read cadence can prove death sooner than
+//!    the stamp ages past `stale_after`, only a shorter `witness_interval` can (each halving
+//!    doubles the writes at rest). With the seed timers a hung instance is dead within
+//!    deadtime + 5 s (18 s + 1 s re-read granularity + the read); with tight timers (deadtime
+//!    1 s) the 17 s floor of the default interval dominates.
+//! 5. Without the witness: silence past deadtime alone (Heartbeat's rule).
 //!
 //! **initdead** is the wait for peers not heard yet (Heartbeat's meaning): it ends as soon as
 //! every peer has been heard, and a peer heard and then lost is judged by deadtime and evidence
@@ -120,10 +135,12 @@
 //!
 //! With `witness.enabled`, each healthy node writes a timestamp tag on its own ENI every
 //! `write_interval` (7 s). A peer silent past deadtime (and not refusing) becomes `Suspect`; we
-//! read its stamp (one DescribeNetworkInterfaces) and declare it dead only if
+//! read its stamp and its instance state (DescribeNetworkInterfaces + DescribeInstanceStatus)
+//! and declare it dead if EC2 says its instance is not running, or if
 //! `read_time - stamp > stale_after` (deadtime + 3 s, at least 2 intervals + 3 s: 18 s with the
-//! seed timers). A fresh stamp makes it `SilentWitnessed`: no takeover; we re-read when that stamp
-//! would turn stale. If the witness cannot be read, we keep retrying and declare the peer dead
+//! seed timers). A fresh stamp of a running instance makes it `SilentWitnessed`: no takeover; we
+//! re-read every `silent_read_interval` while the silence is young, then when that stamp would
+//! turn stale. If the witness cannot be read, we keep retrying and declare the peer dead
 //! only after deadtime + stale_after of silence: an API outage must not strand an EIP forever,
 //! and without the API no takeover could be executed anyway. Trade-off: a cut link *plus* an
 //! unreadable witness for that long swaps EIPs (Heartbeat behaviour), it never blackholes them.
@@ -144,15 +161,22 @@
 //! * An associate that EC2 *applies* late (after a newer decision) is healed by the next
 //!   reconcile, at the cost of one extra move.
 //!
-//! API cost: witness writes 514/hour/node (every 7 s); reads 1 per suspect event plus one per
-//! `stale_after` while a peer stays silent-but-witnessed; describes ~120/hour/node (every 30 s)
-//! plus one per membership change and one per associate; associates only on moves.
+//! API cost per node (requests; `requests_per_call` = 1 by default). At rest: witness writes
+//! 514/hour (every 7 s) and describes ~120/hour (every 30 s ± 20 %), about 634/hour in all, 10.6
+//! a minute of the 20-a-minute budget. Reads happen only while a peer is silent past deadtime:
+//! 2 requests each (DescribeNetworkInterfaces for the stamps, DescribeInstanceStatus for the
+//! instance states), at deadtime, then every `silent_read_interval` (3 s) while the silence is
+//! younger than deadtime + stale_after and the stamp fresh (at most ~7 reads, 14 requests, per
+//! silence), then once per stale_after (~400 requests/hour during a lasting partition). Plus one
+//! describe per membership change and one per associate; associates only on moves. Throttling
+//! (`RequestLimitExceeded`) backs off 1 s doubling to 2 s with jitter and never spends beyond
+//! the budget.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::wire::{self, Heartbeat, HeartbeatPayload};
-use crate::cloud::{AddressState, CloudError, Placement, WitnessStamp};
+use crate::cloud::{AddressState, CloudError, Placement, WitnessRead};
 
 mod calls;
 mod config;
@@ -225,7 +249,7 @@ pub enum ApiOutcome {
     WitnessesRead {
         /// Wall clock (unix seconds) when the read completed; stamps are aged against it.
         read_unix: u64,
-        result: Result<Vec<WitnessStamp>, CloudError>,
+        result: Result<WitnessRead, CloudError>,
     },
 }
 
@@ -269,8 +293,19 @@ enum Slot {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
-    Unknown { since: Duration },
-    Fresh { until: Duration, age_secs: u64 },
+    Unknown {
+        since: Duration,
+    },
+    /// The stamp was fresh: partition, not death. `until`: when it would turn stale;
+    /// `recheck`: the next read (earlier than `until` while the silence is young, so an
+    /// instance EC2 stops or terminates meanwhile is seen within `silent_read_interval`).
+    Fresh {
+        until: Duration,
+        recheck: Duration,
+        age_secs: u64,
+    },
+    /// Proven dead: the stamp is stale (while our own writes work), or EC2 says its instance
+    /// is not running.
     Stale,
 }
 
@@ -425,6 +460,8 @@ pub struct Brain {
     tokens: f64,
     tokens_at: Duration,
     budget_blocked: bool,
+    /// Tokens the call that found the budget empty needed.
+    budget_need: u32,
     counters: BrainCounters,
 }
 
@@ -523,6 +560,7 @@ impl Brain {
             tokens,
             tokens_at: now,
             budget_blocked: false,
+            budget_need: 1,
             counters: BrainCounters::default(),
             cfg,
         };
@@ -584,7 +622,8 @@ impl Brain {
             consider(base + self.cfg.deadtime);
             consider(self.started + self.cfg.initdead);
             match p.witness {
-                Some(Verdict::Fresh { until, .. }) => {
+                Some(Verdict::Fresh { until, recheck, .. }) => {
+                    consider(recheck);
                     consider(until);
                     consider(until + self.cfg.witness.unreadable_grace());
                 }
@@ -611,9 +650,8 @@ impl Brain {
         }
         if self.budget_blocked {
             let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
-            let wait = ((f64::from(self.cfg.requests_per_call.max(1)) - self.tokens).max(0.0)
-                / per_sec)
-                .min(60.0);
+            let wait =
+                ((f64::from(self.budget_need.max(1)) - self.tokens).max(0.0) / per_sec).min(60.0);
             consider(now + Duration::from_secs_f64(wait) + Duration::from_millis(1));
         }
         best

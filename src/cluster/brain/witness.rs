@@ -1,5 +1,6 @@
-//! The partition witness: writing our own stamp on our ENI, reading silent peers' stamps, and
-//! turning them into verdicts (fresh: partition; stale: dead).
+//! The partition witness: writing our own stamp on our ENI, reading silent peers' stamps and
+//! what EC2 says of their instances, and turning them into verdicts (fresh: partition; stale or
+//! instance not running: dead).
 
 use super::*;
 
@@ -35,7 +36,9 @@ impl Brain {
             .iter()
             .filter(|p| match (p.state, p.witness) {
                 (PeerState::Suspect, _) => true,
-                (PeerState::SilentWitnessed, Some(Verdict::Fresh { until, .. })) => now >= until,
+                (PeerState::SilentWitnessed, Some(Verdict::Fresh { recheck, .. })) => {
+                    now >= recheck
+                }
                 // Declared dead without proof (the witness could not be read in time): keep
                 // reading until a verdict, or an EIP it may hold behind a partition stays put.
                 (PeerState::Dead, Some(Verdict::Unknown { .. } | Verdict::Fresh { .. })) => {
@@ -51,7 +54,7 @@ impl Brain {
                 .pending
                 .iter()
                 .any(|c| matches!(c.kind, CallKind::ReadWitnesses { .. }))
-            || !self.spend()
+            || !self.spend_n(2)
         {
             return;
         }
@@ -91,9 +94,9 @@ impl Brain {
         &mut self,
         eni_ids: &[String],
         read_unix: u64,
-        r: Result<Vec<WitnessStamp>, CloudError>,
+        r: Result<WitnessRead, CloudError>,
     ) {
-        let stamps = match r {
+        let WitnessRead { stamps, instances } = match r {
             Ok(s) => s,
             Err(err) => {
                 self.api_failed("witness read", &err);
@@ -120,6 +123,20 @@ impl Brain {
                 continue;
             }
             let node = self.cfg.nodes[i].name.clone();
+            // EC2's own word that the instance is not running is proof on its own: a node
+            // behind a partition is `running`, and it holds during an API outage too.
+            if let Some(why) = instances
+                .iter()
+                .find(|f| f.eni_id == *eni)
+                .and_then(|f| f.gone.as_deref())
+            {
+                self.log(
+                    LogLevel::Warn,
+                    format!("Node {node}: EC2 says {why}: confirmed dead"),
+                );
+                self.peers[i].witness = Some(Verdict::Stale);
+                continue;
+            }
             let stamp = stamps
                 .iter()
                 .filter(|s| s.eni_id == *eni && s.node == node)
@@ -128,10 +145,19 @@ impl Brain {
             let verdict = match stamp {
                 Some(s) if read_unix.saturating_sub(s) <= stale_after => {
                     let age = read_unix.saturating_sub(s);
-                    // Re-read just after the stamp would turn stale if not refreshed.
+                    // Re-read just after the stamp would turn stale if not refreshed; sooner
+                    // while the silence is young (EC2 may yet report the instance stopped).
                     let until = self.now + Duration::from_secs(stale_after - age + 1);
+                    let silence = self.now.saturating_sub(self.silence_base(&self.peers[i]));
+                    let young = self.cfg.deadtime + self.cfg.witness.stale_after;
+                    let recheck = if silence < young {
+                        until.min(self.now + self.cfg.witness.silent_read_interval)
+                    } else {
+                        until
+                    };
                     Verdict::Fresh {
                         until,
+                        recheck,
                         age_secs: age,
                     }
                 }

@@ -20,12 +20,14 @@ mod directives;
 mod global;
 mod lexer;
 mod proxies;
+mod tls_rules;
 
 use directives::*;
 use global::*;
 use lexer::*;
 pub use lexer::{lex_line, Env, Lexed, Line};
 use proxies::*;
+use tls_rules::TlsImport;
 
 // ------------------------------------------------------------------------------------------------
 // Values
@@ -106,6 +108,7 @@ struct SrvParams {
     port: Option<u16>,
     observe_l4: Option<Src<bool>>,
     backup: bool,
+    send_proxy_v2: bool,
 }
 
 /// What a `defaults`, `frontend`, `backend` or `listen` section sets.
@@ -213,6 +216,7 @@ struct Proxy {
     /// `stats auth`: the source's stats page needed a password.
     stats_auth: Option<Loc>,
     disabled: bool,
+    tls: TlsImport,
 }
 
 // ------------------------------------------------------------------------------------------------

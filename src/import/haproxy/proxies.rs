@@ -481,7 +481,7 @@ pub(super) fn emit_listen(
     }
     let mut t = Table::new("[[listen]]");
     t.set("name", Value::Str(name.to_string()), at.comment());
-    if fe.binds.is_empty() {
+    if fe.binds.is_empty() && fe.tls.binds.is_empty() {
         ctx.rep.warn(
             at,
             format!("listen {name:?} has no usable bind: not imported"),
@@ -534,8 +534,10 @@ pub(super) fn emit_listen(
     }
     let base = eff(defaults, defaults);
     emit_proxy_settings(&mut t, fo, bo, Some(&base));
+    let tls_table = super::tls_rules::emit(ctx, name, &fe.tls, &be.tls, &mut t);
 
     let mut tables = vec![t];
+    tables.extend(tls_table);
 
     // Health: per-server timers in HAProxy, per-listen in edgelb.
     let mut h = Table::new("[listen.health]");
@@ -675,6 +677,9 @@ pub(super) fn emit_listen(
         }
         if s.p.disabled == Some(true) {
             st.set("disabled", Value::Bool(true), None);
+        }
+        if s.p.send_proxy_v2 {
+            st.set("send_proxy_v2", Value::Bool(true), None);
         }
         tables.push(st);
     }
