@@ -38,6 +38,9 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type Writer<'a>: AsyncWrite + Unpin + Send
     where
         Self: 'a;
+    /// The request came over HTTP/2 (one stream, seen through `h2::StreamIo`): the access log
+    /// says `HTTP/2.0` in its request line.
+    const HTTP2: bool = false;
 
     /// Waits until a read would make progress, holding no buffer (an idle keep-alive
     /// connection owns none). Implementations that cannot tell return at once.
@@ -232,6 +235,12 @@ impl ConnSlot {
             listen,
             _permit: permit,
         }
+    }
+}
+
+impl ConnSlot {
+    pub fn rt(&self) -> &Arc<Runtime> {
+        &self.rt
     }
 }
 
@@ -620,7 +629,11 @@ impl Conn {
             );
             c.time_samples.fetch_add(1, Ordering::Relaxed);
         }
-        let minor = b.req.minor;
+        let minor = if S::HTTP2 {
+            access_log::HTTP2
+        } else {
+            b.req.minor
+        };
         self.log(
             snap,
             listen,
