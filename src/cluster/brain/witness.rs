@@ -44,6 +44,12 @@ impl Brain {
                 (PeerState::Dead, Some(Verdict::Unknown { .. } | Verdict::Fresh { .. })) => {
                     !self.refused(p)
                 }
+                // An old proof about a node an EIP sits on: refresh it before that EIP moves.
+                (PeerState::Dead, Some(Verdict::Stale { at })) => {
+                    now >= at + self.cfg.witness.stale_after
+                        && !self.refused(p)
+                        && (self.orphans_waiting || self.holds_observed(p.node))
+                }
                 _ => false,
             })
             .map(|p| self.cfg.nodes[p.node].eni_id.clone())
@@ -134,7 +140,7 @@ impl Brain {
                     LogLevel::Warn,
                     format!("Node {node}: EC2 says {why}: confirmed dead"),
                 );
-                self.peers[i].witness = Some(Verdict::Stale);
+                self.peers[i].witness = Some(Verdict::Stale { at: self.now });
                 continue;
             }
             let stamp = stamps
@@ -161,9 +167,10 @@ impl Brain {
                         age_secs: age,
                     }
                 }
-                _ => Verdict::Stale,
+                _ => Verdict::Stale { at: self.now },
             };
-            if verdict == Verdict::Stale && !writes_work {
+            let stale = matches!(verdict, Verdict::Stale { .. });
+            if stale && !writes_work {
                 self.log(
                     LogLevel::Warn,
                     format!(
@@ -185,7 +192,7 @@ impl Brain {
                 inconclusive = true;
                 continue;
             }
-            if verdict == Verdict::Stale {
+            if stale {
                 let age = stamp.map_or("no stamp".to_string(), |s| {
                     format!("stamp {}s old", read_unix.saturating_sub(s))
                 });
