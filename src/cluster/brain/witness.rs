@@ -149,11 +149,14 @@ impl Brain {
                 .map(|s| s.stamp_unix)
                 .max();
             let verdict = match stamp {
-                Some(s) if read_unix.saturating_sub(s) <= stale_after => {
+                // Whole seconds on both sides: "stale" from a difference of stale_after on
+                // (a stamp written at t is stale between t + stale_after - 1 s and t +
+                // stale_after; a live writer's stamp never gets near: interval << stale_after).
+                Some(s) if read_unix.saturating_sub(s) < stale_after => {
                     let age = read_unix.saturating_sub(s);
-                    // Re-read just after the stamp would turn stale if not refreshed; sooner
-                    // while the silence is young (EC2 may yet report the instance stopped).
-                    let until = self.now + Duration::from_secs(stale_after - age + 1);
+                    // Re-read when the stamp would turn stale if not refreshed; sooner while
+                    // the silence is young (EC2 may yet report the instance stopped).
+                    let until = self.now + Duration::from_secs(stale_after - age);
                     let silence = self.now.saturating_sub(self.silence_base(&self.peers[i]));
                     let young = self.cfg.deadtime + self.cfg.witness.stale_after;
                     let recheck = if silence < young {
