@@ -498,7 +498,7 @@ async fn recorded_leaving_replayed_after_a_restart_moves_nothing() {
 /// EIP comes home after failback_hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restarted_with_its_clock_set_back_gets_its_eip_back() {
-    let timers = Timers::default();
+    let timers = Timers::default().with_witness();
     let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
     let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());
     let eip_b = sc.alloc(1);
