@@ -390,7 +390,13 @@ async fn sweep_pools(rt: Arc<Runtime>) {
 /// `tls::POLL_INTERVAL`; see `TlsListen::poll_changes`. A SIGHUP reload re-reads them too.
 async fn watch_certificates(rt: Arc<Runtime>) {
     loop {
-        tokio::time::sleep(crate::tls::POLL_INTERVAL).await;
+        let every = rt
+            .load()
+            .config
+            .global
+            .tls_watch_interval
+            .unwrap_or(crate::tls::POLL_INTERVAL);
+        tokio::time::sleep(every).await;
         let snap = rt.load();
         if snap.listens.iter().all(|l| l.tls.is_none()) {
             continue;

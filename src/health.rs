@@ -135,7 +135,10 @@ async fn probe_loop(rt: Arc<Runtime>, listen: Arc<str>, server: Arc<str>, live: 
             continue;
         }
         let started = Instant::now();
-        let outcome = probe(s.check_addr, &h).await;
+        // HAProxy's default for `send-proxy` servers: checks send the PROXY header too unless
+        // they go to another port (`check-send-proxy`); a v2 `LOCAL` one, as HAProxy's checks.
+        let send_proxy = s.send_proxy_v2 && s.check_addr == s.addr;
+        let outcome = probe_with(s.check_addr, &h, send_proxy).await;
         let took = started.elapsed();
         // An operator may have put the server in MAINT or disabled checks during the probe.
         if live.check_enabled() && live.admin() != AdminState::Maint {
@@ -192,12 +195,25 @@ impl Probe {
 /// One probe of `addr`: a TCP connect (HAProxy plain `check`), or an HTTP/1.1 request when
 /// `h.http` is set, bounded as a whole by `h.timeout`.
 pub async fn probe(addr: SocketAddr, h: &HealthRt) -> Probe {
+    probe_with(addr, h, false).await
+}
+
+/// `probe`, opening the connection with a PROXY v2 `LOCAL` header when `send_proxy`.
+pub async fn probe_with(addr: SocketAddr, h: &HealthRt, send_proxy: bool) -> Probe {
     let deadline = tokio::time::Instant::now() + h.timeout;
-    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
         Err(_) => return Probe::new(CheckStatus::L4Tout, 0, ""),
         Ok(Err(e)) => return connect_error(&e),
         Ok(Ok(s)) => s,
     };
+    if send_proxy {
+        let header = crate::proxy::proxy_protocol::V2_LOCAL;
+        match tokio::time::timeout_at(deadline, stream.write_all(&header)).await {
+            Err(_) => return Probe::new(CheckStatus::L4Tout, 0, ""),
+            Ok(Err(e)) => return connect_error(&e),
+            Ok(Ok(())) => {}
+        }
+    }
     match &h.http {
         None => {
             // Abort with RST like HAProxy: no FIN/TIME_WAIT churn on either side.

@@ -167,7 +167,7 @@ fn golden_seed_imports_cleanly_with_nothing_lost() {
 }
 
 #[test]
-fn proto_h2_bind_warns_once_and_says_it_serves_http1() {
+fn proto_h2_bind_imports_as_h2c_and_a_mixed_proxy_warns() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("h2.cfg");
     std::fs::write(
@@ -184,11 +184,33 @@ backend app
     .unwrap();
     let imp = haproxy_to_config(&cfg).unwrap();
     let text = imp.report.render();
+    assert!(!text.contains("warning:"), "{text}");
+    assert!(text.contains("proto = \"h2\""), "{text}");
+    assert_eq!(imp.config.listen[0].name, "www");
+    assert_eq!(imp.config.listen[0].proto, edgelb::config::Proto::H2);
+    assert!(imp.toml.contains("proto = \"h2\""), "{}", imp.toml);
+
+    // `proto` is per listen in edgelb: a proxy with h2 and HTTP/1 binds stays HTTP/1, said once.
+    std::fs::write(
+        &cfg,
+        "defaults
+    mode http
+frontend www
+    bind 127.0.0.1:8080 proto h2
+    bind 127.0.0.1:8081
+    default_backend app
+backend app
+    server s1 127.0.0.1:9001
+",
+    )
+    .unwrap();
+    let imp = haproxy_to_config(&cfg).unwrap();
+    let text = imp.report.render();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning:")).collect();
     assert_eq!(warnings.len(), 1, "{text}");
     assert!(warnings[0].contains("proto h2"), "{text}");
     assert!(warnings[0].contains("HTTP/1.1"), "{text}");
-    assert_eq!(imp.config.listen[0].name, "www");
+    assert_eq!(imp.config.listen[0].proto, edgelb::config::Proto::H1);
 }
 
 #[test]
@@ -228,7 +250,7 @@ fn golden_unsupported_directives_are_reported_not_dropped() {
         "backup servers are not supported",
         "cookie maxidle is not supported",
         "static-rr mapped to roundrobin",
-        "1 `# TODO` line(s) left in the output (lines 42)",
+        "1 `# TODO` line(s) left in the output (lines 47)",
     ] {
         assert!(text.contains(needle), "report lacks {needle:?}:\n{text}");
     }
@@ -707,4 +729,144 @@ fn header_and_log_line_limits_are_imported() {
         "global\n  tune.http.maxhdr 1\n{OK_TAIL}"
     )));
     assert!(r.render().contains("bad.cfg:2"), "{}", r.render());
+}
+
+/// `bind :443 ssl crt FILE crt DIR alpn h2,http/1.1`, `redirect scheme https if !{ ssl_fc }`,
+/// the X-Forwarded-Proto/Port idioms, HSTS, `accept-proxy` and `send-proxy-v2` become their
+/// edgelb keys, and the HAProxy file then runs as is: TLS served with SNI, plain redirected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_redirect_forwarded_hsts_and_proxy_idioms_import_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["www.example.com".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    // HAProxy's combined PEM: certificate and key in one file (so it is a secret file).
+    let pem = dir.path().join("site.pem");
+    std::fs::write(&pem, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+    std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let certdir = dir.path().join("more");
+    std::fs::create_dir(&certdir).unwrap();
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let baddr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    let (p80, p443) = (free_port(), free_port());
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults
+    mode http
+    timeout client 5s
+frontend www
+    bind 127.0.0.1:{p80}
+    bind 127.0.0.1:{p443} ssl crt {} crt {} alpn h2,http/1.1
+    redirect scheme https if !{{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Port %[dst_port]
+    http-response set-header Strict-Transport-Security \"max-age=600\"
+    default_backend app
+backend app
+    server s1 {baddr} send-proxy-v2
+",
+            pem.display(),
+            certdir.display()
+        ),
+    )
+    .unwrap();
+    let imp = haproxy_to_config(&cfg).unwrap();
+    let text = imp.report.render();
+    let l = &imp.config.listen[0];
+    assert!(
+        l.redirect_https && l.forwarded_proto && l.forwarded_port,
+        "{text}"
+    );
+    assert!(l.server[0].send_proxy_v2);
+    let tls = l.tls.as_ref().expect("a [listen.tls] table");
+    assert_eq!(tls.bind, vec![format!("127.0.0.1:{p443}")]);
+    assert_eq!(tls.certs[0].cert, pem.display().to_string());
+    assert_eq!(tls.cert_dir.as_deref(), Some(certdir.to_str().unwrap()));
+    assert_eq!(
+        tls.alpn.as_deref(),
+        Some(&["h2".to_string(), "http/1.1".to_string()][..])
+    );
+    assert_eq!(tls.hsts.as_ref().unwrap().max_age.as_secs(), 600);
+    assert!(!text.contains("not available"), "{text}");
+
+    // accept-proxy becomes accept_proxy with an explicit, flagged trust-everyone list.
+    let ap = dir.path().join("ap.cfg");
+    std::fs::write(
+        &ap,
+        "defaults\n  mode http\nfrontend f\n  bind 127.0.0.1:1 accept-proxy\n  default_backend b\nbackend b\n  server s 127.0.0.1:2\n",
+    )
+    .unwrap();
+    let imp2 = haproxy_to_config(&ap).unwrap();
+    assert!(imp2.config.listen[0].accept_proxy);
+    assert_eq!(imp2.config.listen[0].accept_proxy_from.len(), 2);
+    assert!(imp2
+        .toml
+        .contains("# TODO: accept_proxy_from trusts every source"));
+
+    // The HAProxy file runs: plain port redirects, TLS port serves.
+    let app = edgelb::app::App::start(edgelb::app::Options {
+        source: edgelb::app::Source::HaproxyFile(cfg.clone()),
+        node: Some("t".into()),
+    })
+    .await
+    .expect("the imported config starts");
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::process::Command::new("curl")
+            .args(["-sS", "-k", "-i", "--resolve"])
+            .arg(format!("www.example.com:{p443}:127.0.0.1"))
+            .arg(format!("https://www.example.com:{p443}/"))
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    // `alpn h2,http/1.1` was imported whole: curl gets HTTP/2.
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    assert!(
+        out.contains("strict-transport-security: max-age=600"),
+        "{out}"
+    );
+    let r = tokio::process::Command::new("curl")
+        .args(["-sS", "-i"])
+        .arg(format!("http://127.0.0.1:{p80}/x"))
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.starts_with("HTTP/1.1 302"), "{out}");
+    assert!(
+        out.contains(&format!("location: https://127.0.0.1:{p80}/x")),
+        "{out}"
+    );
+    drop(app);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -483,3 +483,48 @@ fn check_reports_a_bad_certificate_like_a_bad_config() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_handshakes_and_failures_and_show_certificate_expiry() {
+    let a = Backend::start("a").await;
+    let site = site();
+    let port = free_port();
+    let api = free_port();
+    let cfg = seed_config(
+        &[&a],
+        &tls_table(&site, port, ""),
+        &format!("[stats]\ndashboard_bind = \"127.0.0.1:{api}\"\napi_bind = \"127.0.0.1:{api}\"\n"),
+    );
+    let _p = Proxy::start(&cfg).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let trust = client_config(&site.ca, &["http/1.1"]);
+    let mut s = connect(addr, "www.example.com", trust).await.unwrap();
+    let _ = get(&mut s, "/", "").await.unwrap();
+    let _ = common::raw_exchange(addr, b"garbage\r\n\r\n", Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{api}/metrics")])
+        .output()
+        .await
+        .unwrap();
+    let m = String::from_utf8_lossy(&out.stdout);
+    let has = |line: &str| m.lines().any(|l| l == line);
+    assert!(
+        has("edgelb_tls_handshakes_total{listen=\"webapp\",kind=\"full\"} 1"),
+        "{m}"
+    );
+    assert!(
+        has("edgelb_tls_handshake_failures_total{listen=\"webapp\",reason=\"error\"} 1"),
+        "{m}"
+    );
+    let www = site.dir.path().join("certs/www.pem");
+    let info = edgelb::tls::x509::parse(&site.www.der).unwrap();
+    assert!(
+        has(&format!(
+            "edgelb_tls_certificate_not_after_seconds{{listen=\"webapp\",file=\"{}\",serial=\"0B\"}} {}",
+            www.display(),
+            info.not_after
+        )),
+        "{m}"
+    );
+}

@@ -96,6 +96,14 @@ pub fn validate(c: &Config) -> Problems {
             "must be at least 1".into(),
         ));
     }
+    if let Some(d) = c.global.tls_watch_interval {
+        if d < Duration::from_millis(10) {
+            out.push((
+                p(&[key("global"), key("tls_watch_interval")]),
+                "must be at least 10ms".into(),
+            ));
+        }
+    }
     if c.global.maxconn == Some(0) {
         out.push((
             p(&[key("global"), key("maxconn")]),

@@ -107,6 +107,33 @@ fn htx_len_of_page(b: &[u8]) -> u64 {
     total
 }
 
+/// HAProxy 2.6's answer to `redirect scheme https`: a 302 to `https://<host><path>` (the Host
+/// header as sent, port included; empty when there is none, as HAProxy does), written into
+/// `out`. `connection` is the header HAProxy adds: `close` when the connection ends (HTTP/1.0
+/// without keep-alive, or a request body that is not read), `keep-alive` for an HTTP/1.0
+/// keep-alive client. Returns the log's bytes field (HTX size: start line + 20, names and
+/// values, 1 for the end of headers; the connection header is not counted).
+pub fn redirect_https(
+    out: &mut Vec<u8>,
+    host: &[u8],
+    path: &[u8],
+    connection: Option<&[u8]>,
+) -> u64 {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 302 Found\r\ncontent-length: 0\r\nlocation: https://");
+    out.extend_from_slice(host);
+    out.extend_from_slice(path);
+    out.extend_from_slice(b"\r\ncache-control: no-cache\r\n");
+    if let Some(c) = connection {
+        out.extend_from_slice(b"connection: ");
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let location = 8 + host.len() + path.len();
+    (20 + 16) + (14 + 1) + (8 + location as u64) + (13 + 8) + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::ProxyError::*;

@@ -130,6 +130,10 @@ impl Conn {
             client_bytes: b.req.head_len as u64,
         };
 
+        if listen.redirect_https && !self.secure {
+            return (self.redirect_https(stream, listen, b, &info).await, b'-');
+        }
+
         // Persistence cookie: the first one in any Cookie header wins.
         let mut ck = ClientCookie::NotConfigured;
         let mut direct: Option<usize> = None;
@@ -215,7 +219,15 @@ impl Conn {
 
         let mut allow_pooled = true;
         loop {
-            let conn = match upstream::connect(listen, first, by_cookie, allow_pooled).await {
+            let conn = match upstream::connect(
+                listen,
+                first,
+                by_cookie,
+                allow_pooled,
+                (self.peer, self.local),
+            )
+            .await
+            {
                 Ok(c) => c,
                 Err(ex) => {
                     if let Some(s) = listen.servers.get(ex.server) {
@@ -504,6 +516,11 @@ impl Conn {
             switching,
             keep_client,
             chunked_to_client: res_framing == Framing::Chunked && client_chunked_ok,
+            hsts: if self.secure {
+                listen.tls.as_ref().and_then(|t| t.hsts.as_deref())
+            } else {
+                None
+            },
         };
         if let Some(flag) = write_client_head(&mut b.head_out, &b.upstream, &b.res, &head) {
             o.server_cookie = flag;
@@ -590,7 +607,8 @@ impl Conn {
             && upload_complete
             && b.upstream.is_empty()
             && res_framing != Framing::UntilClose;
-        if reusable {
+        // A PROXY-header connection speaks for this client only: never pooled.
+        if reusable && !srv.send_proxy_v2 {
             srv.pool.put(up);
         }
         Ok(o)
@@ -599,6 +617,65 @@ impl Conn {
 
 /// Sends a generated response, bounded by `timeout_client` (a client that does not read cannot
 /// hold the exchange).
+impl Conn {
+    /// `redirect_https`: every request on a plain address gets HAProxy's 302 to https, and no
+    /// server is contacted.
+    async fn redirect_https<S: ClientIo>(
+        &mut self,
+        stream: &mut S,
+        listen: &ListenRt,
+        b: &mut Bufs,
+        info: &ReqInfo,
+    ) -> Outcome {
+        let src = &b.client[..];
+        let host = match &b.req.abs_authority_r {
+            Some(a) => &src[a.clone()],
+            None => b
+                .req
+                .headers
+                .iter()
+                .find(|(n, _)| src[n.clone()].eq_ignore_ascii_case(b"host"))
+                .map(|(_, v)| &src[v.clone()])
+                .unwrap_or(b""),
+        };
+        let path = match &b.req.abs_path_r {
+            Some(p) if src[p.clone()].starts_with(b"/") => &src[p.clone()],
+            Some(_) => b"/".as_slice(),
+            None => &src[b.req.target_r.clone()],
+        };
+        // A body is not read: the connection closes after the answer (as HAProxy 2.6 does).
+        let no_body = matches!(info.framing, Framing::None | Framing::Length(0));
+        let keep = info.keep_alive && no_body;
+        let connection: Option<&[u8]> = match (keep, info.minor) {
+            (false, _) => Some(b"close"),
+            (true, 0) => Some(b"keep-alive"),
+            (true, _) => None,
+        };
+        let mut out = std::mem::take(&mut b.head_out);
+        let log_bytes = super::error_pages::redirect_https(&mut out, host, path, connection);
+        let head_len = b.req.head_len;
+        b.client.advance(head_len);
+        let wrote = timeout(listen.settings.timeout_client, stream.write_all(&out)).await;
+        let sent = out.len() as u64;
+        b.head_out = out;
+        Outcome {
+            status: 302,
+            bytes_out: sent,
+            log_bytes,
+            bytes_in: info.client_bytes,
+            term: *b"LR",
+            server: None,
+            server_cookie: b'-',
+            tc: None,
+            tr: None,
+            tw: None,
+            retries: 0,
+            redispatched: false,
+            keep_client: keep && matches!(wrote, Ok(Ok(()))),
+        }
+    }
+}
+
 async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, t: Duration, e: ProxyError, keep: bool) {
     let _ = timeout(t, w.write_all(&error_bytes(e, keep))).await;
 }

@@ -87,6 +87,12 @@ impl Conn {
             if req.abs_authority_r.is_some() && name.eq_ignore_ascii_case(b"host") {
                 continue;
             }
+            // `http-request set-header`: the client's own values are replaced, not kept.
+            if (listen.forwarded_proto && name.eq_ignore_ascii_case(b"x-forwarded-proto"))
+                || (listen.forwarded_port && name.eq_ignore_ascii_case(b"x-forwarded-port"))
+            {
+                continue;
+            }
             if name.eq_ignore_ascii_case(b"cookie") {
                 if let Some(cn) = cookie_name {
                     b.scratch.clear();
@@ -107,6 +113,18 @@ impl Conn {
             if forwarded::should_add(except, self.peer.ip()) {
                 out.extend_from_slice(&b.xff);
             }
+        }
+        if listen.forwarded_proto {
+            out.extend_from_slice(if self.secure {
+                b"x-forwarded-proto: https\r\n"
+            } else {
+                b"x-forwarded-proto: http\r\n"
+            });
+        }
+        if listen.forwarded_port {
+            out.extend_from_slice(b"x-forwarded-port: ");
+            let _ = std::io::Write::write_fmt(out, format_args!("{}", self.local.port()));
+            out.extend_from_slice(b"\r\n");
         }
         if req.upgrade {
             out.extend_from_slice(b"connection: upgrade\r\n");

@@ -204,6 +204,9 @@ pub(super) struct ClientHead<'a> {
     pub(super) keep_client: bool,
     /// The body is relayed chunked (an HTTP/1.1 client and a chunked response).
     pub(super) chunked_to_client: bool,
+    /// `strict-transport-security: ...\r\n` to set on a final response (TLS connections of a
+    /// listen with `tls.hsts`), replacing the server's.
+    pub(super) hsts: Option<&'a [u8]>,
 }
 
 /// Writes the response head for the client into `out` from the server's head `res` (ranges into
@@ -226,10 +229,15 @@ pub(super) fn write_client_head(
     out.extend_from_slice(&src[res.reason_r.clone()]);
     out.extend_from_slice(b"\r\n");
     let cookie_name = h.listen.cookie.as_ref().map(|c| c.name.as_bytes());
+    // Like HAProxy's `http-response set-header`: final responses only, not 1xx.
+    let hsts = h.hsts.filter(|_| status >= 200);
     for (n, v) in &res.headers {
         let name = &src[n.clone()];
         let value = &src[v.clone()];
         if h1::is_hop_by_hop(name) && !(h.switching && name.eq_ignore_ascii_case(b"upgrade")) {
+            continue;
+        }
+        if hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security") {
             continue;
         }
         let content_length = name.eq_ignore_ascii_case(b"content-length");
@@ -277,6 +285,9 @@ pub(super) fn write_client_head(
         }
     } else if deleted_app_cookie {
         flag = Some(b'D');
+    }
+    if let Some(line) = hsts {
+        out.extend_from_slice(line);
     }
     if h.chunked_to_client {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

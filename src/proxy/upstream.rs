@@ -54,13 +54,27 @@ async fn connect_once(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Connects to `addr` and, for a `send_proxy_v2` server, writes the PROXY header before
+/// anything else (a failure there is a connect failure: no request byte was sent).
+async fn connect_fresh(addr: SocketAddr, proxy_header: Option<&[u8]>) -> io::Result<TcpStream> {
+    let mut stream = connect_once(addr).await?;
+    if let Some(h) = proxy_header {
+        tokio::io::AsyncWriteExt::write_all(&mut stream, h).await?;
+    }
+    Ok(stream)
+}
+
 /// Connects to `first` (or a pooled connection to it), retrying per the listen's policy.
-/// `direct` is true when the server was chosen by a valid persistence cookie.
+/// `direct` is true when the server was chosen by a valid persistence cookie. `client` is
+/// (client address, address it connected to), for servers with `send_proxy_v2`; their
+/// connections are never taken from (nor returned to) the shared pool, so one client's
+/// header never carries another client's requests (HAProxy marks them private likewise).
 pub async fn connect(
     listen: &ListenRt,
     first: usize,
     mut direct: bool,
     allow_pooled: bool,
+    client: (SocketAddr, SocketAddr),
 ) -> Result<Connected, Exhausted> {
     let settings = &listen.settings;
     let mut server = first;
@@ -77,7 +91,7 @@ pub async fn connect(
                 timed_out: false,
             });
         };
-        if allow_pooled {
+        if allow_pooled && !srv.send_proxy_v2 {
             if let Some(stream) = srv.pool.take() {
                 return Ok(Connected {
                     stream,
@@ -91,7 +105,16 @@ pub async fn connect(
             }
         }
         let t0 = Instant::now();
-        let result = tokio::time::timeout(settings.timeout_connect, connect_once(srv.addr)).await;
+        let header = srv.send_proxy_v2.then(|| {
+            let mut v = Vec::with_capacity(52);
+            super::proxy_protocol::write_v2(&mut v, client.0, client.1);
+            v
+        });
+        let result = tokio::time::timeout(
+            settings.timeout_connect,
+            connect_fresh(srv.addr, header.as_deref()),
+        )
+        .await;
         let timed_out = match result {
             Ok(Ok(stream)) => {
                 if listen.health.observe_layer4 {

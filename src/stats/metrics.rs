@@ -325,6 +325,7 @@ fn encode_snapshot(rt: &Runtime, snap: &Snapshot, out: &mut String, format: Form
             ll.add(vec![("outcome", outcome)], get(c));
         }
         ll.encode(out, format);
+        encode_tls(snap, out, format);
 
         // Frontend: connections rather than sessions, as the dashboard and HAProxy call them.
         let mut fe = traffic_set!("frontend", "listen's frontend");
@@ -507,6 +508,100 @@ fn encode_snapshot(rt: &Runtime, snap: &Snapshot, out: &mut String, format: Form
 }
 
 /// The exposition text for one scrape, in `format`.
+/// TLS handshakes, certificate reloads and expiry, and PROXY protocol rejections, per listen.
+fn encode_tls(snap: &Snapshot, out: &mut String, format: Format) {
+    let mut hs = Family::new(
+        "tls_handshakes",
+        "Completed TLS handshakes, full or resumed (ticket or session cache).",
+        MetricType::Counter,
+    );
+    let mut hf = Family::new(
+        "tls_handshake_failures",
+        "TLS handshakes that failed (error: bad hello, no common version or suite, unknown SNI under strict_sni, peer gone) or timed out (timeout_client).",
+        MetricType::Counter,
+    );
+    let mut cr = Family::new(
+        "tls_certificate_reloads",
+        "Certificate sets re-read after their files changed: applied, or rejected (the previous set kept serving).",
+        MetricType::Counter,
+    );
+    let mut na = Family::new(
+        "tls_certificate_not_after_seconds",
+        "Expiry (Unix time) of each certificate served.",
+        MetricType::Gauge,
+    );
+    let mut pp = Family::new(
+        "proxy_protocol_rejected",
+        "Connections closed for a missing or invalid PROXY header, or from a source outside accept_proxy_from.",
+        MetricType::Counter,
+    );
+    let sets: Vec<_> = snap
+        .listens
+        .iter()
+        .filter_map(|l| Some((&*l.name, l.tls.as_ref()?.resolver.set.load_full())))
+        .collect();
+    let certs: Vec<(&str, String, String, i64)> = sets
+        .iter()
+        .flat_map(|(name, set)| {
+            set.certs.iter().map(move |c| {
+                (
+                    *name,
+                    c.file.display().to_string(),
+                    c.info.serial_hex.clone(),
+                    c.info.not_after,
+                )
+            })
+        })
+        .collect();
+    for l in &snap.listens {
+        let name: &str = &l.name;
+        if let Some(t) = &l.tls {
+            let c = &t.shared.counters;
+            let (all, resumed) = (get(&c.handshakes), get(&c.resumed));
+            hs.add(
+                vec![("listen", name), ("kind", "full")],
+                all - resumed.min(all),
+            );
+            hs.add(vec![("listen", name), ("kind", "resumed")], resumed);
+            let (failed, timeouts) = (get(&c.handshake_failures), get(&c.handshake_timeouts));
+            hf.add(
+                vec![("listen", name), ("reason", "error")],
+                failed - timeouts.min(failed),
+            );
+            hf.add(vec![("listen", name), ("reason", "timeout")], timeouts);
+            cr.add(
+                vec![("listen", name), ("result", "applied")],
+                get(&c.cert_reloads),
+            );
+            cr.add(
+                vec![("listen", name), ("result", "rejected")],
+                get(&c.cert_reload_failures),
+            );
+        }
+        if l.accept_proxy.is_some() {
+            pp.add(
+                vec![("listen", name), ("reason", "invalid")],
+                get(&l.shared.proxy_header_errors),
+            );
+            pp.add(
+                vec![("listen", name), ("reason", "untrusted")],
+                get(&l.shared.proxy_untrusted),
+            );
+        }
+    }
+    for (listen, file, serial, not_after) in &certs {
+        na.add(
+            vec![("listen", *listen), ("file", file), ("serial", serial)],
+            *not_after as f64,
+        );
+    }
+    for f in [hs, hf, cr, na, pp] {
+        if !f.samples.is_empty() {
+            f.encode(out, format);
+        }
+    }
+}
+
 pub fn render(st: &StatsState, format: Format) -> String {
     let mut out = String::with_capacity(16 * 1024);
     encode_snapshot(&st.rt, &st.rt.load(), &mut out, format);

@@ -153,6 +153,10 @@ pub(super) fn proxy_directive(
         "acl" => ctx.rep.warn(at, "ACLs are not supported by edgelb; not imported"),
         "fullconn" | "hash-type" => ctx.rep.not_needed(at, "only meaningful with HAProxy's dynamic maxconn / hashing balance algorithms"),
         "http-reuse" => ctx.rep.note(at, "edgelb always reuses idle server connections safely (like http-reuse safe)"),
+        "redirect" | "http-request"
+            if super::tls_rules::redirect(ctx, l, &mut p.tls, target) => {}
+        "http-request" | "http-response"
+            if super::tls_rules::set_header(ctx, l, &mut p.tls, target) => {}
         kw @ ("http-request" | "http-response" | "tcp-request" | "tcp-response" | "redirect"
         | "errorfile" | "capture" | "stick" | "stick-table" | "compression" | "monitor-uri"
         | "unique-id-format" | "unique-id-header" | "log-format" | "email-alert" | "http-after-response"
@@ -629,22 +633,43 @@ pub(super) fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
         return;
     };
     let params: Vec<&str> = l.words[2..].iter().map(String::as_str).collect();
-    let tls = params.iter().any(|w| matches!(*w, "ssl" | "crt" | "quic"));
-    if tls {
-        ctx.rep.warn(
-            at,
-            "TLS binds are not supported (edgelb does not terminate TLS); bind not imported",
-        );
+    if params.contains(&"quic") {
+        ctx.rep
+            .warn(at, "QUIC binds are not supported; bind not imported");
         return;
     }
+    let ssl = super::tls_rules::bind_params(ctx, l, &params, &mut p.tls);
     let mut i = 0;
+    let mut h2 = false;
     while i < params.len() {
         match params[i] {
             "name" | "id" | "process" | "thread" | "nice" => {
                 i += 1;
             }
             "tfo" | "defer-accept" | "v4v6" | "v6only" => {}
-            "proto" | "alpn" | "npn" => {
+            // h2c with prior knowledge (on TLS binds, ALPN chooses).
+            "proto" if !ssl && params.get(i + 1) == Some(&"h2") => {
+                h2 = true;
+                i += 1;
+            }
+            // TLS and PROXY parameters: `tls_rules::bind_params` reported them.
+            "ssl"
+            | "accept-proxy"
+            | "strict-sni"
+            | "no-sslv3"
+            | "no-tlsv10"
+            | "no-tlsv11"
+            | "force-tlsv12"
+            | "force-tlsv13"
+            | "no-tls-tickets"
+            | "prefer-client-ciphers"
+            | "allow-0rtt" => {}
+            "crt" | "alpn" | "ssl-min-ver" | "ciphers" | "ciphersuites" | "curves" | "ecdhe"
+            | "ssl-max-ver" | "dhparam" | "ca-file" | "verify" | "crl-file" | "ca-ignore-err"
+            | "crt-ignore-err" | "crt-list" | "npn" | "ca-sign-file" => {
+                i += 1;
+            }
+            "proto" => {
                 let v = params.get(i + 1).copied().unwrap_or("");
                 ctx.rep.warn(
                     at,
@@ -669,12 +694,18 @@ pub(super) fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
         }
         i += 1;
     }
+    if h2 {
+        p.h2_binds.push(at.clone());
+    } else if !ssl {
+        p.h1_binds = true;
+    }
     let mut shown = Vec::new();
     for a in addrs.split(',') {
         match parse_addr(a) {
             Ok((addr, true)) => {
                 shown.push(addr.clone());
-                p.binds.push(Src {
+                let binds = if ssl { &mut p.tls.binds } else { &mut p.binds };
+                binds.push(Src {
                     v: addr,
                     at: at.clone(),
                 });
@@ -687,7 +718,8 @@ pub(super) fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
         ctx.rep.mapped(
             at,
             format!(
-                "{target}: bind += [{}]",
+                "{target}: {}bind += [{}]",
+                if ssl { "tls." } else { "" },
                 shown
                     .iter()
                     .map(|s| format!("\"{s}\""))
@@ -827,8 +859,20 @@ pub(super) fn server_params(ctx: &mut Ctx<'_>, l: &Line, start: usize, p: &mut S
                     format!("server option `{k}` is not supported; not imported"),
                 );
             }
-            "ssl" | "check-ssl" | "send-proxy" | "send-proxy-v2" | "check-send-proxy" | "tfo"
-            | "no-ssl" | "resolve-opts" => {
+            "send-proxy-v2" => {
+                p.send_proxy_v2 = true;
+                takes_arg = false;
+            }
+            "send-proxy" => {
+                p.send_proxy_v2 = true;
+                takes_arg = false;
+                ctx.rep.warn(at, "send-proxy (v1): edgelb sends PROXY v2 only; imported as send_proxy_v2 (the server must accept v2, as HAProxy's accept-proxy and nginx's proxy_protocol do)");
+            }
+            "check-send-proxy" => {
+                takes_arg = false;
+                ctx.rep.note(at, "checks of a send_proxy_v2 server send a PROXY v2 LOCAL header unless check_port is set");
+            }
+            "ssl" | "check-ssl" | "tfo" | "no-ssl" | "resolve-opts" => {
                 takes_arg = k == "resolve-opts";
                 ctx.rep.warn(
                     at,

@@ -20,12 +20,14 @@ mod directives;
 mod global;
 mod lexer;
 mod proxies;
+mod tls_rules;
 
 use directives::*;
 use global::*;
 use lexer::*;
 pub use lexer::{lex_line, Env, Lexed, Line};
 use proxies::*;
+use tls_rules::TlsImport;
 
 // ------------------------------------------------------------------------------------------------
 // Values
@@ -106,6 +108,7 @@ struct SrvParams {
     port: Option<u16>,
     observe_l4: Option<Src<bool>>,
     backup: bool,
+    send_proxy_v2: bool,
 }
 
 /// What a `defaults`, `frontend`, `backend` or `listen` section sets.
@@ -208,11 +211,16 @@ type LogFlags = (Option<Src<bool>>, Option<Src<bool>>);
 struct Proxy {
     opts: Opts,
     binds: Vec<Src<String>>,
+    /// `bind ... proto h2` lines (h2c with prior knowledge), and whether other binds speak
+    /// HTTP/1: edgelb's `proto` is per listen.
+    h2_binds: Vec<Loc>,
+    h1_binds: bool,
     servers: Vec<Server>,
     stats_enabled: Option<Loc>,
     /// `stats auth`: the source's stats page needed a password.
     stats_auth: Option<Loc>,
     disabled: bool,
+    tls: TlsImport,
 }
 
 // ------------------------------------------------------------------------------------------------

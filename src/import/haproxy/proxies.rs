@@ -481,7 +481,7 @@ pub(super) fn emit_listen(
     }
     let mut t = Table::new("[[listen]]");
     t.set("name", Value::Str(name.to_string()), at.comment());
-    if fe.binds.is_empty() {
+    if fe.binds.is_empty() && fe.tls.binds.is_empty() {
         ctx.rep.warn(
             at,
             format!("listen {name:?} has no usable bind: not imported"),
@@ -492,6 +492,19 @@ pub(super) fn emit_listen(
     t.set("bind", str_list(fe.binds.iter().map(|b| b.v.clone())), None);
     if let Some(f) = t.fields.iter_mut().find(|f| f.key == "bind") {
         f.comments = dedup(comments);
+    }
+    if let Some(h2_at) = fe.h2_binds.first() {
+        if fe.h1_binds {
+            ctx.rep.warn(
+                h2_at,
+                "`proto h2` on some binds of this proxy only: edgelb sets `proto` per listen, so \
+                 these binds serve HTTP/1.1 (put them in a listen of their own for h2c)",
+            );
+        } else {
+            t.set("proto", Value::Str("h2".into()), h2_at.comment());
+            ctx.rep
+                .mapped(h2_at, "proto = \"h2\" (HTTP/2 with prior knowledge)");
+        }
     }
     t.set("balance", Value::Str("roundrobin".into()), None);
     let ff = fo
@@ -534,8 +547,10 @@ pub(super) fn emit_listen(
     }
     let base = eff(defaults, defaults);
     emit_proxy_settings(&mut t, fo, bo, Some(&base));
+    let tls_table = super::tls_rules::emit(ctx, name, &fe.tls, &be.tls, &mut t);
 
     let mut tables = vec![t];
+    tables.extend(tls_table);
 
     // Health: per-server timers in HAProxy, per-listen in edgelb.
     let mut h = Table::new("[listen.health]");
@@ -675,6 +690,9 @@ pub(super) fn emit_listen(
         }
         if s.p.disabled == Some(true) {
             st.set("disabled", Value::Bool(true), None);
+        }
+        if s.p.send_proxy_v2 {
+            st.set("send_proxy_v2", Value::Bool(true), None);
         }
         tables.push(st);
     }
