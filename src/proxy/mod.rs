@@ -31,3 +31,4 @@ pub mod response;
 pub mod session;
 pub mod tunnel;
 pub mod upstream;
+pub mod workers;
