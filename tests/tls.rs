@@ -554,7 +554,10 @@ async fn the_ocsp_response_file_is_stapled_for_its_certificate_only() {
     let _s = connect(addr, "www.example.com", cfg.clone()).await.unwrap();
     assert_eq!(*seen.lock().unwrap(), ocsp);
     let _s = connect(addr, "default.test", cfg).await.unwrap();
-    assert!(seen.lock().unwrap().is_empty(), "no response for the other chain");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no response for the other chain"
+    );
     // Not a DER response: refused at start with file and reason.
     std::fs::write(d.join("www.ocsp"), b"not der").unwrap();
     let e = std::thread::spawn({
@@ -571,5 +574,8 @@ async fn the_ocsp_response_file_is_stapled_for_its_certificate_only() {
     })
     .join()
     .unwrap();
-    assert!(e.contains("www.ocsp") && e.contains("not a DER OCSP response"), "{e}");
+    assert!(
+        e.contains("www.ocsp") && e.contains("not a DER OCSP response"),
+        "{e}"
+    );
 }
