@@ -465,6 +465,8 @@ pub struct ListenRt {
     pub id: usize,
     pub name: Arc<str>,
     pub binds: Vec<SocketAddr>,
+    /// What the plain binds speak (HTTP/1 or HTTP/2 with prior knowledge).
+    pub proto: config::Proto,
     pub settings: Resolved,
     pub cookie: Option<CookieRt>,
     /// `None` when X-Forwarded-For is off.
@@ -651,6 +653,7 @@ impl Snapshot {
                 id: li + 1,
                 name: l.name.clone().into(),
                 binds,
+                proto: l.proto,
                 settings: l.proxy.resolve(&config.defaults.proxy, maxconn),
                 cookie: l.cookie.as_ref().map(|c| CookieRt {
                     name: c.name.clone().into(),

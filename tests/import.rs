@@ -167,7 +167,7 @@ fn golden_seed_imports_cleanly_with_nothing_lost() {
 }
 
 #[test]
-fn proto_h2_bind_warns_once_and_says_it_serves_http1() {
+fn proto_h2_bind_imports_as_h2c_and_a_mixed_proxy_warns() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("h2.cfg");
     std::fs::write(
@@ -184,11 +184,33 @@ backend app
     .unwrap();
     let imp = haproxy_to_config(&cfg).unwrap();
     let text = imp.report.render();
+    assert!(!text.contains("warning:"), "{text}");
+    assert!(text.contains("proto = \"h2\""), "{text}");
+    assert_eq!(imp.config.listen[0].name, "www");
+    assert_eq!(imp.config.listen[0].proto, edgelb::config::Proto::H2);
+    assert!(imp.toml.contains("proto = \"h2\""), "{}", imp.toml);
+
+    // `proto` is per listen in edgelb: a proxy with h2 and HTTP/1 binds stays HTTP/1, said once.
+    std::fs::write(
+        &cfg,
+        "defaults
+    mode http
+frontend www
+    bind 127.0.0.1:8080 proto h2
+    bind 127.0.0.1:8081
+    default_backend app
+backend app
+    server s1 127.0.0.1:9001
+",
+    )
+    .unwrap();
+    let imp = haproxy_to_config(&cfg).unwrap();
+    let text = imp.report.render();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning:")).collect();
     assert_eq!(warnings.len(), 1, "{text}");
     assert!(warnings[0].contains("proto h2"), "{text}");
     assert!(warnings[0].contains("HTTP/1.1"), "{text}");
-    assert_eq!(imp.config.listen[0].name, "www");
+    assert_eq!(imp.config.listen[0].proto, edgelb::config::Proto::H1);
 }
 
 #[test]
@@ -780,9 +802,12 @@ backend app
     assert_eq!(tls.bind, vec![format!("127.0.0.1:{p443}")]);
     assert_eq!(tls.certs[0].cert, pem.display().to_string());
     assert_eq!(tls.cert_dir.as_deref(), Some(certdir.to_str().unwrap()));
-    assert_eq!(tls.alpn.as_deref(), Some(&["http/1.1".to_string()][..]));
+    assert_eq!(
+        tls.alpn.as_deref(),
+        Some(&["h2".to_string(), "http/1.1".to_string()][..])
+    );
     assert_eq!(tls.hsts.as_ref().unwrap().max_age.as_secs(), 600);
-    assert!(text.contains("ALPN [\"h2\"] not available"), "{text}");
+    assert!(!text.contains("not available"), "{text}");
 
     // accept-proxy becomes accept_proxy with an explicit, flagged trust-everyone list.
     let ap = dir.path().join("ap.cfg");
@@ -817,7 +842,8 @@ backend app
     .unwrap()
     .unwrap();
     let out = String::from_utf8_lossy(&r.stdout);
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // `alpn h2,http/1.1` was imported whole: curl gets HTTP/2.
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
     assert!(
         out.contains("strict-transport-security: max-age=600"),
         "{out}"

@@ -263,6 +263,9 @@ pub struct Listen {
     pub name: String,
     /// Addresses to accept on: `"0.0.0.0:80"`, `"[::]:80"`, `"*:80"` (= 0.0.0.0), `"127.0.0.1:8080"`.
     pub bind: Vec<String>,
+    /// What the plain (non-TLS) binds speak: `"h1"` (HTTP/1.1, the default) or `"h2"` (HTTP/2
+    /// with prior knowledge, h2c, as HAProxy's `bind ... proto h2`).
+    pub proto: Proto,
     pub balance: Balance,
     /// `forwardfor = { except = ["127.0.0.0/8"] }`, `forwardfor = true`, or absent/false.
     pub forwardfor: Option<ForwardFor>,
@@ -296,6 +299,8 @@ struct ListenRaw {
     name: String,
     #[serde(default)]
     bind: Vec<String>,
+    #[serde(default)]
+    proto: Proto,
     #[serde(default)]
     balance: Balance,
     #[serde(default)]
@@ -340,6 +345,7 @@ impl From<ListenRaw> for Listen {
         Listen {
             name: r.name,
             bind: r.bind,
+            proto: r.proto,
             balance: r.balance,
             forwardfor: r.forwardfor,
             cookie: r.cookie,
@@ -364,6 +370,17 @@ impl From<ListenRaw> for Listen {
             accept_proxy_from: r.accept_proxy_from,
         }
     }
+}
+
+/// The protocol a listen's plain binds speak (`proto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// HTTP/1.1 (and 1.0).
+    #[default]
+    H1,
+    /// HTTP/2 with prior knowledge (h2c, RFC 9113 3.3): the client starts with the preface.
+    H2,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -81,9 +81,9 @@ impl Hsts {
     }
 }
 
-/// ALPN protocol names a listen may offer. `h2` joins when the HTTP/2 front end lands (its
-/// entry point is `proxy::handshake::dispatch`).
-pub const ALPN_SUPPORTED: &[&str] = &["http/1.1"];
+/// ALPN protocol names a listen may offer (`proxy::handshake::dispatch` hands each to its
+/// front end).
+pub const ALPN_SUPPORTED: &[&str] = &["h2", "http/1.1"];
 
 /// Checks of the table itself (the files it names are checked by `crate::tls::preflight`).
 pub(super) fn validate(

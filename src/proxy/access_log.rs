@@ -317,9 +317,14 @@ pub struct Record<'a> {
     pub srv_conn: u64,
     pub retries: u32,
     pub redispatched: bool,
-    /// `None` prints `<BADREQ>`.
+    /// Method, target and version: the HTTP/1 minor version, or [`HTTP2`]. `None` prints
+    /// `<BADREQ>`.
     pub request_line: Option<(&'a [u8], &'a [u8], u8)>,
 }
+
+/// The version in `Record::request_line` of a request that came over HTTP/2: logged as
+/// `HTTP/2.0`, as HAProxy logs its h2 streams.
+pub const HTTP2: u8 = 20;
 
 pub fn ms(d: Option<Duration>) -> i64 {
     d.map(|d| d.as_millis() as i64).unwrap_or(-1)
@@ -441,8 +446,12 @@ pub fn format(r: &Record<'_>, out: &mut Vec<u8>) {
             escape(out, method);
             out.push(b' ');
             escape(out, uri);
-            out.extend_from_slice(b" HTTP/1.");
-            push_u64(out, minor as u64);
+            if minor == HTTP2 {
+                out.extend_from_slice(b" HTTP/2.0");
+            } else {
+                out.extend_from_slice(b" HTTP/1.");
+                push_u64(out, minor as u64);
+            }
         }
         None => out.extend_from_slice(b"<BADREQ>"),
     }

@@ -17,6 +17,7 @@ use tokio_rustls::server::TlsStream;
 use super::forwarded::canonical;
 use super::proxy_protocol::{self, Header, ReadError};
 use super::session::{self, ClientIo, Conn, ConnSlot};
+use crate::config::Proto;
 use crate::runtime::ListenRt;
 
 /// A TLS client connection carries the request path like a TCP one. `readable` must not wait
@@ -88,7 +89,10 @@ pub fn spawn(
             }
         }
         let Some(tls) = listen.tls_on(&bind).cloned() else {
-            session::spawn(conn, stream, slot);
+            match listen.proto {
+                Proto::H1 => session::spawn(conn, stream, slot),
+                Proto::H2 => super::h2::spawn(conn, stream, slot),
+            }
             return;
         };
         let counters = &tls.shared.counters;
@@ -119,9 +123,8 @@ pub fn spawn(
 /// The one place a TLS connection is handed to a protocol, by the ALPN the handshake chose.
 pub fn dispatch(conn: Conn, stream: TlsStream<TcpStream>, slot: ConnSlot) {
     match stream.get_ref().1.alpn_protocol() {
-        // HTTP/2: its front end plugs in here. Until it lands `h2` is never offered
-        // (`config::tls::ALPN_SUPPORTED`), so no client can negotiate it.
-        Some(b"h2") => drop((conn, stream, slot)),
+        // HTTP/2: each stream goes through the same request path (`proxy::h2`).
+        Some(b"h2") => super::h2::spawn(conn, stream, slot),
         // `http/1.1`, or no ALPN at all (curl --no-alpn, old clients).
         _ => session::spawn(conn, stream, slot),
     }

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::handshake;
 use super::session::{self, Conn, ConnSlot};
+use crate::config::Proto;
 use crate::runtime::{Runtime, Snapshot};
 
 /// Accept backlog of every listening socket.
@@ -237,7 +238,10 @@ async fn accept_loop(
         if handshake::needed(&listen, &addr) {
             handshake::spawn(listen, addr, stream, conn, slot);
         } else {
-            session::spawn(conn, stream, slot);
+            match listen.proto {
+                Proto::H1 => session::spawn(conn, stream, slot),
+                Proto::H2 => super::h2::spawn(conn, stream, slot),
+            }
         }
     }
 }

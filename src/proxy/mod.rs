@@ -5,7 +5,8 @@
 //! request/response (cookie, server choice, connect + retries, relay); `request` writes the
 //! upstream head and streams the request body; `response` reads response heads and streams the
 //! body; `tunnel` carries an upgraded connection. `h1` parses and frames, `error_pages` holds
-//! every generated response. An HTTP/2 front end would feed its requests into `exchange`.
+//! every generated response. `h2` serves HTTP/2 clients: each stream is fed through the same
+//! `session` loop as an HTTP/1.1 connection (see `h2::stream_io`).
 //!
 //! edgelb speaks HTTP/1 itself on the proxy path (httparse + its own framing) instead of going
 //! through hyper: it must answer malformed input byte-for-byte like HAProxy (400/408 pages,
@@ -18,6 +19,7 @@ pub mod error_pages;
 pub mod exchange;
 pub mod forwarded;
 pub mod h1;
+pub mod h2;
 pub mod handshake;
 pub mod listener;
 pub mod pool;

@@ -30,6 +30,10 @@ use crate::runtime::{ListenRt, Runtime, Snapshot};
 /// adapter are other implementations. The whole request path (`session`, `exchange`,
 /// `request`, `response`, `tunnel`) is generic over it, so every transport shares it.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The request came over HTTP/2 (one stream, seen through `h2::StreamIo`): the access log
+    /// says `HTTP/2.0` in its request line.
+    const HTTP2: bool = false;
+
     /// Waits until a read would make progress, holding no buffer (an idle keep-alive
     /// connection owns none). Implementations that cannot tell return at once.
     fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
@@ -108,6 +112,12 @@ impl ConnSlot {
             listen,
             _permit: permit,
         }
+    }
+}
+
+impl ConnSlot {
+    pub fn rt(&self) -> &Arc<Runtime> {
+        &self.rt
     }
 }
 
@@ -450,7 +460,11 @@ impl Conn {
             );
             c.time_samples.fetch_add(1, Ordering::Relaxed);
         }
-        let minor = b.req.minor;
+        let minor = if S::HTTP2 {
+            access_log::HTTP2
+        } else {
+            b.req.minor
+        };
         self.log(
             snap,
             listen,

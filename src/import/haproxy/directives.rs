@@ -640,12 +640,18 @@ pub(super) fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
     }
     let ssl = super::tls_rules::bind_params(ctx, l, &params, &mut p.tls);
     let mut i = 0;
+    let mut h2 = false;
     while i < params.len() {
         match params[i] {
             "name" | "id" | "process" | "thread" | "nice" => {
                 i += 1;
             }
             "tfo" | "defer-accept" | "v4v6" | "v6only" => {}
+            // h2c with prior knowledge (on TLS binds, ALPN chooses).
+            "proto" if !ssl && params.get(i + 1) == Some(&"h2") => {
+                h2 = true;
+                i += 1;
+            }
             // TLS and PROXY parameters: `tls_rules::bind_params` reported them.
             "ssl"
             | "accept-proxy"
@@ -687,6 +693,11 @@ pub(super) fn bind(ctx: &mut Ctx<'_>, l: &Line, p: &mut Proxy, target: &str) {
                 .warn(at, format!("bind option {other} is not supported; ignored")),
         }
         i += 1;
+    }
+    if h2 {
+        p.h2_binds.push(at.clone());
+    } else if !ssl {
+        p.h1_binds = true;
     }
     let mut shown = Vec::new();
     for a in addrs.split(',') {

@@ -211,6 +211,10 @@ type LogFlags = (Option<Src<bool>>, Option<Src<bool>>);
 struct Proxy {
     opts: Opts,
     binds: Vec<Src<String>>,
+    /// `bind ... proto h2` lines (h2c with prior knowledge), and whether other binds speak
+    /// HTTP/1: edgelb's `proto` is per listen.
+    h2_binds: Vec<Loc>,
+    h1_binds: bool,
     servers: Vec<Server>,
     stats_enabled: Option<Loc>,
     /// `stats auth`: the source's stats page needed a password.

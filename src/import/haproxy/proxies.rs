@@ -493,6 +493,19 @@ pub(super) fn emit_listen(
     if let Some(f) = t.fields.iter_mut().find(|f| f.key == "bind") {
         f.comments = dedup(comments);
     }
+    if let Some(h2_at) = fe.h2_binds.first() {
+        if fe.h1_binds {
+            ctx.rep.warn(
+                h2_at,
+                "`proto h2` on some binds of this proxy only: edgelb sets `proto` per listen, so \
+                 these binds serve HTTP/1.1 (put them in a listen of their own for h2c)",
+            );
+        } else {
+            t.set("proto", Value::Str("h2".into()), h2_at.comment());
+            ctx.rep
+                .mapped(h2_at, "proto = \"h2\" (HTTP/2 with prior knowledge)");
+        }
+    }
     t.set("balance", Value::Str("roundrobin".into()), None);
     let ff = fo
         .forwardfor
