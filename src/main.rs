@@ -146,11 +146,20 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.enable_all();
-            if let Some(w) = workers {
-                builder.worker_threads(w);
+            // The proxy runs on `workers` thread-per-core workers (current-thread runtimes,
+            // one SO_REUSEPORT socket each: src/proxy/workers.rs); reload, health checks,
+            // stats and the cluster run on one control thread.
+            let workers = workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            if let Err(e) = edgelb::proxy::workers::install(workers) {
+                eprintln!("cannot start the proxy workers: {e}");
+                return ExitCode::from(1);
             }
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.enable_all().worker_threads(1);
             let rt = match builder.build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -498,7 +498,7 @@ async fn recorded_leaving_replayed_after_a_restart_moves_nothing() {
 /// EIP comes home after failback_hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_restarted_with_its_clock_set_back_gets_its_eip_back() {
-    let timers = Timers::default();
+    let timers = Timers::default().with_witness();
     let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
     let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());
     let eip_b = sc.alloc(1);
@@ -816,5 +816,48 @@ async fn node_dying_of_a_panic_says_leaving_and_its_eip_moves_at_once() {
     );
     let a_log = sc.cluster.nodes[0].log();
     assert!(a_log.contains("leaving (graceful stop)"), "{a_log}");
+    assert_eq!(sc.rec.moves(&eip_b), 1);
+}
+
+/// Issue 17, a hung instance with the defaults: seed timers (keepalive 2 s, deadtime 15 s),
+/// witness every 7 s, stale after 18 s. The peer's process dies and nothing answers (relay: no
+/// port-unreachable) while EC2 still says `running`, as for a kernel hang: only the stamp can
+/// decide, and it does within deadtime + 5 s (stale_after + 1 s re-read granularity + the read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_instance_with_seed_timers_is_taken_over_within_deadtime_plus_5s() {
+    let timers = Timers {
+        witness_interval: Duration::from_secs(7),
+        witness_stale_after: Duration::from_secs(18),
+        ..Timers::seed().with_witness()
+    };
+    let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
+    let a = sc.world.node(0).clone();
+    let eip_b = sc.alloc(1);
+    sc.proxy.reset_counts();
+    let killed = sc.now();
+    sc.cluster.node(1).kill9();
+    let took = sc
+        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(40))
+        .await;
+    let takeover = took - killed;
+    eprintln!(
+        "hung instance (no port-unreachable, EC2 says running), seed timers, witness 7s/18s: \
+         {:.2}s; EC2 requests: {:?}",
+        secs(takeover),
+        sc.api_counts()
+    );
+    assert!(
+        takeover >= timers.deadtime - timers.keepalive,
+        "too early: {takeover:?}"
+    );
+    assert!(
+        takeover <= timers.deadtime + Duration::from_secs(5),
+        "issue 17 goal deadtime + 5 s: {takeover:?}"
+    );
+    let log = sc.cluster.nodes[0].log();
+    assert!(
+        log.contains("witness stale"),
+        "not decided by the witness:\n{log}"
+    );
     assert_eq!(sc.rec.moves(&eip_b), 1);
 }

@@ -130,7 +130,7 @@ async fn heartbeat_partition_40s_with_witness_moves_nothing() {
 /// secondary, exactly one move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_throttled_45s_during_kill_heals_after() {
-    let timers = Timers::default();
+    let timers = Timers::default().with_witness();
     let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
     let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());
     let eip_b = sc.alloc(1);
@@ -179,7 +179,7 @@ async fn api_throttled_45s_during_kill_heals_after() {
 async fn flapping_node_moves_eip_once_away_once_back() {
     let timers = Timers {
         failback_hold: Duration::from_secs(10),
-        ..Timers::default()
+        ..Timers::default().with_witness()
     };
     let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
     let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());
@@ -248,7 +248,7 @@ async fn flapping_node_moves_eip_once_away_once_back() {
 /// land on nodeC, on two distinct secondary IPs, one move each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_two_dying_both_eips_on_the_last() {
-    let timers = Timers::default();
+    let timers = Timers::default().with_witness();
     let mut sc = Scenario::start(3, 2, timers.clone(), false).await;
     let c = sc.world.node(2).clone();
     let slots = c.takeover_slots();
@@ -292,7 +292,7 @@ async fn three_nodes_two_dying_both_eips_on_the_last() {
 async fn unhealthy_node_loses_its_eip_and_takes_none() {
     let timers = Timers {
         check: true,
-        ..Timers::default()
+        ..Timers::default().with_witness()
     };
     let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
     let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());

@@ -307,3 +307,44 @@ async fn curl_and_nghttp_talk_h2c_through_to_the_backends() {
     );
     assert_settled(&p).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_sends_goaway_and_finishes_the_stream_in_flight() {
+    use h2c::*;
+    let a = Backend::start("s1").await;
+    let mut p = Proxy::start(&h2_config(&[&a], "")).await;
+    let mut c = Raw::connect(p.addr).await;
+    c.send(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_block("/slow/700"),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let client = async move {
+        let (mut goaway, mut done) = (None, false);
+        while let Some(f) = c.next(Duration::from_secs(5)).await {
+            match f.kind {
+                GOAWAY => goaway = Some(f.error_code()),
+                PING if f.flags & ACK == 0 => {
+                    let _ = c.send(&frame(PING, ACK, 0, &f.payload)).await;
+                }
+                DATA if f.stream == 1 && f.flags & END_STREAM != 0 => done = true,
+                _ => {}
+            }
+        }
+        (goaway, done)
+    };
+    let started = std::time::Instant::now();
+    let ((goaway, done), ()) = tokio::join!(client, p.app.drain(Some(Duration::from_secs(10))));
+    assert_eq!(goaway, Some(0), "GOAWAY NO_ERROR");
+    assert!(done, "the stream in flight was answered in full");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(p.app.rt.process.actconn.load(Ordering::Relaxed), 0);
+}

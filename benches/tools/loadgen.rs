@@ -11,6 +11,11 @@
 //! then holds them all idle for SECS seconds (so the proxy's RSS can be read meanwhile).
 //! Prints `idle_open=K`.
 //!
+//! `loadgen count ADDR N CONNS` — closed loop: exactly N requests in total over CONNS keep-alive
+//! connections (one in flight each), with the browser-like headers of benches/run.sh's wrk. For
+//! load-independent per-request counts (`strace -c`, callgrind) over a known number of requests.
+//! Prints `done=… errors=… secs=…`.
+//!
 //! Everything is bounded: SECS is capped at 120, connections at 20 000.
 
 use std::net::SocketAddr;
@@ -147,6 +152,62 @@ async fn rate(addr: SocketAddr, rate: f64, conns: usize, secs: u64) {
     );
 }
 
+/// wrk's request in benches/run.sh (browser-like headers, a cookie without SERVERID).
+const BROWSER_REQ: &[u8] = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) bench\r\nAccept: text/html,*/*;q=0.8\r\n\
+Accept-Language: en-US,en;q=0.5\r\nCookie: session=abcdef0123456789; theme=dark\r\n\r\n";
+
+async fn count(addr: SocketAddr, n: u64, conns: usize) {
+    let conns = conns.clamp(1, 20_000);
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(n));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let left = left.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut done, mut errors) = (0u64, 0u64);
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return (0, 1);
+            };
+            let _ = s.set_nodelay(true);
+            let mut buf = Vec::with_capacity(4096);
+            while left
+                .fetch_update(
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                    |v| v.checked_sub(1),
+                )
+                .is_ok()
+            {
+                let ok = s.write_all(BROWSER_REQ).await.is_ok()
+                    && tokio::time::timeout(
+                        Duration::from_secs(60),
+                        read_response(&mut s, &mut buf),
+                    )
+                    .await
+                    .unwrap_or(false);
+                if !ok {
+                    errors += 1;
+                    break;
+                }
+                done += 1;
+            }
+            (done, errors)
+        }));
+    }
+    let (mut done, mut errors) = (0u64, 0u64);
+    for t in tasks {
+        if let Ok((d, e)) = t.await {
+            done += d;
+            errors += e;
+        }
+    }
+    println!(
+        "done={done} errors={errors} secs={:.2}",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 async fn idle(addr: SocketAddr, n: usize, secs: u64) {
     let n = n.min(20_000);
     let secs = secs.min(120);
@@ -182,7 +243,7 @@ async fn idle(addr: SocketAddr, n: usize, secs: u64) {
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let usage = || -> ! {
-        eprintln!("usage: loadgen rate ADDR RATE CONNS SECS | loadgen idle ADDR N SECS");
+        eprintln!("usage: loadgen rate ADDR RATE CONNS SECS | loadgen idle ADDR N SECS | loadgen count ADDR N CONNS");
         std::process::exit(2)
     };
     if a.len() < 4 {
@@ -204,6 +265,11 @@ fn main() {
             let n: usize = a[2].parse().unwrap_or_else(|_| usage());
             let s: u64 = a[3].parse().unwrap_or_else(|_| usage());
             rt.block_on(idle(addr, n, s));
+        }
+        "count" if a.len() == 4 => {
+            let n: u64 = a[2].parse().unwrap_or_else(|_| usage());
+            let c: usize = a[3].parse().unwrap_or_else(|_| usage());
+            rt.block_on(count(addr, n, c));
         }
         _ => usage(),
     }

@@ -94,7 +94,8 @@ pub struct NodeSection {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct GlobalSection {
-    /// Worker threads of the runtime (HAProxy `nbthread`); default: number of CPUs.
+    /// Proxy worker threads, one event loop and one `SO_REUSEPORT` socket per bind each
+    /// (HAProxy `nbthread`); default: number of CPUs.
     pub workers: Option<usize>,
     /// Process-wide limit of concurrent client connections (HAProxy `maxconn`).
     pub maxconn: Option<u32>,

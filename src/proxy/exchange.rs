@@ -365,7 +365,7 @@ impl Conn {
                 res,
                 ..
             } = b;
-            let (mut crd, mut cwr) = tokio::io::split(&mut *client);
+            let (mut crd, mut cwr) = client.split_io();
             let (mut urd, mut uwr) = up.split();
             if timeout(s.timeout_server, uwr.write_all(head_out))
                 .await

@@ -25,6 +25,14 @@ use crate::runtime::ListenRt;
 /// in the same record as the previous one): `wants_read` is false exactly then (or after the
 /// peer's close_notify, when a read returns at once too).
 impl ClientIo for TlsStream<TcpStream> {
+    // rustls' state is shared by both directions: split with a lock.
+    type Reader<'a> = tokio::io::ReadHalf<&'a mut Self>;
+    type Writer<'a> = tokio::io::WriteHalf<&'a mut Self>;
+
+    fn split_io(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+        session::locked_split(self)
+    }
+
     fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
         let (tcp, tls) = self.get_ref();
         let buffered = !tls.wants_read();

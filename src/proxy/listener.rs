@@ -32,6 +32,27 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Binds a listening socket the way HAProxy does (SO_REUSEADDR; IPv6 sockets v6-only so `[::]`
 /// and `0.0.0.0` can both be bound).
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    bind_with(addr, false)
+}
+
+/// One socket per proxy worker on `addr`, all in one `SO_REUSEPORT` group (the kernel spreads
+/// new connections over them); without workers, one plain socket. The first socket fixes the
+/// port when `addr` asks for port 0.
+pub fn bind_group(addr: SocketAddr) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let n = super::workers::handles().map(|h| h.len()).unwrap_or(0);
+    if n <= 1 {
+        return Ok(vec![bind(addr)?]);
+    }
+    let first = bind_with(addr, true)?;
+    let actual = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(bind_with(actual, true)?);
+    }
+    Ok(all)
+}
+
+fn bind_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv4() {
         Domain::IPV4
@@ -40,6 +61,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     };
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -53,8 +77,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 struct Bound {
     actual: SocketAddr,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// One accept loop per worker (one in all without workers).
+    tasks: Vec<JoinHandle<()>>,
 }
+
+/// Sockets bound for a reload, not yet accepting: one per worker per address.
+pub type Fresh = Vec<(SocketAddr, Vec<std::net::TcpListener>)>;
 
 /// The set of listening sockets and the global connection limit.
 pub struct Listeners {
@@ -86,39 +114,59 @@ impl Listeners {
     /// Binds what `snap` needs that is not bound yet, then drops what it no longer needs.
     /// On a bind error nothing is dropped and the error is returned (the caller keeps the old
     /// snapshot).
-    pub fn bind_new(&mut self, snap: &Snapshot) -> std::io::Result<Vec<(SocketAddr, TcpListener)>> {
+    pub fn bind_new(&mut self, snap: &Snapshot) -> std::io::Result<Fresh> {
         let mut fresh = Vec::new();
         for l in &snap.listens {
             for &addr in &l.binds {
                 if self.bound.contains_key(&addr) || fresh.iter().any(|(a, _)| *a == addr) {
                     continue;
                 }
-                let std_listener = bind(addr).map_err(|e| {
+                let group = bind_group(addr).map_err(|e| {
                     std::io::Error::new(
                         e.kind(),
                         format!("cannot bind {addr} for listen {:?}: {e}", l.name),
                     )
                 })?;
-                fresh.push((addr, TcpListener::from_std(std_listener)?));
+                fresh.push((addr, group));
             }
         }
         Ok(fresh)
     }
 
     /// Starts accept loops for freshly bound sockets and stops the ones `snap` doesn't use.
-    pub fn commit(&mut self, snap: &Snapshot, fresh: Vec<(SocketAddr, TcpListener)>) {
-        for (addr, listener) in fresh {
-            let actual = listener.local_addr().unwrap_or(addr);
+    pub fn commit(&mut self, snap: &Snapshot, fresh: Fresh) {
+        for (addr, group) in fresh {
+            let actual = group
+                .first()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(addr);
             let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(accept_loop(
-                self.rt.clone(),
-                listener,
+            let workers = super::workers::handles().unwrap_or(&[]);
+            let mut tasks = Vec::with_capacity(group.len());
+            for (i, listener) in group.into_iter().enumerate() {
+                let run = accept_loop(
+                    self.rt.clone(),
+                    listener,
+                    addr,
+                    self.maxconn.clone(),
+                    stop_rx.clone(),
+                    self.shutdown.subscribe(),
+                );
+                // Each worker's socket is registered with, and accepted on, that worker's own
+                // runtime; without workers, the caller's.
+                tasks.push(match workers.get(i) {
+                    Some(h) => h.spawn(run),
+                    None => tokio::spawn(run),
+                });
+            }
+            self.bound.insert(
                 addr,
-                self.maxconn.clone(),
-                stop_rx,
-                self.shutdown.subscribe(),
-            ));
-            self.bound.insert(addr, Bound { actual, stop, task });
+                Bound {
+                    actual,
+                    stop,
+                    tasks,
+                },
+            );
         }
         let wanted: Vec<SocketAddr> = snap.listens.iter().flat_map(|l| l.binds.clone()).collect();
         let gone: Vec<SocketAddr> = self
@@ -159,22 +207,41 @@ impl Listeners {
     pub fn stop_accepting(&mut self) {
         for (_, b) in self.bound.drain() {
             let _ = b.stop.send(true);
-            b.task.abort();
+            for t in b.tasks {
+                t.abort();
+            }
         }
         let _ = self.shutdown.send(true);
     }
 }
 
+/// Connections accepted in a row before the accept loop yields to the connections it serves
+/// (an accept burst must not delay established connections' requests).
+const ACCEPT_BATCH: u32 = 16;
+
 async fn accept_loop(
     rt: Arc<Runtime>,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
     maxconn: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listener = %addr, error = %e, "cannot register the listening socket");
+            return;
+        }
+    };
     let bound = listener.local_addr().unwrap_or(addr);
+    let mut in_a_row = 0u32;
     loop {
+        in_a_row += 1;
+        if in_a_row > ACCEPT_BATCH {
+            in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
         let permit = tokio::select! {
             p = maxconn.clone().acquire_owned() => match p {
                 Ok(p) => p,

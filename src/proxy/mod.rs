@@ -29,3 +29,4 @@ pub mod response;
 pub mod session;
 pub mod tunnel;
 pub mod upstream;
+pub mod workers;

@@ -30,6 +30,14 @@ use crate::runtime::{ListenRt, Runtime, Snapshot};
 /// adapter are other implementations. The whole request path (`session`, `exchange`,
 /// `request`, `response`, `tunnel`) is generic over it, so every transport shares it.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The read half of [`ClientIo::split_io`].
+    type Reader<'a>: AsyncRead + Unpin + Send
+    where
+        Self: 'a;
+    /// The write half of [`ClientIo::split_io`].
+    type Writer<'a>: AsyncWrite + Unpin + Send
+    where
+        Self: 'a;
     /// The request came over HTTP/2 (one stream, seen through `h2::StreamIo`): the access log
     /// says `HTTP/2.0` in its request line.
     const HTTP2: bool = false;
@@ -37,13 +45,36 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Waits until a read would make progress, holding no buffer (an idle keep-alive
     /// connection owns none). Implementations that cannot tell return at once.
     fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+
+    /// Borrows a read half and a write half usable concurrently (request body up while the
+    /// response head comes back, a tunnel). A TCP stream splits without a lock
+    /// (`TcpStream::split`); a transport that cannot may return [`locked_split`]'s halves.
+    fn split_io(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
 }
 
 impl ClientIo for TcpStream {
+    type Reader<'a> = tokio::net::tcp::ReadHalf<'a>;
+    type Writer<'a> = tokio::net::tcp::WriteHalf<'a>;
+
     fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
         TcpStream::readable(self)
     }
+
+    fn split_io(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+        TcpStream::split(self)
+    }
 }
+
+/// Halves for a transport that has no lock-free split of its own (`tokio::io::split`: one
+/// uncontended lock per poll).
+pub fn locked_split<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    io: &mut S,
+) -> (tokio::io::ReadHalf<&mut S>, tokio::io::WriteHalf<&mut S>) {
+    tokio::io::split(io)
+}
+
+/// Buffered pipelined requests a connection serves in a row before it yields to the others.
+const PIPELINE_BURST: u32 = 8;
 
 /// Read buffer growth step for both sides.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -67,29 +98,121 @@ pub(super) struct Bufs {
 }
 
 impl Bufs {
-    /// Gives the big per-connection buffers back while the client is idle between requests
-    /// (HAProxy likewise holds no buffer for an idle connection): thousands of idle keep-alive
-    /// clients cost a few hundred bytes each instead of 32 KiB. They are allocated again, at
-    /// `READ_CHUNK`, when the next request arrives.
-    pub(super) fn release_idle(&mut self) {
-        if self.client.is_empty() && self.client.capacity() > 0 {
-            self.client = BytesMut::new();
+    fn empty() -> Box<Bufs> {
+        Box::new(Bufs {
+            client: BytesMut::new(),
+            upstream: BytesMut::new(),
+            head_out: Vec::new(),
+            scratch: Vec::new(),
+            scratch2: Vec::new(),
+            reqline: Vec::new(),
+            method_len: 0,
+            req: RequestHead::default(),
+            res: ResponseHead::default(),
+            xff: Vec::new(),
+        })
+    }
+
+    /// Empties every buffer (nothing of one connection is visible to the next) and frees the
+    /// ones that grew past their usual size, so a spare set stays ~10 KiB.
+    fn reset(&mut self) {
+        fn trim_bytes(b: &mut BytesMut, keep: usize) {
+            if b.capacity() > keep {
+                *b = BytesMut::new();
+            } else {
+                b.clear();
+            }
         }
-        if self.upstream.capacity() > 0 {
-            self.upstream = BytesMut::new();
+        fn trim_vec<T>(v: &mut Vec<T>, keep: usize) {
+            if v.capacity() > keep {
+                *v = Vec::new();
+            } else {
+                v.clear();
+            }
         }
+        trim_bytes(&mut self.client, 2 * FIRST_CHUNK);
+        trim_bytes(&mut self.upstream, 2 * FIRST_CHUNK);
         for v in [
             &mut self.head_out,
             &mut self.scratch,
             &mut self.scratch2,
             &mut self.reqline,
         ] {
-            if v.capacity() > 0 {
-                *v = Vec::new();
-            }
+            trim_vec(v, 2 * FIRST_CHUNK);
         }
-        self.req.release();
-        self.res.release();
+        self.method_len = 0;
+        trim_vec(&mut self.req.headers, 64);
+        trim_vec(&mut self.req.conn_listed, 16);
+        trim_vec(&mut self.res.headers, 64);
+        trim_vec(&mut self.res.conn_listed, 16);
+    }
+}
+
+/// Spare buffer sets kept per thread for connections between requests.
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    /// Buffer sets of connections that are between requests, reused by the next request on
+    /// this thread (LIFO, so usually the same set). An idle keep-alive connection holds no
+    /// buffer at all (HAProxy likewise), and a busy one does not pay malloc/free of ~10 KiB of
+    /// buffers per request.
+    // Boxed: a connection holds its set as one pointer, moved in and out without copying.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Bufs>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's buffers: `Some` while a request is in progress, `None` (a spare set went back
+/// to the thread's pool) while the connection waits for the next request. Dropping it gives the
+/// set back too, whatever ends the connection.
+pub(super) struct ConnBufs {
+    bufs: Option<Box<Bufs>>,
+    /// `x-forwarded-for: <peer>\r\n`, formatted once per connection; lent to `Bufs::xff`.
+    xff: Vec<u8>,
+}
+
+impl ConnBufs {
+    pub(super) fn new(xff: Vec<u8>) -> Self {
+        ConnBufs { bufs: None, xff }
+    }
+
+    /// The buffers, taken from the thread's spare sets (or allocated) if the connection had none.
+    pub(super) fn get(&mut self) -> &mut Bufs {
+        let xff = &mut self.xff;
+        self.bufs.get_or_insert_with(|| {
+            let mut b = SPARE
+                .try_with(|s| s.borrow_mut().pop())
+                .ok()
+                .flatten()
+                .unwrap_or_else(Bufs::empty);
+            b.xff = std::mem::take(xff);
+            b
+        })
+    }
+
+    /// Bytes of the next request already buffered (pipelined)?
+    pub(super) fn has_pending(&self) -> bool {
+        self.bufs.as_ref().is_some_and(|b| !b.client.is_empty())
+    }
+
+    /// Gives the buffers back while the client is idle between requests. Only called with no
+    /// pending input.
+    pub(super) fn release(&mut self) {
+        if let Some(mut b) = self.bufs.take() {
+            self.xff = std::mem::take(&mut b.xff);
+            b.reset();
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_MAX {
+                    s.push(b);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for ConnBufs {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -131,7 +254,7 @@ impl Drop for ConnSlot {
 /// Serves `stream` on its own task. The slot is released when the task ends, and a panic in it
 /// is contained: logged once with its location, counted, and only this connection is closed.
 pub fn spawn<S: ClientIo>(conn: Conn, stream: S, slot: ConnSlot) {
-    tokio::spawn(async move {
+    let task = async move {
         let slot = slot;
         let peer = conn.peer;
         if let Err(p) = catch_panic(conn.serve(stream)).await {
@@ -145,7 +268,16 @@ pub fn spawn<S: ClientIo>(conn: Conn, stream: S, slot: ConnSlot) {
             );
         }
         drop(slot);
+    };
+    // What an idle keep-alive connection costs in task state (benches/README.md, idle memory).
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| {
+        tracing::debug!(
+            bytes = std::mem::size_of_val(&task),
+            "connection task future size"
+        )
     });
+    tokio::spawn(task);
 }
 
 /// A panic caught in a connection task.
@@ -179,18 +311,45 @@ fn install_panic_hook() {
 }
 
 /// Runs `fut`, turning a panic in any of its polls into `Err` (the future is dropped at once, so
-/// everything it owns is released).
-pub async fn catch_panic<F: std::future::Future<Output = ()>>(fut: F) -> Result<(), Caught> {
+/// everything it owns is released). A struct rather than an `async fn`: an `async fn` that pins
+/// its argument stores the future twice (the argument and the pinned local), which doubled every
+/// connection task.
+pub fn catch_panic<F: std::future::Future<Output = ()>>(fut: F) -> CatchPanic<F> {
     install_panic_hook();
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(move |cx| {
+    CatchPanic { fut: Some(fut) }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`catch_panic`].
+    pub struct CatchPanic<F> {
+        #[pin]
+        fut: Option<F>,
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> {
+    type Output = Result<(), Caught>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut fut = self.project().fut;
+        let Some(inner) = fut.as_mut().as_pin_mut() else {
+            return std::task::Poll::Ready(Ok(()));
+        };
         IN_CONN.with(|c| c.set(true));
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)));
         IN_CONN.with(|c| c.set(false));
         match r {
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(())) => std::task::Poll::Ready(Ok(())),
+            Ok(std::task::Poll::Ready(())) => {
+                fut.set(None);
+                std::task::Poll::Ready(Ok(()))
+            }
             Err(payload) => {
+                // Dropped here, so what it held is released before the panic is reported.
+                fut.set(None);
                 let message = payload
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
@@ -202,8 +361,7 @@ pub async fn catch_panic<F: std::future::Future<Output = ()>>(fut: F) -> Result<
                 std::task::Poll::Ready(Err(Caught { message, location }))
             }
         }
-    })
-    .await
+    }
 }
 
 pub struct Conn {
@@ -246,22 +404,12 @@ pub(super) async fn read_more<R: AsyncRead + Unpin>(
 
 impl Conn {
     pub async fn serve<S: ClientIo>(mut self, mut stream: S) {
-        // Buffers are allocated when the first bytes arrive (see `Bufs::release_idle`).
+        // Buffers are taken when the first bytes arrive (see `ConnBufs`).
         let mut xff = Vec::new();
         forwarded::write_header(&mut xff, self.peer.ip());
-        let mut b = Bufs {
-            client: BytesMut::new(),
-            upstream: BytesMut::new(),
-            head_out: Vec::new(),
-            scratch: Vec::new(),
-            scratch2: Vec::new(),
-            reqline: Vec::new(),
-            method_len: 0,
-            req: RequestHead::default(),
-            res: ResponseHead::default(),
-            xff,
-        };
+        let mut b = ConnBufs::new(xff);
         let mut first = true;
+        let mut pipelined = 0u32;
         loop {
             let snap = self.rt.load();
             let Some(listen) = snap.listen_by_name(&self.listen_name).cloned() else {
@@ -275,6 +423,17 @@ impl Conn {
                 let _ = stream.shutdown().await;
                 return;
             }
+            // Pipelined requests already buffered are served without waiting for the socket:
+            // after a few in a row, let the worker's other connections run first.
+            if b.has_pending() {
+                pipelined += 1;
+                if pipelined >= PIPELINE_BURST {
+                    pipelined = 0;
+                    tokio::task::yield_now().await;
+                }
+            } else {
+                pipelined = 0;
+            }
         }
     }
 
@@ -282,13 +441,14 @@ impl Conn {
     pub(super) async fn read_head<S: ClientIo>(
         &mut self,
         stream: &mut S,
-        b: &mut Bufs,
+        cb: &mut ConnBufs,
         listen: &ListenRt,
         max: usize,
+        max_lines: h1::MaxLines,
         first: bool,
     ) -> (HeadRead, Instant, SystemTime) {
         let s = &listen.settings;
-        if b.client.is_empty() {
+        if !cb.has_pending() {
             let idle = if first {
                 s.timeout_http_request
             } else {
@@ -298,11 +458,11 @@ impl Conn {
             if *shutdown.borrow() && !first {
                 return (HeadRead::Quiet, Instant::now(), SystemTime::now());
             }
-            b.release_idle();
+            cb.release();
             // Wait for the next request without holding a buffer, then read it.
             let next = async {
                 ClientIo::readable(&*stream).await?;
-                read_more(stream, &mut b.client).await
+                read_more(stream, &mut cb.get().client).await
             };
             tokio::select! {
                 r = timeout(idle, next) => match r {
@@ -326,6 +486,9 @@ impl Conn {
         }
         let start = Instant::now();
         let date = SystemTime::now();
+        let b = cb.get();
+        b.req.max_lines = max_lines;
+        b.res.max_lines = max_lines;
         // HAProxy 2.6: with `timeout http-request` set, the whole head must arrive within it;
         // without, `timeout client` applies between reads (a slow but steady head is served).
         let deadline = s
@@ -376,15 +539,21 @@ impl Conn {
         stream: &mut S,
         snap: &Snapshot,
         listen: &Arc<ListenRt>,
-        b: &mut Bufs,
+        cb: &mut ConnBufs,
         first: bool,
     ) -> bool {
         let fe = &listen.shared.frontend;
-        b.req.max_lines = snap.global.max_header_lines;
-        b.res.max_lines = snap.global.max_header_lines;
         let (head_result, start, date) = self
-            .read_head(stream, b, listen, snap.global.max_header_bytes, first)
+            .read_head(
+                stream,
+                cb,
+                listen,
+                snap.global.max_header_bytes,
+                snap.global.max_header_lines,
+                first,
+            )
             .await;
+        let b = cb.get();
         match head_result {
             HeadRead::Ok => {}
             HeadRead::Quiet => return false,

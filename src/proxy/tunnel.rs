@@ -38,7 +38,7 @@ pub(super) async fn tunnel<S: ClientIo>(
         }
         b.upstream.clear();
     }
-    let (mut crd, mut cwr) = tokio::io::split(client);
+    let (mut crd, mut cwr) = client.split_io();
     let (mut urd, mut uwr) = up.split();
     let mut cb = vec![0u8; READ_CHUNK];
     let mut ub = vec![0u8; READ_CHUNK];

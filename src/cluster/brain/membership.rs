@@ -173,10 +173,13 @@ impl Brain {
         let deadtime = self.cfg.deadtime;
         let witness = self.cfg.witness.clone();
         let p = &self.peers[i];
-        if p.last_heard.is_some() && p.last.leaving {
+        let silence = now.saturating_sub(base);
+        // Said leaving: down at once. Past deadtime of silence, with the witness, it is judged
+        // like any silent peer: a restart we could not hear (behind a partition) must not look
+        // like a leaver for ever, or its EIPs look abandoned to us (sim seed 4554).
+        if p.last_heard.is_some() && p.last.leaving && (silence <= deadtime || !witness.enabled) {
             return PeerState::Leaving;
         }
-        let silence = now.saturating_sub(base);
         if p.last_heard.is_none() && now < init_end {
             return PeerState::Init;
         }
@@ -206,7 +209,7 @@ impl Brain {
         // (stale_after) is granted in full even when the suspicion starts at initdead's end.
         let v = p.witness.get_or_insert(Verdict::Unknown { since: now });
         match *v {
-            Verdict::Stale => PeerState::Dead,
+            Verdict::Stale { .. } => PeerState::Dead,
             // Past `until` we re-read; the peer stays witnessed meanwhile (so candidacy doesn't
             // flicker), unless the re-read cannot complete within stale_after.
             Verdict::Fresh { until, .. } if now >= until + witness.unreadable_grace() => {

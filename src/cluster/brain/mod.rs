@@ -32,8 +32,8 @@
 //!
 //! # Model
 //!
-//! The code is split by concern: `membership` (peer states from heartbeats, silence and
-//! evidence), `placement` (the plan every node computes, the associates this node issues, what
+//! The code is split by concern: `clock` (deadlines, scheduling gaps), `membership` (peer
+//! states from heartbeats, silence and evidence), `placement` (the plan every node computes, the associates this node issues, what
 //! DescribeAddresses says), `witness` (EC2 tag stamps), `calls` (budget, backoff, timeouts),
 //! `status` (what `edgelb status` shows) and `config`.
 //!
@@ -112,9 +112,22 @@
 //!
 //! **Stranded EIPs vs partitions.** An EIP observed on a node we consider down is taken (owner
 //! reclaims, or a survivor takes it) only if that node announced holding it before it went silent,
-//! or its witness is stale, or it is Unhealthy/Leaving, or we never heard it at all. An EIP that
-//! arrived on a node *while that node was silent to us* proves the node is alive and partitioned
-//! from us; touching it would start a ping-pong, so we leave it (and log it).
+//! or our plan put it there while we heard it, or it is proven dead (stale witness, EC2 says its
+//! instance is not running, or its port refuses), or it is Unhealthy, or we never heard it at
+//! all. An EIP that arrived on a node *while that node was silent to us* (a leaver included)
+//! proves the node is alive and partitioned from us; touching it would start a ping-pong, so we
+//! leave it (and log it). A proof of death older than `stale_after` is re-read before an EIP
+//! moves off that node (a node proven dead while unhealthy may have recovered behind a
+//! partition), and an EIP is never moved between two silent nodes neither of which is proven
+//! dead (both may be alive, the owner reclaiming it).
+//!
+//! **Agreeing on a taker across a split.** Peers that are dead to us without proof (the witness
+//! was unreadable for the grace, the proof is older than `stale_after`, or this incarnation never
+//! heard them) stay candidates for orphaned EIPs, so that both sides of a split pick the same
+//! rendezvous winner; a winner that is really dead is found out by the re-read (which runs while
+//! an orphan waits) and the next one takes over. A peer that said "leaving" is down at once,
+//! and after deadtime of silence it is judged like any silent peer (its witness), so a restart
+//! we could not hear does not look like a leaver for ever.
 //!
 //! # Timing defaults (`BrainConfig::new`)
 //!
@@ -179,6 +192,7 @@ use super::wire::{self, Heartbeat, HeartbeatPayload};
 use crate::cloud::{AddressState, CloudError, Placement, WitnessRead};
 
 mod calls;
+mod clock;
 mod config;
 mod membership;
 mod placement;
@@ -304,9 +318,13 @@ enum Verdict {
         recheck: Duration,
         age_secs: u64,
     },
-    /// Proven dead: the stamp is stale (while our own writes work), or EC2 says its instance
-    /// is not running.
-    Stale,
+    /// Proven dead at `at`: the stamp was stale (while our own writes worked), or EC2 said its
+    /// instance was not running. A proof older than stale_after is re-read before an EIP is
+    /// moved off that node (a partitioned node that was unhealthy, and so not writing, may have
+    /// recovered since: sim seed 3242).
+    Stale {
+        at: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +480,8 @@ pub struct Brain {
     budget_blocked: bool,
     /// Tokens the call that found the budget empty needed.
     budget_need: u32,
+    /// The last plan had an orphaned EIP waiting for a taker.
+    orphans_waiting: bool,
     counters: BrainCounters,
 }
 
@@ -561,6 +581,7 @@ impl Brain {
             tokens_at: now,
             budget_blocked: false,
             budget_need: 1,
+            orphans_waiting: false,
             counters: BrainCounters::default(),
             cfg,
         };
@@ -585,76 +606,6 @@ impl Brain {
     /// Drains every queued action.
     pub fn drain_actions(&mut self) -> Vec<Action> {
         self.actions.drain(..).collect()
-    }
-
-    /// When the shell must call `tick` at the latest (never later than one keepalive).
-    pub fn next_deadline(&self) -> Duration {
-        if self.stopped {
-            return self.now + Duration::from_secs(3600);
-        }
-        let now = self.now;
-        let mut best = self.next_heartbeat.max(now + Duration::from_millis(1));
-        let mut consider = |t: Duration| {
-            if t > now && t < best {
-                best = t;
-            }
-        };
-        consider(self.next_reconcile);
-        consider(self.started + self.cfg.initdead);
-        consider(self.holdoff_until);
-        if self.describe_wanted {
-            consider(self.describe_not_before);
-        }
-        if self.cfg.witness.enabled {
-            consider(self.next_witness_write);
-            consider(self.witness_read_not_before);
-        }
-        if let Some(t) = self.self_up_since {
-            consider(t + self.cfg.failback_hold);
-            consider(t + self.cfg.unhealthy_hold);
-        }
-        for p in &self.peers {
-            if p.node == self.me {
-                continue;
-            }
-            let base = self.silence_base(p);
-            consider(base + self.cfg.warntime);
-            consider(base + self.cfg.deadtime);
-            consider(self.started + self.cfg.initdead);
-            match p.witness {
-                Some(Verdict::Fresh { until, recheck, .. }) => {
-                    consider(recheck);
-                    consider(until);
-                    consider(until + self.cfg.witness.unreadable_grace());
-                }
-                Some(Verdict::Unknown { since }) => {
-                    consider(since + self.cfg.witness.unreadable_grace())
-                }
-                _ => {}
-            }
-            if let Some(t) = p.sees_me_since {
-                consider(t + self.cfg.failback_hold);
-            }
-            if let Some(t) = p.unhealthy_since {
-                consider(t + self.cfg.unhealthy_hold);
-            }
-            if let Some(t) = p.up_since {
-                consider(t + self.cfg.unhealthy_hold);
-            }
-        }
-        for e in &self.eips {
-            consider(e.not_before);
-        }
-        for c in &self.pending {
-            consider(c.issued + self.cfg.call_timeout);
-        }
-        if self.budget_blocked {
-            let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
-            let wait =
-                ((f64::from(self.budget_need.max(1)) - self.tokens).max(0.0) / per_sec).min(60.0);
-            consider(now + Duration::from_secs_f64(wait) + Duration::from_millis(1));
-        }
-        best
     }
 
     pub fn tick(&mut self, now: Duration) {
@@ -750,61 +701,6 @@ impl Brain {
 
     pub fn config(&self) -> &BrainConfig {
         &self.cfg
-    }
-
-    /// Moves the clock forward and detects scheduling gaps. Returns false once stopped.
-    fn advance(&mut self, now: Duration) -> bool {
-        if self.stopped {
-            return false;
-        }
-        // A monotonic clock should never go back; if the shell's does, hold still.
-        let now = now.max(self.now);
-        let gap = now - self.now;
-        self.now = now;
-        if gap > self.cfg.pause_threshold {
-            self.counters.scheduling_gaps += 1;
-            self.listen_since = now;
-            self.holdoff_until = now + self.cfg.pause_holdoff;
-            self.holdoff_describe_from = Some(self.next_call);
-            if self.health.healthy {
-                self.self_up_since = Some(now);
-            }
-            for p in &mut self.peers {
-                p.sees_me_since = None;
-                p.witness = None;
-            }
-            self.describe_wanted = true;
-            self.describe_not_before = now;
-            self.membership_at = now;
-            self.next_heartbeat = now;
-            self.log(
-                LogLevel::Warn,
-                format!(
-                    "not scheduled for {:.1}s (paused/frozen?): ignoring peer silence across the gap, \
-                     holding off takeovers until peers are re-heard and placement re-read",
-                    gap.as_secs_f64()
-                ),
-            );
-        }
-        true
-    }
-
-    /// `initdead` is the wait for peers not heard yet (Heartbeat's meaning): it ends early
-    /// once every peer has been heard.
-    fn in_initdead(&self) -> bool {
-        self.now < self.started + self.cfg.initdead
-            && self
-                .peers
-                .iter()
-                .any(|p| p.node != self.me && p.last_heard.is_none())
-    }
-
-    fn in_holdoff(&self) -> bool {
-        self.now < self.holdoff_until || self.holdoff_describe_from.is_some()
-    }
-
-    fn silence_base(&self, p: &Peer) -> Duration {
-        p.last_heard.unwrap_or(self.started).max(self.listen_since)
     }
 
     fn evaluate(&mut self) {

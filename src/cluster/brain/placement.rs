@@ -43,14 +43,23 @@ impl Brain {
     /// Whether an EIP sitting on down node `h` is safe to take: `h` cannot be alive and
     /// deliberately holding it behind a partition.
     pub(super) fn stranded(&self, h: usize, eip: usize) -> bool {
+        if h == self.me {
+            // We are down ourselves (unhealthy, stopping): no partition hides us from us
+            // (sim seed 9824: an unhealthy holder left the owner's reclaim unagreed).
+            return true;
+        }
         let p = &self.peers[h];
         match p.state {
-            PeerState::Leaving | PeerState::Unhealthy => true,
+            PeerState::Unhealthy => true,
+            // A leaver holds what it held when it said so. An EIP that arrived on it since
+            // proves a new incarnation alive behind a partition (sim seed 4554: we never heard
+            // its restart, so it still looked "leaving" to us while it re-took EIPs).
+            PeerState::Leaving => !self.moved_while_silent(h, eip),
             // A stale witness is only recorded while our own witness writes succeed (so the
             // API is healthy), which makes it proof of death on its own.
             PeerState::Dead => {
                 p.last_heard.is_none()
-                    || matches!(p.witness, Some(Verdict::Stale))
+                    || self.proven_dead(p)
                     || self.refused(p)
                     || self.held_while_heard(h, eip)
             }
@@ -62,11 +71,29 @@ impl Brain {
     /// (nodes only associate onto themselves), so `h` is alive behind a partition.
     pub(super) fn moved_while_silent(&self, h: usize, eip: usize) -> bool {
         let p = &self.peers[h];
-        p.state == PeerState::Dead
+        matches!(p.state, PeerState::Dead | PeerState::Leaving)
             && p.last_heard.is_some()
-            && !matches!(p.witness, Some(Verdict::Stale))
+            && !self.proven_dead(p)
             && !self.refused(p)
             && !self.held_while_heard(h, eip)
+    }
+
+    /// A witness proof of death no older than stale_after (older ones are re-read first, see
+    /// `Verdict::Stale`).
+    pub(super) fn proven_dead(&self, p: &Peer) -> bool {
+        matches!(p.witness, Some(Verdict::Stale { at })
+            if self.now.saturating_sub(at) <= self.cfg.witness.stale_after)
+    }
+
+    /// Whether our latest observation puts any EIP on node `h`.
+    pub(super) fn holds_observed(&self, h: usize) -> bool {
+        self.eips.iter().any(|e| {
+            e.observed
+                .as_ref()
+                .and_then(|o| o.placement.as_ref())
+                .and_then(|p| self.locate(p))
+                .is_some_and(|(n, _)| n == h)
+        })
     }
 
     /// Evidence that `h` already held the EIP while we could still hear it: we observed it
@@ -96,7 +123,9 @@ impl Brain {
         }
     }
 
-    pub(super) fn plan(&self) -> Vec<Decision> {
+    /// The desired holder of every EIP, and whether some orphan needs a taker (then old proofs
+    /// of death are re-read: see `unproven_dead`).
+    pub(super) fn plan(&self) -> (Vec<Decision>, bool) {
         let n = self.cfg.nodes.len();
         let live: Vec<Live> = (0..n).map(|i| self.live(i)).collect();
         let mut free: Vec<Vec<bool>> = self
@@ -129,6 +158,19 @@ impl Brain {
             holder: None,
             slot: None,
             why,
+        };
+        // A peer declared dead only because its witness stayed unreadable (an API outage) may
+        // be alive behind a partition: it stays a candidate for *other* orphans, so both sides
+        // of such a split pick the same taker (seed 211: one orphan moved once per side). So
+        // does one proven dead longer than stale_after ago and silent since: it may have
+        // restarted behind a partition (seed 4554); its proof is re-read before anyone moves.
+        // Likewise one this incarnation never heard (we restarted behind a partition: seed 4554).
+        let unproven_dead = |i: usize| {
+            let p = &self.peers[i];
+            self.cfg.witness.enabled
+                && p.state == PeerState::Dead
+                && !self.proven_dead(p)
+                && !self.refused(p)
         };
         let mut out = Vec::with_capacity(self.eips.len());
         let mut orphans = Vec::new();
@@ -170,6 +212,13 @@ impl Brain {
                     Some((h, _)) if h != owner && live[h] == Live::Down && !self.stranded(h, e) => {
                         wait("partition suspected: moved onto a node while it was silent to us")
                     }
+                    // Owner and holder both silent, neither proven dead (an API outage kept
+                    // their witnesses unreadable): both may be alive behind a partition, and
+                    // the owner may be reclaiming it; moving it between them helps nobody
+                    // (sim seed 3691). Once reads work, a proof comes within one read.
+                    Some((h, _)) if h != owner && unproven_dead(h) && unproven_dead(owner) => {
+                        wait("owner and holder silent, neither proven dead: waiting for proof")
+                    }
                     Some((h, _)) if h == owner && self.moved_while_silent(h, e) => {
                         wait("partition suspected: owner reclaimed it while silent to us")
                     }
@@ -181,17 +230,7 @@ impl Brain {
             };
             out.push(d);
         }
-        // A peer declared dead only because its witness stayed unreadable (an API outage) may
-        // be alive behind a partition: it stays a candidate for *other* orphans, so both sides
-        // of such a split pick the same taker (seed 211: one orphan moved once per side).
-        let unproven_dead = |i: usize| {
-            let p = &self.peers[i];
-            self.cfg.witness.enabled
-                && p.state == PeerState::Dead
-                && p.last_heard.is_some()
-                && !matches!(p.witness, Some(Verdict::Stale))
-                && !self.refused(p)
-        };
+        let orphans_waiting = !orphans.is_empty();
         let candidate = |i: usize| {
             live[i] == Live::Up
                 || (i != self.me && (self.peers[i].state.candidate() || unproven_dead(i)))
@@ -231,11 +270,12 @@ impl Brain {
                 None => wait("owner down, no live survivor with a free secondary IP"),
             };
         }
-        out
+        (out, orphans_waiting)
     }
 
     pub(super) fn decide(&mut self) {
-        let plan = self.plan();
+        let (plan, orphans_waiting) = self.plan();
+        self.orphans_waiting = orphans_waiting;
         for (e, d) in plan.into_iter().enumerate() {
             if self.eips[e].decision.holder != d.holder {
                 let who = d
@@ -404,6 +444,15 @@ impl Brain {
                         (Some(o), _) => {
                             self.eips[e].elsewhere_at = o.issued;
                             self.eips[e].arrived_seen_at = issued;
+                            // It left its previous holders: what we agreed about them is
+                            // over (sim seed 4554: an owner's mark from before it left made
+                            // its reclaim behind a partition look like one we agreed on).
+                            // The new holder keeps its mark if our plan sent it there.
+                            let keep = match new_holder {
+                                Some(h) if h < 128 => 1u128 << h,
+                                _ => 0,
+                            };
+                            self.eips[e].agreed_holders &= keep;
                         }
                         (None, _) => self.eips[e].arrived_seen_at = issued,
                     }
@@ -461,7 +510,10 @@ impl Brain {
         self.eips[e].pending = None;
         match r {
             Ok(_association_id) => {
+                let me = if self.me < 128 { 1u128 << self.me } else { 0 };
                 let t = &mut self.eips[e];
+                // Moved onto us: agreements about its earlier holders are over.
+                t.agreed_holders &= me;
                 t.attempts = 0;
                 t.elsewhere_at = t.observed.as_ref().map_or(Duration::ZERO, |o| o.issued);
                 t.arrived_seen_at = self.now;

@@ -44,6 +44,12 @@ impl Brain {
                 (PeerState::Dead, Some(Verdict::Unknown { .. } | Verdict::Fresh { .. })) => {
                     !self.refused(p)
                 }
+                // An old proof about a node an EIP sits on: refresh it before that EIP moves.
+                (PeerState::Dead, Some(Verdict::Stale { at })) => {
+                    now >= at + self.cfg.witness.stale_after
+                        && !self.refused(p)
+                        && (self.orphans_waiting || self.holds_observed(p.node))
+                }
                 _ => false,
             })
             .map(|p| self.cfg.nodes[p.node].eni_id.clone())
@@ -134,7 +140,7 @@ impl Brain {
                     LogLevel::Warn,
                     format!("Node {node}: EC2 says {why}: confirmed dead"),
                 );
-                self.peers[i].witness = Some(Verdict::Stale);
+                self.peers[i].witness = Some(Verdict::Stale { at: self.now });
                 continue;
             }
             let stamp = stamps
@@ -143,11 +149,14 @@ impl Brain {
                 .map(|s| s.stamp_unix)
                 .max();
             let verdict = match stamp {
-                Some(s) if read_unix.saturating_sub(s) <= stale_after => {
+                // Whole seconds on both sides: "stale" from a difference of stale_after on
+                // (a stamp written at t is stale between t + stale_after - 1 s and t +
+                // stale_after; a live writer's stamp never gets near: interval << stale_after).
+                Some(s) if read_unix.saturating_sub(s) < stale_after => {
                     let age = read_unix.saturating_sub(s);
-                    // Re-read just after the stamp would turn stale if not refreshed; sooner
-                    // while the silence is young (EC2 may yet report the instance stopped).
-                    let until = self.now + Duration::from_secs(stale_after - age + 1);
+                    // Re-read when the stamp would turn stale if not refreshed; sooner while
+                    // the silence is young (EC2 may yet report the instance stopped).
+                    let until = self.now + Duration::from_secs(stale_after - age);
                     let silence = self.now.saturating_sub(self.silence_base(&self.peers[i]));
                     let young = self.cfg.deadtime + self.cfg.witness.stale_after;
                     let recheck = if silence < young {
@@ -161,9 +170,10 @@ impl Brain {
                         age_secs: age,
                     }
                 }
-                _ => Verdict::Stale,
+                _ => Verdict::Stale { at: self.now },
             };
-            if verdict == Verdict::Stale && !writes_work {
+            let stale = matches!(verdict, Verdict::Stale { .. });
+            if stale && !writes_work {
                 self.log(
                     LogLevel::Warn,
                     format!(
@@ -185,7 +195,7 @@ impl Brain {
                 inconclusive = true;
                 continue;
             }
-            if verdict == Verdict::Stale {
+            if stale {
                 let age = stamp.map_or("no stamp".to_string(), |s| {
                     format!("stamp {}s old", read_unix.saturating_sub(s))
                 });

@@ -363,6 +363,12 @@ impl AsyncWrite for StreamIo {
 
 impl ClientIo for StreamIo {
     const HTTP2: bool = true;
+    type Reader<'a> = tokio::io::ReadHalf<&'a mut Self>;
+    type Writer<'a> = tokio::io::WriteHalf<&'a mut Self>;
+
+    fn split_io(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+        super::super::session::locked_split(self)
+    }
 
     fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
         std::future::ready(Ok(()))

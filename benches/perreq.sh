@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Load-independent per-request costs of a proxy, on loopback (the machine may be busy: these
+# counts do not depend on how fast it is).
+#
+#   benches/perreq.sh strace    [edgelb|haproxy]   # syscalls per request (strace -c -f)
+#   benches/perreq.sh callgrind [edgelb]           # instructions and malloc calls per request
+#   benches/perreq.sh idle      [edgelb|haproxy]   # bytes of RSS per idle keep-alive connection
+#
+# N requests (default 20000; callgrind 5000) over C keep-alive connections (default 50), sent by
+# `loadgen count` with the same browser-like request as benches/run.sh's wrk, through the same
+# proxy configs run.sh writes (roundrobin over 3 backends, cookie insert, forwardfor, httplog to
+# /dev/null). Run benches/run.sh once first (it writes the configs and builds the tools), or
+# set BUILD=1. EDGELB=/path/to/edgelb measures another binary. IDLE connections for `idle`
+# (default 5000: RSS delta between 0 and IDLE idle connections, divided by IDLE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:?strace|callgrind|idle}
+TARGET=${2:-edgelb}
+WORK=${WORK:-/tmp/edgelb-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/edgelb-perf}
+if [ "${BUILD:-0}" = 1 ]; then
+  cargo build --release --quiet --bin edgelb --example bench_backend --example loadgen
+fi
+EDGELB=${EDGELB:-$CARGO_TARGET_DIR/release/edgelb}
+BACKEND=$CARGO_TARGET_DIR/release/examples/bench_backend
+LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
+C=${C:-50}
+[ -f "$WORK/edgelb.toml" ] || { echo "run benches/run.sh once first (writes $WORK/*.cfg)" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  return 1
+}
+
+BENCH_BACKEND_SECS=600 "$BACKEND" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 2>/dev/null &
+PIDS+=($!)
+wait_port 18181
+
+case $TARGET in
+  edgelb) CMD=("$EDGELB" run -c "$WORK/edgelb.toml"); PORT=18190 ;;
+  haproxy) CMD=(haproxy -f "$WORK/haproxy.cfg" -db); PORT=18180 ;;
+  *) echo "unknown target $TARGET" >&2; exit 2 ;;
+esac
+
+case $MODE in
+  strace)
+    N=${N:-20000}
+    "${CMD[@]}" >/dev/null 2>"$WORK/perreq.err" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$PORT"
+    "$LOADGEN" count "127.0.0.1:$PORT" 2000 "$C" >/dev/null # warm: pools, buffers
+    strace -c -f -p "$pid" -o "$WORK/strace.txt" &
+    st=$!
+    sleep 1
+    "$LOADGEN" count "127.0.0.1:$PORT" "$N" "$C" >&2
+    kill -INT "$st"
+    wait "$st" 2>/dev/null || true
+    awk -v n="$N" '/^[ ]*[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9]+/ {
+        calls = $4; name = $NF; if (name == "total") next; total += calls
+        printf "%-16s %8.3f per request\n", name, calls / n }
+      END { printf "%-16s %8.3f per request\n", "TOTAL", total / n }' "$WORK/strace.txt"
+    ;;
+  callgrind)
+    N=${N:-5000}
+    out=$WORK/callgrind.out
+    rm -f "$out"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+      "${CMD[@]}" >/dev/null 2>"$WORK/perreq.err" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$PORT"
+    "$LOADGEN" count "127.0.0.1:$PORT" 1000 "$C" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null
+    "$LOADGEN" count "127.0.0.1:$PORT" "$N" "$C" >&2
+    callgrind_control -i off "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    f=$(ls -t "$out"* | head -1)
+    ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo "instructions per request: $((ir / N))"
+    callgrind_annotate --inclusive=yes "$f" 2>/dev/null | sed -n '1,60p' >"$WORK/callgrind-top.txt"
+    # Calls of the allocator, from the call graph (callgrind counts calls per callee).
+    for fn in malloc free realloc calloc; do
+      calls=$(awk -v fn="$fn" '
+        /^fn=/ { cur = $0 }
+        /^cfn=/ { callee = $0 }
+        /^calls=/ { if (callee ~ ("[) ]" fn "$")) { split($0, a, "[= ]"); c += a[2] } }
+        END { print c + 0 }' "$f")
+      echo "$fn calls per request: $(awk -v c="$calls" -v n="$N" 'BEGIN {printf "%.2f", c / n}')"
+    done
+    ;;
+  idle)
+    IDLE=${IDLE:-5000}
+    "${CMD[@]}" >/dev/null 2>"$WORK/perreq.err" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$PORT"
+    "$LOADGEN" count "127.0.0.1:$PORT" 2000 "$C" >/dev/null
+    sleep 1
+    base=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$pid/status")
+    "$LOADGEN" idle "127.0.0.1:$PORT" "$IDLE" 8 >"$WORK/perreq-idle.txt" &
+    lg=$!
+    for _ in $(seq 1 120); do
+      grep -q idle_open "$WORK/perreq-idle.txt" 2>/dev/null && break
+      sleep 0.5
+    done
+    sleep 2
+    rss=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$pid/status")
+    opened=$(sed -n 's/idle_open=//p' "$WORK/perreq-idle.txt")
+    wait "$lg" || true
+    echo "base ${base} KiB, with ${opened} idle ${rss} KiB: $(( (rss - base) * 1024 / opened )) bytes per idle connection"
+    ;;
+esac
