@@ -528,3 +528,54 @@ async fn metrics_count_handshakes_and_failures_and_show_certificate_expiry() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn the_ocsp_response_file_is_stapled_for_its_certificate_only() {
+    let a = Backend::start("a").await;
+    let site = site();
+    // A DER SEQUENCE standing in for a CA's OCSP response: rustls staples the bytes as given.
+    let ocsp: Vec<u8> = [&[0x30u8, 0x0a][..], &[0xab; 10]].concat();
+    let d = site.dir.path().join("certs");
+    std::fs::write(d.join("www.ocsp"), &ocsp).unwrap();
+    let port = free_port();
+    let cfg = seed_config(
+        &[&a],
+        &format!(
+            "[listen.tls]\nbind = [\"127.0.0.1:{port}\"]\n\
+             certs = [{{ cert = \"{0}/default.pem\", key = \"{0}/default.key\" }}, \
+                      {{ cert = \"{0}/www.pem\", key = \"{0}/www.key\", ocsp = \"{0}/www.ocsp\" }}]\n",
+            d.display()
+        ),
+        "",
+    );
+    let _p = Proxy::start(&cfg).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (cfg, seen) = common_tls::any_cert_config_recording(&["http/1.1"]);
+    let _s = connect(addr, "www.example.com", cfg.clone()).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ocsp);
+    let _s = connect(addr, "default.test", cfg).await.unwrap();
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no response for the other chain"
+    );
+    // Not a DER response: refused at start with file and reason.
+    std::fs::write(d.join("www.ocsp"), b"not der").unwrap();
+    let e = std::thread::spawn({
+        let cfg = seed_config(
+            &[],
+            &format!(
+                "[listen.tls]\nbind = [\"127.0.0.1:{port}\"]\ncerts = [{{ cert = \"{d}/www.pem\", key = \"{d}/www.key\", ocsp = \"{d}/www.ocsp\" }}]\n",
+                d = d.display(),
+                port = free_port()
+            ),
+            "",
+        );
+        move || start_err(cfg)
+    })
+    .join()
+    .unwrap();
+    assert!(
+        e.contains("www.ocsp") && e.contains("not a DER OCSP response"),
+        "{e}"
+    );
+}

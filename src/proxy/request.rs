@@ -109,11 +109,8 @@ impl Conn {
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         }
-        if let Some(except) = &listen.forwardfor_except {
-            if forwarded::should_add(except, self.peer.ip()) {
-                out.extend_from_slice(&b.xff);
-            }
-        }
+        // HAProxy order: the frontend's `set-header` rules run before the backend adds
+        // X-Forwarded-For.
         if listen.forwarded_proto {
             out.extend_from_slice(if self.secure {
                 b"x-forwarded-proto: https\r\n"
@@ -125,6 +122,11 @@ impl Conn {
             out.extend_from_slice(b"x-forwarded-port: ");
             let _ = std::io::Write::write_fmt(out, format_args!("{}", self.local.port()));
             out.extend_from_slice(b"\r\n");
+        }
+        if let Some(except) = &listen.forwardfor_except {
+            if forwarded::should_add(except, self.peer.ip()) {
+                out.extend_from_slice(&b.xff);
+            }
         }
         if req.upgrade {
             out.extend_from_slice(b"connection: upgrade\r\n");

@@ -106,19 +106,31 @@ pub fn client_config(ca: &Ca, alpn: &[&str]) -> Arc<rustls::ClientConfig> {
 /// A client that accepts any certificate (to see what is served without SNI or for an
 /// unknown name) and records nothing else.
 pub fn any_cert_config(alpn: &[&str]) -> Arc<rustls::ClientConfig> {
+    any_cert_config_recording(alpn).0
+}
+
+/// `any_cert_config`, also returning where the stapled OCSP response of the last handshake is
+/// recorded.
+pub fn any_cert_config_recording(
+    alpn: &[&str],
+) -> (Arc<rustls::ClientConfig>, Arc<std::sync::Mutex<Vec<u8>>>) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let ocsp = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider, ocsp.clone())))
         .with_no_client_auth();
     c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Arc::new(c)
+    (Arc::new(c), ocsp)
 }
 
 #[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+struct AcceptAny(
+    Arc<rustls::crypto::CryptoProvider>,
+    Arc<std::sync::Mutex<Vec<u8>>>,
+);
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
@@ -126,9 +138,10 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         _: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &ServerName<'_>,
-        _: &[u8],
+        ocsp: &[u8],
         _: UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.1.lock().unwrap() = ocsp.to_vec();
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
