@@ -67,6 +67,14 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
+    /// Records that this exchange ended with the generated page `e` (already sent).
+    fn answered(&mut self, e: ProxyError, term: [u8; 2]) {
+        self.status = e.status() as i32;
+        self.bytes_out = e.bytes().len() as u64;
+        self.log_bytes = e.log_bytes();
+        self.term = term;
+    }
+
     pub(super) fn generated(e: ProxyError, term: [u8; 2], keep: bool) -> Self {
         Outcome {
             status: e.status() as i32,
@@ -386,10 +394,7 @@ impl Conn {
                 listen.shared.backend.eresp.fetch_add(1, Ordering::Relaxed);
                 let e = ProxyError::BadGateway;
                 send_error(&mut cwr, s.timeout_client, e, false).await;
-                o.status = 502;
-                o.term = *b"SH";
-                o.bytes_out = e.bytes().len() as u64;
-                o.log_bytes = e.log_bytes();
+                o.answered(e, *b"SH");
                 o.keep_client = false;
                 return Err(RelayErr::Done(o));
             }
@@ -448,20 +453,14 @@ impl Conn {
                 if bad_chunk {
                     let e = ProxyError::BadRequest;
                     send_error(client, s.timeout_client, e, false).await;
-                    o.status = 400;
-                    o.bytes_out = e.bytes().len() as u64;
-                    o.log_bytes = e.log_bytes();
-                    o.term = *b"PD";
+                    o.answered(e, *b"PD");
                 } else {
                     let timed_out = matches!(uploaded, Some(Err(UploadErr::ClientTimeout)));
                     if timed_out {
                         // HAProxy: a client that stops mid-body gets 504 at timeout server.
                         let e = ProxyError::GatewayTimeout;
                         send_error(client, s.timeout_client, e, false).await;
-                        o.status = 504;
-                        o.bytes_out = e.bytes().len() as u64;
-                        o.log_bytes = e.log_bytes();
-                        o.term = *b"sH";
+                        o.answered(e, *b"sH");
                     } else {
                         o.term = *b"CD";
                     }
