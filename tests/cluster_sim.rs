@@ -1641,15 +1641,14 @@ fn owner_reclaiming_from_an_unhealthy_holder_then_dying_loses_its_eip() {
     chaos(9824);
 }
 
-/// Known open (issue 17; the first failure of a 100 000-seed sweep, after 11 914 clean seeds):
-/// lb1's failback of its own EIP kept failing (throttled) for 35 s while its placement reads
-/// failed too; lb3, partitioned from lb1 and proving it dead by its stale stamp (lb1's writes
-/// were throttled as well), took the EIP off the unhealthy holder, and lb1's next retry, still
-/// on its 35 s old view, moved it again: two moves for one event. Candidate fix (not landed, not
-/// yet swept): a failed associate is retried only on a placement read issued after the failure.
+/// Regression (issue 17, seed 12914; the first failure of a 100 000-seed sweep, after 11 914
+/// clean seeds): lb1's failback of its own EIP from an unhealthy lb2 kept failing (throttled)
+/// for 35 s; lb3, partitioned from lb1 and unable to read its witness for the grace, declared
+/// lb1 dead without proof and took the EIP off lb2, and lb1's retried reclaim moved it again:
+/// two moves for one event. An owner silent without proof of death may be reclaiming its EIP
+/// itself, so nobody else takes it off another node until a read proves the owner dead.
 #[test]
-#[ignore = "known open: an associate retried on a view older than another node's move"]
-fn seed_12914_associate_retried_on_an_old_view() {
+fn owner_silent_without_proof_is_not_raced_for_its_eip() {
     chaos(12914);
 }
 

@@ -219,6 +219,14 @@ impl Brain {
                     Some((h, _)) if h != owner && unproven_dead(h) && unproven_dead(owner) => {
                         wait("owner and holder silent, neither proven dead: waiting for proof")
                     }
+                    // The owner is silent without proof of death (an API outage kept its
+                    // witness unreadable past the grace) and its EIP sits on another node that
+                    // is down: if the owner is alive behind a partition it reclaims the EIP
+                    // itself, and a takeover now would be a second move for one event (sim seed
+                    // 12914). Once reads work, a proof (or a fresh stamp) comes within one read.
+                    Some((h, _)) if h != owner && unproven_dead(owner) => wait(
+                        "owner silent, not proven dead: it may be reclaiming; waiting for proof",
+                    ),
                     Some((h, _)) if h == owner && self.moved_while_silent(h, e) => {
                         wait("partition suspected: owner reclaimed it while silent to us")
                     }
