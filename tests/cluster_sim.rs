@@ -1652,6 +1652,15 @@ fn owner_silent_without_proof_is_not_raced_for_its_eip() {
     chaos(12914);
 }
 
+/// Regression (issue 17, seed 7697; found by the sweep after the seed 12914 fix): lb2's EIP sat
+/// on lb3, both died during an API outage, and the last node, lb1, held only an old proof of
+/// lb2's death: the EIP waited for a proof that nobody re-read (old proofs were re-read only for
+/// orphans), so it stayed dark on the dead lb3. An EIP waiting for a proof now asks for it.
+#[test]
+fn an_eip_waiting_for_its_owners_proof_of_death_gets_it_re_read() {
+    chaos(7697);
+}
+
 /// Regression: a heartbeat partition in a 3-node cluster while the EC2 API was throttled longer
 /// than the unreadable-witness grace, and the third node left meanwhile: each side took the
 /// leaver's EIP for itself (two moves). A peer dead only for want of a readable witness now

@@ -480,7 +480,8 @@ pub struct Brain {
     budget_blocked: bool,
     /// Tokens the call that found the budget empty needed.
     budget_need: u32,
-    /// The last plan had an orphaned EIP waiting for a taker.
+    /// The last plan had an orphaned EIP waiting for a taker, or one waiting for a proof that
+    /// a silent peer is dead: old proofs of death are then re-read.
     orphans_waiting: bool,
     counters: BrainCounters,
 }
