@@ -1661,6 +1661,15 @@ fn an_eip_waiting_for_its_owners_proof_of_death_gets_it_re_read() {
     chaos(7697);
 }
 
+/// Regression (issue 17, seed 15855; found by the sweep): lb2 turned unhealthy; lb1 ranked lb3
+/// out of the takers of lb2's EIP while lb3 was only *suspect* to it (silent past deadtime, its
+/// witness not read yet) and took the EIP, while lb3, alive behind a partition, took it too.
+/// A suspect peer now ranks among the takers: if it wins, the others wait for its verdict.
+#[test]
+fn a_suspect_rendezvous_winner_is_waited_for() {
+    chaos(15855);
+}
+
 /// Regression: a heartbeat partition in a 3-node cluster while the EC2 API was throttled longer
 /// than the unreadable-witness grace, and the third node left meanwhile: each side took the
 /// leaver's EIP for itself (two moves). A peer dead only for want of a readable witness now

@@ -243,9 +243,15 @@ impl Brain {
             out.push(d);
         }
         let orphans_waiting = !orphans.is_empty() || proof_wanted;
+        // A peer whose witness verdict is still pending (Suspect) ranks too: if it wins, we wait
+        // for its verdict (one read) rather than the runner-up taking the EIP while the winner,
+        // alive behind a partition, takes it on its side (sim seed 15855).
         let candidate = |i: usize| {
             live[i] == Live::Up
-                || (i != self.me && (self.peers[i].state.candidate() || unproven_dead(i)))
+                || (i != self.me
+                    && (self.peers[i].state.candidate()
+                        || self.peers[i].state == PeerState::Suspect
+                        || unproven_dead(i)))
         };
         for e in orphans {
             let t = &self.eips[e];
