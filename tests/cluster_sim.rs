@@ -1670,6 +1670,16 @@ fn a_suspect_rendezvous_winner_is_waited_for() {
     chaos(15855);
 }
 
+/// Regression (issue 17, seed 33508; found by the sweep): lb1's failback of its EIP from lb2 was
+/// agreed while both heard each other, then a partition and an API outage delayed it until each
+/// had declared the other dead without proof; lb1 reclaimed it and lb2, trusting the old
+/// agreement, took it back. An EIP that reached its owner after we last heard the owner, which
+/// is dead only for want of a readable witness, now waits for a proof.
+#[test]
+fn an_owner_reclaiming_after_it_fell_silent_is_not_raced_back() {
+    chaos(33508);
+}
+
 /// Regression: a heartbeat partition in a 3-node cluster while the EC2 API was throttled longer
 /// than the unreadable-witness grace, and the third node left meanwhile: each side took the
 /// leaver's EIP for itself (two moves). A peer dead only for want of a readable witness now

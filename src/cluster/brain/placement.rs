@@ -231,6 +231,20 @@ impl Brain {
                         proof_wanted = true;
                         wait("owner silent, not proven dead: it may be reclaiming; waiting for proof")
                     }
+                    // It reached its owner after we last heard the owner, which is dead to us
+                    // without proof: only the owner moves an EIP onto itself, so it was alive
+                    // then (an agreed failback executed late behind a partition in an API
+                    // outage: sim seed 33508). Wait for a proof rather than take it back.
+                    Some((h, _))
+                        if h == owner
+                            && unproven_dead(owner)
+                            && self.peers[owner]
+                                .last_heard
+                                .is_some_and(|l| t.arrived_seen_at > l) =>
+                    {
+                        proof_wanted = true;
+                        wait("owner reclaimed it after we last heard it, not proven dead: waiting for proof")
+                    }
                     Some((h, _)) if h == owner && self.moved_while_silent(h, e) => {
                         wait("partition suspected: owner reclaimed it while silent to us")
                     }
