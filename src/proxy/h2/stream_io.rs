@@ -370,7 +370,7 @@ impl ClientIo for StreamIo {
         super::super::session::locked_split(self)
     }
 
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
-        std::future::ready(Ok(()))
+    fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
