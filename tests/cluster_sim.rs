@@ -1680,6 +1680,23 @@ fn an_owner_reclaiming_after_it_fell_silent_is_not_raced_back() {
     chaos(33508);
 }
 
+/// Known open (issue 17, seed 42480; the 100 000-seed sweep's first failure after seeds 0-42 479
+/// ran clean): three nodes split three ways while the EC2 API failed longer than the
+/// unreadable-witness grace (stale_after + witness_interval); lb3 declared lb2 dead without proof
+/// and took lb2's EIP from its home, and lb2, alive behind the split, took it back: two moves.
+/// This is the documented trade-off (README, "Partitions"; brain docs, "Partition witness"): an
+/// unreadable witness counts as death after the grace so that an outage never strands an EIP.
+/// Waiting for a proof instead would strand it for good where the witness can never be read
+/// (e.g. a missing `ec2:DescribeNetworkInterfaces` right); deciding that needs its own change.
+/// Seed 42786 is the same class: lb3 took an orphan off lb2, dead to it only for want of a
+/// readable witness, right after lb2 had placed it.
+#[test]
+#[ignore = "known open: partition + API outage past the grace swaps an EIP (documented trade-off)"]
+fn split_during_a_long_api_outage_takes_an_eip_from_its_live_owner() {
+    chaos(42480);
+    chaos(42786);
+}
+
 /// Regression: a heartbeat partition in a 3-node cluster while the EC2 API was throttled longer
 /// than the unreadable-witness grace, and the third node left meanwhile: each side took the
 /// leaver's EIP for itself (two moves). A peer dead only for want of a readable witness now
