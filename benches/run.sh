@@ -20,12 +20,15 @@
 #   unless it can reserve 2 fds per `maxconn` (so maxconn 9900 here, 20000 for edgelb).
 #
 # TARGETS="haproxy edgelb" limits the targets (default: direct haproxy edgelb [nginx]).
+# WORKERS=2 gives each proxy 2 threads (`nbthread 2`, `workers = 2`, nginx `worker_processes 2`)
+# and both CPUs (wrk and the backends stay on CPU 0, so they share it with one proxy thread).
 # Output: a table on stdout (also saved to $OUT, default /tmp/edgelb-bench/results.txt).
 # nginx is used as a third proxy only if `nginx` is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DUR=${DUR:-10}
+WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-"50 500"}
 IDLE=${IDLE:-9500}
 WORK=${WORK:-/tmp/edgelb-bench}
@@ -48,7 +51,11 @@ LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(nproc)" -ge 2 ]; then
   LOAD_CPU=(taskset -c 0)
-  PROXY_CPU=(taskset -c 1)
+  if [ "$WORKERS" -ge 2 ]; then
+    PROXY_CPU=(taskset -c "0-$(( $(nproc) - 1 ))")
+  else
+    PROXY_CPU=(taskset -c 1)
+  fi
 else
   LOAD_CPU=()
   PROXY_CPU=()
@@ -73,7 +80,7 @@ PIDS+=($!)
 
 cat >"$WORK/haproxy.cfg" <<EOF
 global
-  nbthread 1
+  nbthread $WORKERS
   maxconn 9900
   log stdout format raw local0
 defaults
@@ -100,7 +107,7 @@ EOF
 
 cat >"$WORK/edgelb.toml" <<EOF
 [global]
-workers = 1
+workers = $WORKERS
 maxconn = 20000
 
 [log]
@@ -141,7 +148,7 @@ address = "127.0.0.1:18183"
 EOF
 
 cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $WORKERS;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
 events { worker_connections 20000; }
@@ -306,7 +313,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 {
-  echo "# edgelb vs HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk ${DUR}s"
+  echo "# edgelb vs HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk ${DUR}s, $WORKERS proxy worker(s), load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   echo "| target | conns | req/s | p50 ms | p99 ms | proxy CPU s | req/s vs HAProxy | notes |"
   echo "|---|---|---|---|---|---|---|---|"

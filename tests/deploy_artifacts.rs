@@ -49,6 +49,36 @@ fn load_clean(rel: &str) -> edgelb::config::Config {
 // ---------------------------------------------------------------------------------------------
 // Configs
 
+/// The production config's EC2 budget covers the witness writes and the reconcile at rest with
+/// about half left for a takeover's reads and associate (issue 17: `max_attempts = 6` with a
+/// budget of 60 left 10 calls a minute where 10.6 are needed at rest).
+#[test]
+fn production_config_budget_leaves_room_for_a_takeover() {
+    use edgelb::cluster::setup::{
+        DEFAULT_API_BUDGET_PER_MINUTE, DEFAULT_RECONCILE_INTERVAL, DEFAULT_WITNESS_INTERVAL,
+    };
+    let c = load_clean("conf/edgelb.toml");
+    let cl = c.cluster.as_ref().expect("[cluster]");
+    let aws = c.aws.as_ref().expect("[aws]");
+    let witness = cl.witness_interval.unwrap_or(DEFAULT_WITNESS_INTERVAL);
+    let reconcile = aws.reconcile_interval.unwrap_or(DEFAULT_RECONCILE_INTERVAL);
+    let per_call = f64::from(aws.max_attempts.unwrap_or(1));
+    let budget = f64::from(
+        aws.api_budget_per_minute
+            .unwrap_or(DEFAULT_API_BUDGET_PER_MINUTE),
+    );
+    let writes = if cl.witness {
+        60.0 / witness.as_secs_f64()
+    } else {
+        0.0
+    };
+    let at_rest = (writes + 60.0 / reconcile.as_secs_f64()) * per_call;
+    assert!(
+        at_rest <= budget * 0.55,
+        "at rest {at_rest:.1} requests a minute of a budget of {budget}"
+    );
+}
+
 #[test]
 fn production_config_loads_without_errors_or_warnings() {
     let c = load_clean("conf/edgelb.toml");

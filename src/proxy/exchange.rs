@@ -509,7 +509,7 @@ impl Conn {
             && !switching
             && res_framing != Framing::UntilClose
             && (res_framing != Framing::Chunked || client_chunked_ok)
-            && !*self.shutdown.borrow();
+            && !self.shutdown.is_stopping();
 
         // Response head for the client.
         let head = ClientHead {

@@ -20,7 +20,7 @@ use super::session::{self, ClientIo, Conn, ConnSlot};
 use crate::config::Proto;
 use crate::runtime::ListenRt;
 
-/// A TLS client connection carries the request path like a TCP one. `readable` must not wait
+/// A TLS client connection carries the request path like a TCP one. `poll_readable` must not wait
 /// on the socket while rustls already holds decrypted bytes (a pipelined request that arrived
 /// in the same record as the previous one): `wants_read` is false exactly then (or after the
 /// peer's close_notify, when a read returns at once too).
@@ -33,15 +33,15 @@ impl ClientIo for TlsStream<TcpStream> {
         session::locked_split(self)
     }
 
-    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+    fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         let (tcp, tls) = self.get_ref();
-        let buffered = !tls.wants_read();
-        async move {
-            if buffered {
-                Ok(())
-            } else {
-                tcp.readable().await
-            }
+        if tls.wants_read() {
+            tcp.poll_read_ready(cx)
+        } else {
+            std::task::Poll::Ready(Ok(()))
         }
     }
 }

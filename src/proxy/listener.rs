@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::handshake;
+use super::idle::Stop;
 use super::session::{self, Conn, ConnSlot};
 use crate::config::Proto;
 use crate::runtime::{Runtime, Snapshot};
@@ -91,7 +92,7 @@ pub struct Listeners {
     maxconn: Arc<Semaphore>,
     maxconn_now: u32,
     /// Flips to true on graceful stop: idle keep-alive connections close at once.
-    pub shutdown: watch::Sender<bool>,
+    pub shutdown: Stop,
 }
 
 impl Listeners {
@@ -102,7 +103,7 @@ impl Listeners {
             bound: HashMap::new(),
             maxconn: Arc::new(Semaphore::new(maxconn_now as usize)),
             maxconn_now,
-            shutdown: watch::channel(false).0,
+            shutdown: Stop::new(),
         }
     }
 
@@ -150,7 +151,7 @@ impl Listeners {
                     addr,
                     self.maxconn.clone(),
                     stop_rx.clone(),
-                    self.shutdown.subscribe(),
+                    self.shutdown.clone(),
                 );
                 // Each worker's socket is registered with, and accepted on, that worker's own
                 // runtime; without workers, the caller's.
@@ -211,7 +212,7 @@ impl Listeners {
                 t.abort();
             }
         }
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
     }
 }
 
@@ -225,7 +226,7 @@ async fn accept_loop(
     addr: SocketAddr,
     maxconn: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Stop,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,

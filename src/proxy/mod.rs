@@ -16,6 +16,8 @@
 
 pub mod access_log;
 pub mod acme_http01;
+pub mod bufs;
+pub mod conn_task;
 pub mod cookie;
 pub mod error_pages;
 pub mod exchange;
@@ -23,6 +25,7 @@ pub mod forwarded;
 pub mod h1;
 pub mod h2;
 pub mod handshake;
+pub mod idle;
 pub mod listener;
 pub mod pool;
 pub mod proxy_protocol;

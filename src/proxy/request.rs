@@ -16,6 +16,9 @@ use crate::runtime::ListenRt;
 impl Conn {
     /// Writes the request head to send upstream into `b.head_out`.
     pub(super) fn build_upstream_head(&self, listen: &ListenRt, b: &mut Bufs, strip_cookie: bool) {
+        if listen.forwardfor_except.is_some() {
+            b.set_xff(self.peer.ip());
+        }
         let req = &b.req;
         let src = &b.client[..];
         let out = &mut b.head_out;

@@ -5,8 +5,8 @@
 //! (the server's, or one of `error_pages`) and one access-log line; every counter or slot a
 //! connection takes (process `maxconn` permit, `actconn`, frontend session, and in `exchange` the
 //! backend and server sessions) is held by a guard and released when it drops, whatever ends the
-//! connection: a return, an error, a timeout or a panic. A panic in a connection task is caught,
-//! logged once with its location, counted (`conn_panics`), and costs that one connection only.
+//! connection: a return, an error, a timeout or a panic (the task and its slot:
+//! `conn_task`). Between requests a connection waits in `idle` holding no buffer (`bufs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -16,14 +16,15 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::timeout;
 
 use super::access_log::{self, Record};
+pub(super) use super::bufs::{Bufs, ConnBufs};
+pub use super::conn_task::{catch_panic, spawn, CatchPanic, Caught, ConnSlot};
 use super::error_pages::ProxyError;
 use super::exchange::Outcome;
-use super::forwarded;
-use super::h1::{self, Parsed, Reject, RequestHead, ResponseHead};
+use super::h1::{self, Parsed, Reject};
+use super::idle::{readable, wait_request, IdleLimits, Next, Stop};
 use crate::runtime::{ListenRt, Runtime, Snapshot};
 
 /// What a client connection is carried on: a TCP stream today; a TLS stream or an HTTP/2 stream
@@ -42,9 +43,13 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// says `HTTP/2.0` in its request line.
     const HTTP2: bool = false;
 
-    /// Waits until a read would make progress, holding no buffer (an idle keep-alive
-    /// connection owns none). Implementations that cannot tell return at once.
-    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// Ready when a read would make progress, holding no buffer (an idle keep-alive
+    /// connection owns none) and no future state (the wait is part of every idle connection's
+    /// task). Implementations that cannot tell are ready at once.
+    fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>>;
 
     /// Borrows a read half and a write half usable concurrently (request body up while the
     /// response head comes back, a tunnel). A TCP stream splits without a lock
@@ -56,8 +61,11 @@ impl ClientIo for TcpStream {
     type Reader<'a> = tokio::net::tcp::ReadHalf<'a>;
     type Writer<'a> = tokio::net::tcp::WriteHalf<'a>;
 
-    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        TcpStream::readable(self)
+    fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
     }
 
     fn split_io(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
@@ -81,289 +89,6 @@ pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// First allocation of a read buffer.
 pub(super) const FIRST_CHUNK: usize = 4 * 1024;
 
-/// Per-connection buffers, reused for every request on the connection.
-pub(super) struct Bufs {
-    pub(super) client: BytesMut,
-    pub(super) upstream: BytesMut,
-    pub(super) head_out: Vec<u8>,
-    pub(super) scratch: Vec<u8>,
-    pub(super) scratch2: Vec<u8>,
-    /// Method and target of the current request, kept for the log line.
-    pub(super) reqline: Vec<u8>,
-    pub(super) method_len: usize,
-    pub(super) req: RequestHead,
-    pub(super) res: ResponseHead,
-    /// `x-forwarded-for: <peer>\r\n`, formatted once per connection.
-    pub(super) xff: Vec<u8>,
-}
-
-impl Bufs {
-    fn empty() -> Box<Bufs> {
-        Box::new(Bufs {
-            client: BytesMut::new(),
-            upstream: BytesMut::new(),
-            head_out: Vec::new(),
-            scratch: Vec::new(),
-            scratch2: Vec::new(),
-            reqline: Vec::new(),
-            method_len: 0,
-            req: RequestHead::default(),
-            res: ResponseHead::default(),
-            xff: Vec::new(),
-        })
-    }
-
-    /// Empties every buffer (nothing of one connection is visible to the next) and frees the
-    /// ones that grew past their usual size, so a spare set stays ~10 KiB.
-    fn reset(&mut self) {
-        fn trim_bytes(b: &mut BytesMut, keep: usize) {
-            if b.capacity() > keep {
-                *b = BytesMut::new();
-            } else {
-                b.clear();
-            }
-        }
-        fn trim_vec<T>(v: &mut Vec<T>, keep: usize) {
-            if v.capacity() > keep {
-                *v = Vec::new();
-            } else {
-                v.clear();
-            }
-        }
-        trim_bytes(&mut self.client, 2 * FIRST_CHUNK);
-        trim_bytes(&mut self.upstream, 2 * FIRST_CHUNK);
-        for v in [
-            &mut self.head_out,
-            &mut self.scratch,
-            &mut self.scratch2,
-            &mut self.reqline,
-        ] {
-            trim_vec(v, 2 * FIRST_CHUNK);
-        }
-        self.method_len = 0;
-        trim_vec(&mut self.req.headers, 64);
-        trim_vec(&mut self.req.conn_listed, 16);
-        trim_vec(&mut self.res.headers, 64);
-        trim_vec(&mut self.res.conn_listed, 16);
-    }
-}
-
-/// Spare buffer sets kept per thread for connections between requests.
-const SPARE_MAX: usize = 64;
-
-thread_local! {
-    /// Buffer sets of connections that are between requests, reused by the next request on
-    /// this thread (LIFO, so usually the same set). An idle keep-alive connection holds no
-    /// buffer at all (HAProxy likewise), and a busy one does not pay malloc/free of ~10 KiB of
-    /// buffers per request.
-    // Boxed: a connection holds its set as one pointer, moved in and out without copying.
-    #[allow(clippy::vec_box)]
-    static SPARE: std::cell::RefCell<Vec<Box<Bufs>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A connection's buffers: `Some` while a request is in progress, `None` (a spare set went back
-/// to the thread's pool) while the connection waits for the next request. Dropping it gives the
-/// set back too, whatever ends the connection.
-pub(super) struct ConnBufs {
-    bufs: Option<Box<Bufs>>,
-    /// `x-forwarded-for: <peer>\r\n`, formatted once per connection; lent to `Bufs::xff`.
-    xff: Vec<u8>,
-}
-
-impl ConnBufs {
-    pub(super) fn new(xff: Vec<u8>) -> Self {
-        ConnBufs { bufs: None, xff }
-    }
-
-    /// The buffers, taken from the thread's spare sets (or allocated) if the connection had none.
-    pub(super) fn get(&mut self) -> &mut Bufs {
-        let xff = &mut self.xff;
-        self.bufs.get_or_insert_with(|| {
-            let mut b = SPARE
-                .try_with(|s| s.borrow_mut().pop())
-                .ok()
-                .flatten()
-                .unwrap_or_else(Bufs::empty);
-            b.xff = std::mem::take(xff);
-            b
-        })
-    }
-
-    /// Bytes of the next request already buffered (pipelined)?
-    pub(super) fn has_pending(&self) -> bool {
-        self.bufs.as_ref().is_some_and(|b| !b.client.is_empty())
-    }
-
-    /// Gives the buffers back while the client is idle between requests. Only called with no
-    /// pending input.
-    pub(super) fn release(&mut self) {
-        if let Some(mut b) = self.bufs.take() {
-            self.xff = std::mem::take(&mut b.xff);
-            b.reset();
-            let _ = SPARE.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < SPARE_MAX {
-                    s.push(b);
-                }
-            });
-        }
-    }
-}
-
-impl Drop for ConnBufs {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-/// Everything one client connection holds from accept to close. Dropping it gives all of it
-/// back; it lives in the connection's task, so a panic that unwinds the task drops it too.
-pub struct ConnSlot {
-    rt: Arc<Runtime>,
-    listen: Arc<ListenRt>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl ConnSlot {
-    /// Counts the connection in (`actconn`, cumulative connections, frontend session).
-    pub fn take(rt: Arc<Runtime>, listen: Arc<ListenRt>, permit: OwnedSemaphorePermit) -> Self {
-        rt.process.actconn.fetch_add(1, Ordering::Relaxed);
-        rt.process.cum_conns.fetch_add(1, Ordering::Relaxed);
-        listen.shared.frontend.session_start();
-        ConnSlot {
-            rt,
-            listen,
-            _permit: permit,
-        }
-    }
-}
-
-impl ConnSlot {
-    pub fn rt(&self) -> &Arc<Runtime> {
-        &self.rt
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.listen.shared.frontend.session_end();
-        self.rt.process.actconn.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Serves `stream` on its own task. The slot is released when the task ends, and a panic in it
-/// is contained: logged once with its location, counted, and only this connection is closed.
-pub fn spawn<S: ClientIo>(conn: Conn, stream: S, slot: ConnSlot) {
-    let task = async move {
-        let slot = slot;
-        let peer = conn.peer;
-        if let Err(p) = catch_panic(conn.serve(stream)).await {
-            slot.rt.process.conn_panics.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                listen = %slot.listen.name,
-                client = %peer,
-                location = %p.location,
-                "connection task panicked ({}); that connection was closed",
-                p.message
-            );
-        }
-        drop(slot);
-    };
-    // What an idle keep-alive connection costs in task state (benches/README.md, idle memory).
-    static LOGGED: std::sync::Once = std::sync::Once::new();
-    LOGGED.call_once(|| {
-        tracing::debug!(
-            bytes = std::mem::size_of_val(&task),
-            "connection task future size"
-        )
-    });
-    tokio::spawn(task);
-}
-
-/// A panic caught in a connection task.
-#[derive(Debug)]
-pub struct Caught {
-    pub message: String,
-    /// `file:line:column` of the panic.
-    pub location: String,
-}
-
-thread_local! {
-    /// Set while a connection future is being polled: the panic hook records the location for
-    /// `catch_panic` instead of printing it, so each panic is reported once.
-    static IN_CONN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-fn install_panic_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if IN_CONN.with(|c| c.get()) {
-                let loc = info.location().map(|l| l.to_string());
-                LOCATION.with(|l| *l.borrow_mut() = loc);
-            } else {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Runs `fut`, turning a panic in any of its polls into `Err` (the future is dropped at once, so
-/// everything it owns is released). A struct rather than an `async fn`: an `async fn` that pins
-/// its argument stores the future twice (the argument and the pinned local), which doubled every
-/// connection task.
-pub fn catch_panic<F: std::future::Future<Output = ()>>(fut: F) -> CatchPanic<F> {
-    install_panic_hook();
-    CatchPanic { fut: Some(fut) }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`catch_panic`].
-    pub struct CatchPanic<F> {
-        #[pin]
-        fut: Option<F>,
-    }
-}
-
-impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> {
-    type Output = Result<(), Caught>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let mut fut = self.project().fut;
-        let Some(inner) = fut.as_mut().as_pin_mut() else {
-            return std::task::Poll::Ready(Ok(()));
-        };
-        IN_CONN.with(|c| c.set(true));
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)));
-        IN_CONN.with(|c| c.set(false));
-        match r {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(())) => {
-                fut.set(None);
-                std::task::Poll::Ready(Ok(()))
-            }
-            Err(payload) => {
-                // Dropped here, so what it held is released before the panic is reported.
-                fut.set(None);
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                let location = LOCATION
-                    .with(|l| l.borrow_mut().take())
-                    .unwrap_or_else(|| "unknown".into());
-                std::task::Poll::Ready(Err(Caught { message, location }))
-            }
-        }
-    }
-}
-
 pub struct Conn {
     pub rt: Arc<Runtime>,
     pub listen_name: Arc<str>,
@@ -375,7 +100,8 @@ pub struct Conn {
     pub local: SocketAddr,
     /// The connection is TLS (`X-Forwarded-Proto: https`, HSTS, no https redirect).
     pub secure: bool,
-    pub shutdown: watch::Receiver<bool>,
+    /// The graceful stop: idle keep-alive connections close at once.
+    pub shutdown: Stop,
 }
 
 pub(super) enum HeadRead {
@@ -402,42 +128,103 @@ pub(super) async fn read_more<R: AsyncRead + Unpin>(
     rd.read_buf(buf).await
 }
 
+/// What one request step decided.
+enum Step {
+    Keep(IdleLimits),
+    Close,
+    /// The listen is gone from the configuration: drop the connection.
+    Gone,
+}
+
 impl Conn {
-    pub async fn serve<S: ClientIo>(mut self, mut stream: S) {
-        // Buffers are taken when the first bytes arrive (see `ConnBufs`).
-        let mut xff = Vec::new();
-        forwarded::write_header(&mut xff, self.peer.ip());
-        let mut b = ConnBufs::new(xff);
-        let mut first = true;
-        let mut pipelined = 0u32;
-        loop {
-            let snap = self.rt.load();
-            let Some(listen) = snap.listen_by_name(&self.listen_name).cloned() else {
-                return;
-            };
-            let keep = self
-                .one_request(&mut stream, &snap, &listen, &mut b, first)
-                .await;
-            first = false;
-            if !keep {
-                let _ = stream.shutdown().await;
-                return;
-            }
-            // Pipelined requests already buffered are served without waiting for the socket:
-            // after a few in a row, let the worker's other connections run first.
-            if b.has_pending() {
-                pipelined += 1;
-                if pipelined >= PIPELINE_BURST {
-                    pipelined = 0;
-                    tokio::task::yield_now().await;
+    /// Serves the connection until it closes. Not an `async fn`: the block uses `self` and
+    /// `stream` where they were captured (an `async fn` moves its arguments into locals and
+    /// keeps room for both copies in every connection's task).
+    // Written out on purpose: the `async fn` form is larger (conn_task's size test).
+    #[allow(clippy::manual_async_fn)]
+    pub fn serve<S: ClientIo>(
+        mut self,
+        mut stream: S,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let stream = &mut stream;
+            // Buffers are taken when the first bytes arrive (see `ConnBufs`).
+            let mut b = ConnBufs::default();
+            let mut limits = {
+                let snap = self.rt.load();
+                match snap.listen_by_name(&self.listen_name) {
+                    Some(l) => IdleLimits::of(l),
+                    None => return,
                 }
-            } else {
-                pipelined = 0;
+            };
+            let mut first = true;
+            let mut pipelined = 0u32;
+            loop {
+                let next = if b.has_pending() {
+                    Next::Buffered
+                } else {
+                    b.release();
+                    let at = tokio::time::Instant::now() + limits.idle(first);
+                    match wait_request(stream, &self.shutdown, at, first).await {
+                        Some(n) => n,
+                        None => {
+                            let _ = stream.shutdown().await;
+                            return;
+                        }
+                    }
+                };
+                // Boxed: the request's state machine (head read, exchange, relay, log) is most of
+                // a connection's future; outside it, an idle connection's task holds only the
+                // wait above (benches/README.md, idle memory; pinned by a test below).
+                match Box::pin(self.step(stream, &mut b, next, first)).await {
+                    Step::Keep(l) => limits = l,
+                    Step::Close => {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    Step::Gone => return,
+                }
+                first = false;
+                // Pipelined requests already buffered are served without waiting for the socket:
+                // after a few in a row, let the worker's other connections run first.
+                if b.has_pending() {
+                    pipelined += 1;
+                    if pipelined >= PIPELINE_BURST {
+                        pipelined = 0;
+                        tokio::task::yield_now().await;
+                    }
+                } else {
+                    pipelined = 0;
+                }
             }
         }
     }
 
-    /// Waits for and parses one request head into `b.req`.
+    /// One request on the current snapshot.
+    async fn step<S: ClientIo>(
+        &mut self,
+        stream: &mut S,
+        b: &mut ConnBufs,
+        next: Next,
+        first: bool,
+    ) -> Step {
+        let snap = self.rt.load();
+        let Some(listen) = snap.listen_by_name(&self.listen_name).cloned() else {
+            return Step::Gone;
+        };
+        if self
+            .one_request(stream, &snap, &listen, b, next, first)
+            .await
+        {
+            Step::Keep(IdleLimits::of(&listen))
+        } else {
+            Step::Close
+        }
+    }
+
+    /// Reads and parses one request head into `b.req`, after `next` told how its first bytes
+    /// came.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn read_head<S: ClientIo>(
         &mut self,
         stream: &mut S,
@@ -445,42 +232,48 @@ impl Conn {
         listen: &ListenRt,
         max: usize,
         max_lines: h1::MaxLines,
+        next: Next,
         first: bool,
     ) -> (HeadRead, Instant, SystemTime) {
         let s = &listen.settings;
-        if !cb.has_pending() {
-            let idle = if first {
-                s.timeout_http_request
-            } else {
-                s.timeout_http_keep_alive
-            };
-            let mut shutdown = self.shutdown.clone();
-            if *shutdown.borrow() && !first {
-                return (HeadRead::Quiet, Instant::now(), SystemTime::now());
+        match next {
+            Next::Buffered => {}
+            Next::TimedOut => {
+                return (
+                    HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", true),
+                    Instant::now(),
+                    SystemTime::now(),
+                )
             }
-            cb.release();
-            // Wait for the next request without holding a buffer, then read it.
-            let next = async {
-                ClientIo::readable(&*stream).await?;
-                read_more(stream, &mut cb.get().client).await
-            };
-            tokio::select! {
-                r = timeout(idle, next) => match r {
-                    Ok(Ok(0)) | Ok(Err(_)) => {
-                        return (HeadRead::Quiet, Instant::now(), SystemTime::now())
-                    }
-                    Ok(Ok(_)) => {}
-                    Err(_) => {
-                        let r = if first {
-                            HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", true)
-                        } else {
-                            HeadRead::Quiet
-                        };
-                        return (r, Instant::now(), SystemTime::now());
-                    }
-                },
-                _ = shutdown.wait_for(|s| *s), if !first => {
+            Next::Arrived(at) => {
+                if self.shutdown.is_stopping() && !first {
                     return (HeadRead::Quiet, Instant::now(), SystemTime::now());
+                }
+                // Readable (or a transport that cannot tell: then this read is the wait).
+                let shutdown = &self.shutdown;
+                let next = async {
+                    readable(&mut *stream).await?;
+                    read_more(stream, &mut cb.get().client).await
+                };
+                tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(at, next) => match r {
+                        Ok(Ok(0)) | Ok(Err(_)) => {
+                            return (HeadRead::Quiet, Instant::now(), SystemTime::now())
+                        }
+                        Ok(Ok(_)) => {}
+                        Err(_) => {
+                            let r = if first {
+                                HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", true)
+                            } else {
+                                HeadRead::Quiet
+                            };
+                            return (r, Instant::now(), SystemTime::now());
+                        }
+                    },
+                    _ = shutdown.wait(), if !first => {
+                        return (HeadRead::Quiet, Instant::now(), SystemTime::now());
+                    }
                 }
             }
         }
@@ -540,6 +333,7 @@ impl Conn {
         snap: &Snapshot,
         listen: &Arc<ListenRt>,
         cb: &mut ConnBufs,
+        next: Next,
         first: bool,
     ) -> bool {
         let fe = &listen.shared.frontend;
@@ -550,6 +344,7 @@ impl Conn {
                 listen,
                 snap.global.max_header_bytes,
                 snap.global.max_header_lines,
+                next,
                 first,
             )
             .await;
@@ -595,11 +390,9 @@ impl Conn {
         b.reqline
             .extend_from_slice(&b.client[b.req.target_r.clone()]);
 
-        // Boxed: the exchange's state machine (relay, upload, response) is most of a
-        // connection's future; boxing it per request keeps an idle keep-alive connection's task
-        // small (measured: 2448 -> see benches/README.md).
-        let (mut o, ck) =
-            Box::pin(self.exchange(stream, listen, b, snap.global.max_header_bytes)).await;
+        let (mut o, ck) = self
+            .exchange(stream, listen, b, snap.global.max_header_bytes)
+            .await;
         // With a cookie configured HAProxy logs its server-cookie flag `N` on its own errors
         // too (`SCNN` when no server is available).
         if o.server_cookie == b'-' && listen.cookie.is_some() {
@@ -610,7 +403,7 @@ impl Conn {
         }
         fe.bin.fetch_add(o.bytes_in, Ordering::Relaxed);
         fe.bout.fetch_add(o.bytes_out, Ordering::Relaxed);
-        if *self.shutdown.borrow() {
+        if self.shutdown.is_stopping() {
             o.keep_client = false;
         }
         let total = start.elapsed();
@@ -693,35 +486,5 @@ impl Conn {
         };
         access_log::format(&rec, &mut line);
         snap.access_log.send(line);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Flag(Arc<std::sync::atomic::AtomicBool>);
-    impl Drop for Flag {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_panic_is_caught_with_its_location_and_what_the_future_held_is_released() {
-        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let held = Flag(released.clone());
-        let r = catch_panic(async move {
-            let _held = held;
-            tokio::task::yield_now().await;
-            let v: Vec<u8> = Vec::new();
-            let _ = v[std::hint::black_box(3)];
-        })
-        .await;
-        let caught = r.expect_err("the panic is caught");
-        assert!(caught.location.contains("session.rs"), "{caught:?}");
-        assert!(caught.message.contains("index out of bounds"), "{caught:?}");
-        assert!(released.load(Ordering::SeqCst));
-        assert!(catch_panic(async {}).await.is_ok());
     }
 }

@@ -33,6 +33,8 @@ pub struct Timers {
     pub reconcile: Duration,
     pub api_budget_per_minute: u32,
     pub retry_backoff_max: Duration,
+    /// `[aws] max_attempts` (the SDK's retries; the budget is charged this many per call).
+    pub max_attempts: u32,
     /// Health-check the backend (needs the health module to have any effect).
     pub check: bool,
     /// Write every peer's ENI and private IPs into each node's config (false: nodes must find
@@ -54,6 +56,7 @@ impl Default for Timers {
             reconcile: Duration::from_secs(2),
             api_budget_per_minute: 600,
             retry_backoff_max: Duration::from_secs(2),
+            max_attempts: 3,
             check: false,
             peer_identity: true,
         }
@@ -432,7 +435,7 @@ region = "us-east-1"
 attempt_timeout = "2s"
 operation_timeout = "5s"
 connect_timeout = "1s"
-max_attempts = 3
+max_attempts = {max_attempts}
 reconcile_interval = "{reconcile}"
 api_budget_per_minute = {budget}
 retry_backoff_max = "{backoff}"
@@ -441,6 +444,7 @@ ensure_secondary_ip = false
                 reconcile = dur(timers.reconcile),
                 budget = timers.api_budget_per_minute,
                 backoff = dur(timers.retry_backoff_max),
+                max_attempts = timers.max_attempts,
             ));
             for p in &world.nodes {
                 text.push_str(&format!(

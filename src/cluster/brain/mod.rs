@@ -125,7 +125,12 @@
 //! was unreadable for the grace, the proof is older than `stale_after`, or this incarnation never
 //! heard them) stay candidates for orphaned EIPs, so that both sides of a split pick the same
 //! rendezvous winner; a winner that is really dead is found out by the re-read (which runs while
-//! an orphan waits) and the next one takes over. A peer that said "leaving" is down at once,
+//! an orphan waits) and the next one takes over. A peer whose verdict is still pending
+//! (`Suspect`: silent past deadtime, witness not read yet) ranks too: if it wins, the others
+//! wait one read for its verdict rather than a runner-up taking the EIP (sim seed 15855). An
+//! owner dead without proof may be reclaiming its EIP behind the split, so nobody else takes
+//! that EIP off another node until a read proves the owner dead; such a wait re-reads old
+//! proofs like an orphan does (sim seeds 12914, 7697). A peer that said "leaving" is down at once,
 //! and after deadtime of silence it is judged like any silent peer (its witness), so a restart
 //! we could not hear does not look like a leaver for ever.
 //!
@@ -480,7 +485,8 @@ pub struct Brain {
     budget_blocked: bool,
     /// Tokens the call that found the budget empty needed.
     budget_need: u32,
-    /// The last plan had an orphaned EIP waiting for a taker.
+    /// The last plan had an orphaned EIP waiting for a taker, or one waiting for a proof that
+    /// a silent peer is dead: old proofs of death are then re-read.
     orphans_waiting: bool,
     counters: BrainCounters,
 }

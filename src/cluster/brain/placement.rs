@@ -174,6 +174,7 @@ impl Brain {
         };
         let mut out = Vec::with_capacity(self.eips.len());
         let mut orphans = Vec::new();
+        let mut proof_wanted = false;
         for (e, t) in self.eips.iter().enumerate() {
             let owner = t.owner;
             if t.observed.is_none() {
@@ -217,7 +218,32 @@ impl Brain {
                     // the owner may be reclaiming it; moving it between them helps nobody
                     // (sim seed 3691). Once reads work, a proof comes within one read.
                     Some((h, _)) if h != owner && unproven_dead(h) && unproven_dead(owner) => {
+                        proof_wanted = true;
                         wait("owner and holder silent, neither proven dead: waiting for proof")
+                    }
+                    // The owner is silent without proof of death (an API outage kept its
+                    // witness unreadable past the grace) and its EIP sits on another node that
+                    // is down: if the owner is alive behind a partition it reclaims the EIP
+                    // itself, and a takeover now would be a second move for one event (sim seed
+                    // 12914). Once reads work, a proof (or a fresh stamp) comes within one read.
+                    // Old proofs are re-read while it waits (`proof_wanted`; sim seed 7697).
+                    Some((h, _)) if h != owner && unproven_dead(owner) => {
+                        proof_wanted = true;
+                        wait("owner silent, not proven dead: it may be reclaiming; waiting for proof")
+                    }
+                    // It reached its owner after we last heard the owner, which is dead to us
+                    // without proof: only the owner moves an EIP onto itself, so it was alive
+                    // then (an agreed failback executed late behind a partition in an API
+                    // outage: sim seed 33508). Wait for a proof rather than take it back.
+                    Some((h, _))
+                        if h == owner
+                            && unproven_dead(owner)
+                            && self.peers[owner]
+                                .last_heard
+                                .is_some_and(|l| t.arrived_seen_at > l) =>
+                    {
+                        proof_wanted = true;
+                        wait("owner reclaimed it after we last heard it, not proven dead: waiting for proof")
                     }
                     Some((h, _)) if h == owner && self.moved_while_silent(h, e) => {
                         wait("partition suspected: owner reclaimed it while silent to us")
@@ -230,10 +256,16 @@ impl Brain {
             };
             out.push(d);
         }
-        let orphans_waiting = !orphans.is_empty();
+        let orphans_waiting = !orphans.is_empty() || proof_wanted;
+        // A peer whose witness verdict is still pending (Suspect) ranks too: if it wins, we wait
+        // for its verdict (one read) rather than the runner-up taking the EIP while the winner,
+        // alive behind a partition, takes it on its side (sim seed 15855).
         let candidate = |i: usize| {
             live[i] == Live::Up
-                || (i != self.me && (self.peers[i].state.candidate() || unproven_dead(i)))
+                || (i != self.me
+                    && (self.peers[i].state.candidate()
+                        || self.peers[i].state == PeerState::Suspect
+                        || unproven_dead(i)))
         };
         for e in orphans {
             let t = &self.eips[e];

@@ -118,7 +118,7 @@ where
     let mut idle_at = Some(Instant::now() + s.timeout_http_request);
     let mut close_at: Option<Instant> = None;
     let mut calm = false;
-    let mut shutdown = conn.shutdown.clone();
+    let shutdown = conn.shutdown.clone();
     let tripped_now = || {
         let t = tripped.clone();
         poll_fn(move |_| {
@@ -165,7 +165,7 @@ where
                 h.graceful_shutdown();
                 close_at = Some(Instant::now() + s.timeout_client);
             }
-            _ = shutdown.wait_for(|s| *s), if close_at.is_none() => {
+            _ = shutdown.wait(), if close_at.is_none() => {
                 h.graceful_shutdown();
                 close_at = Some(Instant::now() + s.timeout_client);
             }

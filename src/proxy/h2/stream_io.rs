@@ -416,7 +416,7 @@ impl ClientIo for StreamIo {
         (&mut self.rd, &mut self.wr)
     }
 
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
-        std::future::ready(Ok(()))
+    fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
