@@ -89,7 +89,8 @@ case $MODE in
     callgrind_control -d "$pid" >/dev/null
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    f=$(ls -t "$out"* | head -1)
+    # The dump is a numbered part file (the one written at exit is empty): the largest one.
+    f=$(ls -S "$out"* | head -1)
     ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     echo "instructions per request: $((ir / N))"
     callgrind_annotate --inclusive=yes "$f" 2>/dev/null | sed -n '1,60p' >"$WORK/callgrind-top.txt"
