@@ -11,6 +11,8 @@
 #   for both, connections/s and the proxy's CPU time per connection (utime+stime from /proc:
 #   load-independent where the client, not the proxy, is the bottleneck);
 # - HTTP/1.1 over TLS: `wrk -t1 -c$CONNS https://...` keep-alive req/s, p99, CPU per request;
+# - HTTP/2 over TLS (ALPN h2): `h2load -t1 -c$CONNS -m$STREAMS -D$DUR https://...` req/s, mean
+#   request time, CPU per request (the backends stay HTTP/1.1 on both proxies);
 # - memory: RSS growth for IDLE idle TLS keep-alive connections (each sent one request first),
 #   per connection.
 # Output: a table on stdout (also $OUT, default /tmp/edgelb-bench-tls/results.txt).
@@ -20,11 +22,12 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-10}
 CONNS=${CONNS:-50}
 IDLE=${IDLE:-2000}
+STREAMS=${STREAMS:-10}
 WORK=${WORK:-/tmp/edgelb-bench-tls}
 OUT=${OUT:-$WORK/results.txt}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/edgelb-perf}
 mkdir -p "$WORK"
-for t in wrk haproxy openssl python3; do
+for t in wrk h2load haproxy openssl python3; do
   command -v $t >/dev/null || { echo "$t is not installed" >&2; exit 1; }
 done
 if [ "${BUILD:-1}" = 1 ]; then
@@ -79,7 +82,7 @@ defaults
   timeout client 30s
   timeout server 30s
 listen webapp
-  bind 127.0.0.1:$HA_PORT ssl crt $WORK/site.pem alpn http/1.1
+  bind 127.0.0.1:$HA_PORT ssl crt $WORK/site.pem alpn h2,http/1.1
   balance roundrobin
   cookie SERVERID insert indirect nocache
   server app1 127.0.0.1:18481 cookie app1 check
@@ -104,6 +107,7 @@ cookie = { name = "SERVERID", insert = true, indirect = true, nocache = true }
 [listen.tls]
 bind = ["127.0.0.1:$EL_PORT"]
 certs = [{ cert = "$WORK/site.crt", key = "$WORK/site.key" }]
+alpn = ["h2", "http/1.1"]
 [[listen.server]]
 name = "app1"
 address = "127.0.0.1:18481"
@@ -145,8 +149,9 @@ sys.stdin.read()
 '
 
 {
-  echo "# benches/tls.sh $(date -u +%FT%TZ) DUR=$DUR CONNS=$CONNS IDLE=$IDLE; uptime:$(uptime | sed 's/.*load/ load/')"
-  printf "%-8s %12s %12s %12s %12s %10s %8s %10s %12s\n" proxy "full/s" "cpu_us/full" "resumed/s" "cpu_us/res" "wrk_req/s" "p99" "cpu_us/req" "idle_B/conn"
+  echo "# benches/tls.sh $(date -u +%FT%TZ) DUR=$DUR CONNS=$CONNS STREAMS=$STREAMS IDLE=$IDLE; uptime:$(uptime | sed 's/.*load/ load/')"
+  printf "%-8s %9s %11s %9s %10s %9s %7s %10s %9s %9s %10s %11s\n" proxy "full/s" "cpu_us/full" "resumed/s" "cpu_us/res" \
+    "h1_req/s" "h1_p99" "cpu_us/h1" "h2_req/s" "h2_mean" "cpu_us/h2" "idle_B/conn"
 } | tee "$OUT"
 
 for p in haproxy edgelb; do
@@ -187,7 +192,17 @@ for p in haproxy edgelb; do
   reqs=$(echo "$w" | awk '/requests in/ {print $1}')
   p99=$(echo "$w" | awk '$1 == "99%" {print $2}')
   cpureq=$(awk -v n="$reqs" -v d=$((t1 - t0)) -v t="$TICK" 'BEGIN{printf "%.1f", d/t*1e6/n}')
-  printf "%-8s %12s %12s %12s %12s %10s %8s %10s %12s\n" "$p" "${res[0]}" "${res[1]}" "${res[2]}" "${res[3]}" "$rps" "$p99" "$cpureq" "$per" | tee -a "$OUT"
+  t0=$(cpu_ticks "$PID")
+  h=$("${LOAD_CPU[@]}" h2load -t1 -c"$CONNS" -m"$STREAMS" -D"$DUR" "https://127.0.0.1:$PORT/" 2>/dev/null || true)
+  t1=$(cpu_ticks "$PID")
+  echo "$h" >"$WORK/h2load.$p.out"
+  h2rps=$(echo "$h" | awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}')
+  h2ok=$(echo "$h" | awk '/^requests:/ {print $8}')
+  h2mean=$(echo "$h" | awk '/^time for request:/ {print $6}')
+  h2cpu=$(awk -v n="${h2ok:-0}" -v d=$((t1 - t0)) -v t="$TICK" 'BEGIN{if (n > 0) printf "%.1f", d/t*1e6/n; else print "-"}')
+  if ! echo "$h" | grep -q "Application protocol: h2"; then h2rps="-"; fi
+  printf "%-8s %9s %11s %9s %10s %9s %7s %10s %9s %9s %10s %11s\n" "$p" "${res[0]}" "${res[1]}" "${res[2]}" "${res[3]}" \
+    "$rps" "$p99" "$cpureq" "${h2rps:--}" "${h2mean:--}" "$h2cpu" "$per" | tee -a "$OUT"
   kill "$PID"; wait "$PID" 2>/dev/null || true
   sleep 1
 done

@@ -45,6 +45,9 @@ struct AcmeCluster {
     _moto: Moto,
     api_ports: Vec<u16>,
     storage: Vec<PathBuf>,
+    /// nodeA's TLS port: `[listen.tls]` with no certificate configured, so it serves the
+    /// ACME directory (empty at start).
+    tls_port: u16,
 }
 
 impl AcmeCluster {
@@ -56,17 +59,21 @@ impl AcmeCluster {
         let mut cluster = EdgeCluster::new(&world, moto.endpoint(), Timers::default(), false);
         let mut api_ports = Vec::new();
         let mut storage = Vec::new();
+        let tls_port = port_on_both();
         for (i, n) in cluster.nodes.iter().enumerate() {
             let text = std::fs::read_to_string(&n.config_path).expect("read config");
             let old_bind = format!("bind = [\"127.0.0.1:{}\"]", n.listen_port);
             assert!(text.contains(&old_bind), "listen bind in {text}");
             let dir = cluster.dir.path().join(format!("{}-acme", n.name));
             let api = free_port();
-            let text = text.replace(
-                &old_bind,
-                &format!("bind = [\"{}:{http_port}\"]", NODE_IPS[i]),
-            ) + &format!(
-                r#"
+            let mut bind = format!("bind = [\"{}:{http_port}\"]", NODE_IPS[i]);
+            if i == 0 {
+                // No `certs` nor `cert_dir`: the listen takes the ACME directory.
+                bind += &format!("\n[listen.tls]\nbind = [\"{}:{tls_port}\"]", NODE_IPS[i]);
+            }
+            let text = text.replace(&old_bind, &bind)
+                + &format!(
+                    r#"
 [stats]
 dashboard_bind = "127.0.0.1:{dash}"
 api_bind = "127.0.0.1:{api}"
@@ -81,13 +88,13 @@ renew_before = "1h"
 share_challenges = {share}
 challenge_wait = "5s"
 "#,
-                dash = free_port(),
-                url = pebble.directory_url,
-                n0 = NAMES[0],
-                n1 = NAMES[1],
-                storage = dir.display(),
-                ca = pebble.ca_file.display(),
-            );
+                    dash = free_port(),
+                    url = pebble.directory_url,
+                    n0 = NAMES[0],
+                    n1 = NAMES[1],
+                    storage = dir.display(),
+                    ca = pebble.ca_file.display(),
+                );
             std::fs::write(&n.config_path, text).expect("write config");
             api_ports.push(api);
             storage.push(dir);
@@ -101,6 +108,7 @@ challenge_wait = "5s"
             _moto: moto,
             api_ports,
             storage,
+            tls_port,
         }
     }
 
@@ -111,25 +119,6 @@ challenge_wait = "5s"
 
     fn cert_dir(&self, i: usize) -> PathBuf {
         self.storage[i].join("certs")
-    }
-
-    /// Adds a TLS bind on `port` serving the ACME directory to node `i` and reloads it (SIGHUP).
-    fn add_tls_and_reload(&self, i: usize, port: u16) {
-        let n = &self.cluster.nodes[i];
-        let text = std::fs::read_to_string(&n.config_path).expect("read config");
-        let tls = format!(
-            "[listen.tls]\nbind = [\"{}:{port}\"]\ncert_dir = \"{}\"\n\n[cluster]\n",
-            NODE_IPS[i],
-            self.cert_dir(i).display()
-        );
-        let text = text.replacen("[cluster]\n", &tls, 1);
-        std::fs::write(&n.config_path, text).expect("write config");
-        let pid = n.pid().expect("running").to_string();
-        let st = Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill");
-        assert!(st.success());
     }
 
     /// Waits until node `i` logged `needle` at least `count` times; returns its log.
@@ -299,10 +288,14 @@ async fn certificate_issued_through_the_peer_renewed_and_failure_reported_when_p
     assert_eq!(a["state"], "valid", "{a:#}");
     assert!(a["next_renewal_unix_ms"].as_u64().is_some(), "{a:#}");
 
-    // The TLS listener serves it from the ACME directory (added by a reload, as an operator
-    // would after the first issuance).
-    let tls_port = port_on_both();
-    c.add_tls_and_reload(0, tls_port);
+    // nodeA's TLS listen started before any certificate existed (the log says it waits for
+    // ACME) and serves the issued one from the ACME directory without a reload.
+    let log = c.cluster.nodes[0].log();
+    assert!(
+        log.contains("waiting for ACME's first issuance"),
+        "nodeA's TLS listen started empty:\n{log}"
+    );
+    let tls_port = c.tls_port;
     let deadline = Instant::now() + Duration::from_secs(10);
     let served = loop {
         if let Some(s) = served_serial(NODE_IPS[0], tls_port, &root_path) {

@@ -100,10 +100,11 @@ pub fn load_str(text: &str, file: &str) -> Result<Loaded, ConfigError> {
     for p in &ignored {
         problems.push(at(map.line_of(p), keys::unknown_key_message(p)));
     }
-    let Some(config) = config else {
+    let Some(mut config) = config else {
         problems.sort_by_key(|p| p.line);
         return Err(ConfigError::Invalid(problems));
     };
+    config.link_acme_cert_dirs();
     // Validation reads the typed config, so it only runs on a file whose every value had the
     // right type; unknown keys do not stop it (both are reported together).
     for (path, msg) in validate(&config) {

@@ -90,6 +90,28 @@ pub struct Config {
     pub acme: Option<AcmeSection>,
 }
 
+impl Config {
+    /// Points TLS listens at the ACME certificate directory: one with neither `certs` nor
+    /// `cert_dir` gets it, and any whose `cert_dir` is it is marked `acme_managed` (empty until
+    /// the first issuance). Called once after parsing, before validation.
+    pub fn link_acme_cert_dirs(&mut self) {
+        let Some(acme) = &self.acme else {
+            return;
+        };
+        let dir = acme.cert_dir();
+        let norm = |d: &str| d.trim_end_matches('/').to_string();
+        for l in &mut self.listen {
+            let Some(t) = l.tls.as_mut() else {
+                continue;
+            };
+            if t.certs.is_empty() && t.cert_dir.is_none() {
+                t.cert_dir = Some(dir.clone());
+            }
+            t.acme_managed = t.cert_dir.as_deref().map(norm) == Some(norm(&dir));
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct NodeSection {
     /// This node's name in the cluster. Defaults to the host name, so one file can serve every

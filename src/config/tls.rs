@@ -45,6 +45,13 @@ pub struct TlsSettings {
     pub session_cache: Option<usize>,
     /// `Strict-Transport-Security` on every response sent over TLS.
     pub hsts: Option<Hsts>,
+    /// Set at load, not in the file: `cert_dir` is where `[acme]` writes its certificates, so an
+    /// empty (or not yet created) directory is the state before the first issuance, not an
+    /// error: the listen starts, handshakes fail until the certificate lands, then it is
+    /// served without a reload. A listen with `[acme]` and no `certs` nor `cert_dir` gets the
+    /// ACME directory.
+    #[serde(skip)]
+    pub acme_managed: bool,
 }
 
 /// One certificate chain with its key and optional stapled OCSP response.

@@ -192,6 +192,9 @@ fn sources(t: &TlsSettings) -> (Vec<Source>, Vec<Problem>) {
     let mut problems = Vec::new();
     if let Some(dir) = &t.cert_dir {
         match dir_sources(Path::new(dir)) {
+            // Before ACME's first issuance: an empty set, reported as a warning by `load`.
+            Ok(s) if s.is_empty() && t.acme_managed => {}
+            Err(_) if t.acme_managed && !Path::new(dir).exists() => {}
             Ok(s) if s.is_empty() && t.certs.is_empty() => {
                 problems.push(problem(Path::new(dir), "holds no certificate file"))
             }
@@ -342,7 +345,16 @@ pub fn load(t: &TlsSettings, provider: &CryptoProvider) -> Result<CertSet, Vec<P
         },
         None => 0,
     };
-    if certs.is_empty() && problems.is_empty() {
+    if certs.is_empty() && problems.is_empty() && t.acme_managed {
+        // Handshakes fail (no certificate) until ACME writes the first one; the directory is
+        // watched, so it is served from then on without a reload.
+        warnings.push(Problem {
+            file: t.cert_dir.clone().unwrap_or_default(),
+            reason: "no certificate yet: waiting for ACME's first issuance (TLS handshakes \
+                     fail until then)"
+                .into(),
+        });
+    } else if certs.is_empty() && problems.is_empty() {
         problems.push(Problem {
             file: "tls".into(),
             reason: "no certificate".into(),
@@ -369,4 +381,37 @@ pub fn load(t: &TlsSettings, provider: &CryptoProvider) -> Result<CertSet, Vec<P
         warnings,
         fingerprint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path, acme_managed: bool) -> TlsSettings {
+        TlsSettings {
+            bind: vec!["127.0.0.1:0".into()],
+            cert_dir: Some(dir.display().to_string()),
+            acme_managed,
+            ..TlsSettings::default()
+        }
+    }
+
+    #[test]
+    fn an_empty_acme_directory_is_a_warning_any_other_an_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let missing = tmp.path().join("certs");
+        let p = crate::tls::provider();
+        for dir in [tmp.path(), missing.as_path()] {
+            let set = load(&settings(dir, true), &p).expect("empty ACME directory loads");
+            assert!(set.certs.is_empty());
+            assert!(set.select(Some("example.com"), &[], false).is_none());
+            assert!(
+                set.warnings[0].reason.contains("waiting for ACME"),
+                "{:?}",
+                set.warnings
+            );
+            let err = load(&settings(dir, false), &p).expect_err("empty cert_dir refused");
+            assert!(!err.is_empty());
+        }
+    }
 }

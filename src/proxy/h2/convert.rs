@@ -2,6 +2,7 @@
 //! and fields become the HTTP/1.1 request head the request path parses, and the HTTP/1.1 response
 //! head the path writes becomes an h2 response. Pure functions over bytes: no I/O here.
 
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
@@ -164,8 +165,10 @@ pub struct ResponseHead {
 /// Converts a complete HTTP/1.1 response head (as the request path writes it: its own or a
 /// server's, already validated) into an h2 response: the status line becomes `:status`,
 /// connection-specific fields and the fields `Connection` lists are dropped, names are
-/// lower-cased by `http`. `Err` means the head cannot be carried (the stream is reset).
-pub fn response_head(head: &[u8]) -> Result<ResponseHead, &'static str> {
+/// lower-cased by `http`. Field values are slices of `head`, not copies (one allocation per
+/// response instead of one per field). `Err` means the head cannot be carried (the stream is
+/// reset).
+pub fn response_head(head: &Bytes) -> Result<ResponseHead, &'static str> {
     let mut fields = [httparse::EMPTY_HEADER; 256];
     let mut res = httparse::Response::new(&mut fields);
     match res.parse(head) {
@@ -211,7 +214,7 @@ pub fn response_head(head: &[u8]) -> Result<ResponseHead, &'static str> {
         }
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(n),
-            HeaderValue::from_bytes(h.value.trim_ascii()),
+            HeaderValue::from_maybe_shared(head.slice_ref(h.value.trim_ascii())),
         ) else {
             return Err("response field not valid in HTTP/2");
         };
@@ -309,16 +312,19 @@ mod tests {
 
     #[test]
     fn response_head_drops_hop_by_hop_and_listed_fields() {
-        let r = response_head(
+        let r = response_head(&Bytes::from_static(
             b"HTTP/1.1 200 OK\r\nconnection: close, x-hop\r\nx-hop: 1\r\nkeep-alive: 5\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\nset-cookie: SERVERID=s1; path=/\r\n\r\n",
-        )
+        ))
         .unwrap();
         assert_eq!(r.status, 200);
         assert!(r.chunked);
         assert_eq!(r.length, None);
         assert_eq!(r.headers.len(), 1, "{:?}", r.headers);
         assert_eq!(r.headers["set-cookie"], "SERVERID=s1; path=/");
-        let r = response_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n").unwrap();
+        let r = response_head(&Bytes::from_static(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n",
+        ))
+        .unwrap();
         assert_eq!(r.length, Some(9));
         assert_eq!(r.headers["content-length"], "9");
     }

@@ -49,15 +49,24 @@ enum In {
     Eof,
 }
 
-/// An h2 stream as a `ClientIo`.
+/// An h2 stream as a `ClientIo`: a read half and a write half that share nothing, so the
+/// request path borrows both at once without a lock (`split_io`).
 pub struct StreamIo {
-    // Read side.
+    rd: StreamReader,
+    wr: StreamWriter,
+}
+
+/// The read half: the request.
+pub struct StreamReader {
     rstate: In,
     framing: BodyFraming,
     /// Bytes waiting to be read: the head, a chunk-size line, a DATA payload, a CRLF.
     staged: [Bytes; 3],
     body: RecvStream,
-    // Write side.
+}
+
+/// The write half: the response.
+pub struct StreamWriter {
     wstate: Out,
     respond: Option<SendResponse<Bytes>>,
     send: Option<SendStream<Bytes>>,
@@ -78,20 +87,26 @@ impl StreamIo {
         max_head: usize,
     ) -> Self {
         StreamIo {
-            rstate: In::Head,
-            framing,
-            staged: [Bytes::from(head), Bytes::new(), Bytes::new()],
-            body,
-            wstate: Out::Head,
-            respond: Some(respond),
-            send: None,
-            head_buf: Vec::new(),
-            scratch: Vec::new(),
-            head_request,
-            max_head,
+            rd: StreamReader {
+                rstate: In::Head,
+                framing,
+                staged: [Bytes::from(head), Bytes::new(), Bytes::new()],
+                body,
+            },
+            wr: StreamWriter {
+                wstate: Out::Head,
+                respond: Some(respond),
+                send: None,
+                head_buf: Vec::new(),
+                scratch: Vec::new(),
+                head_request,
+                max_head,
+            },
         }
     }
+}
 
+impl StreamReader {
     /// Copies staged bytes into `buf`; true when something was copied.
     fn drain_staged(&mut self, buf: &mut ReadBuf<'_>) -> bool {
         let mut copied = false;
@@ -170,7 +185,9 @@ impl StreamIo {
             }
         }
     }
+}
 
+impl StreamWriter {
     /// Consumes response-head bytes from `data` up to the end of the head; parses and sends the
     /// head once it is complete. Returns how many bytes of `data` were taken.
     fn write_head(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -189,9 +206,10 @@ impl StreamIo {
         };
         self.head_buf.truncate(end);
         let taken = end - old;
-        let head = convert::response_head(&self.head_buf)
+        // The head's own buffer becomes the field values (no copy per field).
+        let head = Bytes::from(std::mem::take(&mut self.head_buf));
+        let head = convert::response_head(&head)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.head_buf.clear();
         let Some(respond) = self.respond.as_mut() else {
             return Err(io::Error::other("response already sent"));
         };
@@ -237,7 +255,7 @@ fn h2_io(e: h2::Error) -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, e)
 }
 
-impl AsyncRead for StreamIo {
+impl AsyncRead for StreamReader {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -257,7 +275,7 @@ impl AsyncRead for StreamIo {
     }
 }
 
-impl AsyncWrite for StreamIo {
+impl AsyncWrite for StreamWriter {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -361,13 +379,41 @@ impl AsyncWrite for StreamIo {
     }
 }
 
+impl AsyncRead for StreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().rd).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().wr).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().wr).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().wr).poll_shutdown(cx)
+    }
+}
+
 impl ClientIo for StreamIo {
     const HTTP2: bool = true;
-    type Reader<'a> = tokio::io::ReadHalf<&'a mut Self>;
-    type Writer<'a> = tokio::io::WriteHalf<&'a mut Self>;
+    type Reader<'a> = &'a mut StreamReader;
+    type Writer<'a> = &'a mut StreamWriter;
 
     fn split_io(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
-        super::super::session::locked_split(self)
+        (&mut self.rd, &mut self.wr)
     }
 
     fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
