@@ -666,18 +666,10 @@ async fn instance_stopped_in_ec2_is_taken_over_at_deadtime_with_the_witness_on()
     };
     let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
     let a = sc.world.node(0).clone();
-    let b = sc.world.node(1).clone();
     let eip_b = sc.alloc(1);
     let killed = sc.now();
     sc.cluster.node(1).kill9();
-    sc.world
-        .client()
-        .stop_instances()
-        .instance_ids(&b.instance_id)
-        .force(true)
-        .send()
-        .await
-        .expect("StopInstances");
+    sc.world.force_stop(1).await;
     let took = sc
         .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(15))
         .await;

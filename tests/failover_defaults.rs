@@ -142,18 +142,11 @@ async fn restart_with_seed_timers_gets_its_eip_home_failback_hold_after_its_firs
 async fn instance_gone_and_stopped_with_seed_timers_is_taken_over_at_deadtime() {
     let timers = seed_defaults();
     let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
-    let (a, b) = (sc.world.node(0).clone(), sc.world.node(1).clone());
+    let a = sc.world.node(0).clone();
     let eip_b = sc.alloc(1);
     let killed = sc.now();
     sc.cluster.node(1).kill9();
-    sc.world
-        .client()
-        .stop_instances()
-        .instance_ids(&b.instance_id)
-        .force(true)
-        .send()
-        .await
-        .expect("StopInstances");
+    sc.world.force_stop(1).await;
     let took = sc
         .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(30))
         .await;

@@ -244,14 +244,7 @@ async fn namespace_gone_and_instance_stopped_is_taken_over_at_deadtime() {
     sc.ns.vanish_links();
     sc.cluster.node(1).kill9();
     sc.ns.delete();
-    sc.world
-        .client()
-        .stop_instances()
-        .instance_ids(&b.instance_id)
-        .force(true)
-        .send()
-        .await
-        .expect("StopInstances");
+    sc.world.force_stop(1).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let took = loop {
         if let Some(c) = sc

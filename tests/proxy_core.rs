@@ -588,3 +588,47 @@ async fn listen_maxconn_makes_extra_connections_wait_for_a_slot() {
     assert_eq!(slow1.read(false).await.unwrap().status, 200);
     assert_eq!(slow2.read(false).await.unwrap().status, 200);
 }
+
+/// Issue 16: an idle keep-alive connection waits in a small state (`proxy::idle`) that still
+/// watches the graceful stop: on drain it is closed at once (not after its keep-alive timeout),
+/// without a byte, and drain finishes in well under the 30 s keep-alive timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_closes_at_once_on_graceful_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("s1").await;
+    let mut p = Proxy::start(&seed_config(&[&a], "", "")).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (read, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)),
+        p.app.drain(Some(Duration::from_secs(20)))
+    );
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection was closed without a byte: {read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        p.app
+            .rt
+            .process
+            .actconn
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}

@@ -13,15 +13,26 @@ use super::session::ClientIo;
 use crate::runtime::ListenRt;
 
 /// The graceful-stop signal every connection watches: idle keep-alive connections close at
-/// once, busy ones after their current request. A flag and one `Notify` (a waiter is 64 bytes,
-/// a `watch` receiver's `changed()` 120).
-#[derive(Clone, Default)]
+/// once, busy ones after their current request. A flag and one `Notify` per proxy worker (a
+/// waiter is 64 bytes, a `watch` receiver's `changed()` 120; per worker, so the waiter list's
+/// lock, taken by every wait that has to sleep, is never shared between threads).
+#[derive(Clone)]
 pub struct Stop(Arc<StopInner>);
 
-#[derive(Default)]
 struct StopInner {
     stopping: AtomicBool,
-    notify: Notify,
+    notify: Box<[Notify]>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop(Arc::new(StopInner {
+            stopping: AtomicBool::new(false),
+            notify: (0..super::workers::count())
+                .map(|_| Notify::new())
+                .collect(),
+        }))
+    }
 }
 
 impl Stop {
@@ -32,18 +43,26 @@ impl Stop {
     /// Begins the graceful stop (idempotent).
     pub fn stop(&self) {
         self.0.stopping.store(true, Ordering::SeqCst);
-        self.0.notify.notify_waiters();
+        for n in self.0.notify.iter() {
+            n.notify_waiters();
+        }
     }
 
     pub fn is_stopping(&self) -> bool {
         self.0.stopping.load(Ordering::SeqCst)
     }
 
+    /// This thread's waiter list.
+    fn notify(&self) -> &Notify {
+        let n = &self.0.notify;
+        &n[super::workers::index() % n.len()]
+    }
+
     /// Resolves once the stop has begun.
     pub async fn wait(&self) {
         loop {
             // Created before the flag is read: a `stop` in between still wakes it.
-            let n = self.0.notify.notified();
+            let n = self.notify().notified();
             if self.is_stopping() {
                 return;
             }
@@ -104,7 +123,7 @@ pub(super) fn wait_request<'a, S: ClientIo>(
     // Not an `async fn` (that would keep a second copy of its arguments), and no nested
     // `async fn`: the timer, the readiness poll and one stop waiter are all it holds.
     async move {
-        let stopped = stop.0.notify.notified();
+        let stopped = stop.notify().notified();
         if !first && stop.is_stopping() {
             return None;
         }

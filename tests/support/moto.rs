@@ -287,6 +287,18 @@ impl World {
         &self.client
     }
 
+    /// Stops node `i`'s instance at once (`StopInstances --force`: an operator, an auto-scaling
+    /// group, a spot interruption).
+    pub async fn force_stop(&self, i: usize) {
+        self.client
+            .stop_instances()
+            .instance_ids(&self.nodes[i].instance_id)
+            .force(true)
+            .send()
+            .await
+            .expect("StopInstances");
+    }
+
     /// A fresh ENI in the world's subnet with only a primary IP (`10.0.1.<host>`).
     pub async fn create_bare_eni(&self, host: u8) -> String {
         self.client
