@@ -11,11 +11,11 @@ impl Brain {
         self.pending.retain(|c| {
             let keep = now.saturating_sub(c.issued) < timeout;
             if !keep {
-                expired.push(c.kind.clone());
+                expired.push((c.kind.clone(), c.issued));
             }
             keep
         });
-        for kind in expired {
+        for (kind, issued) in expired {
             self.counters.call_timeouts += 1;
             self.log(
                 LogLevel::Warn,
@@ -25,7 +25,7 @@ impl Brain {
             match kind {
                 CallKind::Describe => self.on_described(CallId(0), now, Err(err)),
                 CallKind::Associate { eip, target } => self.on_associated(eip, target, Err(err)),
-                CallKind::WriteWitness => self.on_witness_written(Err(err)),
+                CallKind::WriteWitness => self.on_witness_written(issued, Err(err)),
                 CallKind::ReadWitnesses { eni_ids } => self.on_witnesses(&eni_ids, 0, Err(err)),
             }
         }
@@ -69,8 +69,26 @@ impl Brain {
         self.spend_n(1)
     }
 
-    /// Spends for a call of `requests` HTTP requests (each up to `requests_per_call` attempts).
+    /// Spends for a call of `requests` HTTP requests (each up to `requests_per_call` attempts),
+    /// leaving the next witness write's cost in the bucket (see `spend_for_witness_write`).
     pub(super) fn spend_n(&mut self, requests: u32) -> bool {
+        let reserve = if self.cfg.witness.enabled && self.health.healthy && !self.stopped {
+            self.cfg.requests_per_call.max(1)
+        } else {
+            0
+        };
+        self.spend_inner(requests, reserve)
+    }
+
+    /// Our witness write is our lease: every other call leaves its cost in the bucket, so
+    /// describes and reads retrying against a throttled or failing API cannot starve it. A
+    /// node whose budget they drained stopped writing while alive, its stamp went stale, and
+    /// a partitioned peer "proved" it dead and took its EIP back (sim seed 55621).
+    pub(super) fn spend_for_witness_write(&mut self) -> bool {
+        self.spend_inner(1, 0)
+    }
+
+    fn spend_inner(&mut self, requests: u32, reserve: u32) -> bool {
         let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
         let cap = f64::from(self.cfg.api_budget_per_minute);
         let elapsed = self.now.saturating_sub(self.tokens_at).as_secs_f64();
@@ -79,7 +97,9 @@ impl Brain {
         // Each call may cost up to requests_per_call HTTP requests (SDK retries): charge them
         // all, so the budget bounds requests on the wire, not calls.
         let cost = f64::from(self.cfg.requests_per_call.max(1) * requests.max(1));
-        if self.tokens >= cost {
+        // A bucket too small for both (a tiny api_budget_per_minute) skips the reserve.
+        let need = (cost + f64::from(reserve)).min(cap.max(cost));
+        if self.tokens >= need {
             self.tokens -= cost;
             self.counters.api_calls += 1;
             self.budget_blocked = false;
@@ -93,7 +113,7 @@ impl Brain {
             }
             self.counters.api_budget_deferrals += 1;
             self.budget_blocked = true;
-            self.budget_need = self.cfg.requests_per_call.max(1) * requests.max(1);
+            self.budget_need = need.ceil() as u32;
             false
         }
     }

@@ -25,8 +25,9 @@
 //!   adds node name, incarnation, sequence number and MAC) and sends it to every peer.
 //! * API actions carry a [`CallId`]; the shell runs the call (Associate with
 //!   `AllowReassociation=true`) and reports the outcome with the same id. A result the brain no
-//!   longer waits for is ignored. The brain never has more than one call in flight per EIP, one
-//!   describe, one witness read and one witness write. The shell must bound every call with a
+//!   longer waits for is ignored. The brain never waits for more than one call per EIP, one
+//!   describe, one witness read and one witness write (a write unanswered for the witness
+//!   `write_interval` is given up and the next one sent). The shell must bound every call with a
 //!   timeout; the brain additionally forgets calls older than `call_timeout`.
 //! * `Action::Stopped` (after `request_stop`) means it is safe to exit.
 //!
@@ -161,13 +162,26 @@
 //! turn stale. If the witness cannot be read, we keep retrying and declare the peer dead
 //! only after deadtime + stale_after of silence: an API outage must not strand an EIP forever,
 //! and without the API no takeover could be executed anyway. Trade-off: a cut link *plus* an
-//! unreadable witness for that long swaps EIPs (Heartbeat behaviour), it never blackholes them.
+//! unreadable witness for that long may move an EIP off a live node once (Heartbeat behaviour),
+//! but not back and forth: an EIP seen arriving on its silent owner (seeds 33508, 42480) or
+//! sitting between two silent nodes (seed 3691) waits for a readable proof, so if the witness
+//! can never be read (a missing IAM right) such an EIP waits until its owner is heard again.
 //! A process that is paused (SIGSTOP) longer than about `stale_after - write_interval` past
 //! deadtime looks like a dead host and is taken over; shorter pauses move nothing. Stamps compare wall clocks of
 //! two hosts, so stale_after must dwarf their skew (NTP on EC2: milliseconds).
 //!
 //! A stale stamp only counts while our own witness writes succeed: during an API outage nobody
-//! can write, and every stamp would look stale once reads work again.
+//! can write, and every stamp would look stale once reads work again. "Succeed" is counted by
+//! the time a write was *sent* (an answer 20 s late may carry a 20 s old stamp), over a run of
+//! writes sent less than stale_after apart, for a whole stale_after. A live node keeps renewing
+//! its own lease through API trouble: the write has first call on the budget (every other call
+//! leaves its cost in the bucket), and a write unanswered for `write_interval` is superseded by
+//! the next instead of holding up the cadence (sim seeds 55621, 66881, 77660: a live node's
+//! stamp went stale, a partitioned peer took its EIP and it took it back).
+//!
+//! Without the witness, an EIP we first observe on a peer only after we last heard that peer
+//! (we restarted while EC2 was unreadable) is not "moved while silent": we cannot tell, and
+//! nothing would ever tell us, so it is taken if that peer is dead (sim seed 68950).
 //!
 //! # Known limitations
 //!
@@ -383,6 +397,10 @@ struct EipTrack {
     elsewhere_at: Duration,
     /// Issue time of the first observation that showed it on its current holder.
     arrived_seen_at: Duration,
+    /// Issue time of our first successful observation of it (this incarnation): before it we
+    /// cannot tell where it was, so a peer last heard before it gives no "moved while silent"
+    /// evidence either way (sim seed 68950).
+    first_seen_at: Option<Duration>,
     /// Nodes (bit per node index) our own plan designated as holder while they were up, since
     /// the EIP was last seen at home: if it sits on one of them, it got there by a plan we agreed
     /// on, not behind a partition.
@@ -471,10 +489,11 @@ pub struct Brain {
     describe_not_before: Duration,
     next_witness_write: Duration,
     witness_write_attempts: u32,
-    /// Our own last successful witness write: if even we could not write recently, a peer's
-    /// stale stamp says more about the API than about the peer.
+    /// Issue time of our own last successful witness write: if even we could not write
+    /// recently, a peer's stale stamp says more about the API than about the peer.
     witness_write_ok: Option<Duration>,
-    /// Start of our current run of successful witness writes (None after a failure). A peer's
+    /// Issue time starting our current run of successful witness writes (None after a failure;
+    /// restarted where two successes were issued stale_after or more apart). A peer's
     /// stamp only proves death once we have been writing fine for a whole `stale_after`: right
     /// after an API outage everyone's stamps are old, the peer's too.
     witness_write_ok_since: Option<Duration>,
@@ -535,6 +554,7 @@ impl Brain {
                 observed: None,
                 elsewhere_at: Duration::ZERO,
                 arrived_seen_at: Duration::ZERO,
+                first_seen_at: None,
                 agreed_holders: 0,
                 ignore_describes_before: 0,
                 pending: None,
@@ -685,7 +705,9 @@ impl Brain {
             (CallKind::Associate { eip, target }, ApiOutcome::Associated(r)) => {
                 self.on_associated(eip, target, r)
             }
-            (CallKind::WriteWitness, ApiOutcome::WitnessWritten(r)) => self.on_witness_written(r),
+            (CallKind::WriteWitness, ApiOutcome::WitnessWritten(r)) => {
+                self.on_witness_written(pending.issued, r)
+            }
             (
                 CallKind::ReadWitnesses { eni_ids },
                 ApiOutcome::WitnessesRead { read_unix, result },

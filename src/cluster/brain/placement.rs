@@ -62,6 +62,7 @@ impl Brain {
                     || self.proven_dead(p)
                     || self.refused(p)
                     || self.held_while_heard(h, eip)
+                    || self.arrival_unknowable(h, eip)
             }
             _ => false,
         }
@@ -76,6 +77,22 @@ impl Brain {
             && !self.proven_dead(p)
             && !self.refused(p)
             && !self.held_while_heard(h, eip)
+            && !self.arrival_unknowable(h, eip)
+    }
+
+    /// Without the witness: we last heard `h` before our first observation of the EIP (we
+    /// restarted and EC2 was unreadable while `h` was still heard), so nothing says the EIP
+    /// arrived on `h` while it was silent. With the witness a read settles it (proof or fresh
+    /// stamp); without it nothing ever would, and waiting would leave the EIP dark on a node
+    /// that may be gone for good (sim seed 68950: both nodes restarted in an API outage, lb2
+    /// died before lb1's first describe, lb1's EIP stayed on dead lb2 for ever). If `h` is in
+    /// fact alive behind a partition, this costs one extra move, never a ping-pong: `h` then
+    /// sees the EIP arrive on us while we are silent to it and leaves it.
+    pub(super) fn arrival_unknowable(&self, h: usize, eip: usize) -> bool {
+        let p = &self.peers[h];
+        !self.cfg.witness.enabled
+            && p.last_heard
+                .is_some_and(|l| self.eips[eip].first_seen_at.is_some_and(|first| l < first))
     }
 
     /// A witness proof of death no older than stale_after (older ones are re-read first, see
@@ -235,12 +252,18 @@ impl Brain {
                     // without proof: only the owner moves an EIP onto itself, so it was alive
                     // then (an agreed failback executed late behind a partition in an API
                     // outage: sim seed 33508). Wait for a proof rather than take it back.
+                    // Likewise if this incarnation never heard the owner but saw the EIP
+                    // arrive on it (not merely found it there): the owner put it there, alive
+                    // behind a partition (sim seed 42480: we restarted during a split and an
+                    // API outage, took it from its home after the grace, and the owner took
+                    // it back, and we again).
                     Some((h, _))
                         if h == owner
                             && unproven_dead(owner)
-                            && self.peers[owner]
-                                .last_heard
-                                .is_some_and(|l| t.arrived_seen_at > l) =>
+                            && match self.peers[owner].last_heard {
+                                Some(l) => t.arrived_seen_at > l,
+                                None => t.first_seen_at.is_some_and(|f| t.arrived_seen_at > f),
+                            } =>
                     {
                         proof_wanted = true;
                         wait("owner reclaimed it after we last heard it, not proven dead: waiting for proof")
@@ -486,7 +509,10 @@ impl Brain {
                             };
                             self.eips[e].agreed_holders &= keep;
                         }
-                        (None, _) => self.eips[e].arrived_seen_at = issued,
+                        (None, _) => {
+                            self.eips[e].arrived_seen_at = issued;
+                            self.eips[e].first_seen_at = Some(issued);
+                        }
                     }
                     if prev.as_ref() != Some(&a.placement) {
                         let msg = format!(

@@ -12,13 +12,21 @@ impl Brain {
         let now = self.now;
         let me = &self.cfg.nodes[self.me];
         let (eni_id, node) = (me.eni_id.clone(), me.name.clone());
+        // A write EC2 has not answered within write_interval is abandoned (its late answer is
+        // ignored) and the next one goes out on time: with a stalled API answering 5-20 s late,
+        // waiting for each answer let our stamp age past stale_after while we were alive and
+        // writing, and a partitioned peer took our EIP (sim seeds 66881, 77660).
+        let interval = self.cfg.witness.write_interval;
+        self.pending.retain(|c| {
+            c.kind != CallKind::WriteWitness || now.saturating_sub(c.issued) < interval
+        });
         if self.health.healthy
             && self.now >= self.next_witness_write
             && !self
                 .pending
                 .iter()
                 .any(|c| c.kind == CallKind::WriteWitness)
-            && self.spend()
+            && self.spend_for_witness_write()
         {
             let call = self.new_call();
             self.counters.witness_writes += 1;
@@ -77,12 +85,26 @@ impl Brain {
             .push_back(Action::ReadWitnesses { call, eni_ids });
     }
 
-    pub(super) fn on_witness_written(&mut self, r: Result<(), CloudError>) {
+    /// `issued`: when the write was sent. Our stamp is only known to be as new as that: a
+    /// write that EC2 answers 20 s late (a stalled API) may carry a 20 s old stamp, and peers
+    /// reading meanwhile saw ours go stale. So our own writes "work" by issue time: the last
+    /// success was issued within stale_after, and the run restarts wherever two successive
+    /// successes were issued stale_after or more apart (our stamp was stale in between, so a
+    /// peer's stale stamp then says as much about the API as about the peer: sim seed 66881).
+    pub(super) fn on_witness_written(&mut self, issued: Duration, r: Result<(), CloudError>) {
         match r {
             Ok(()) => {
                 self.witness_write_attempts = 0;
-                self.witness_write_ok = Some(self.now);
-                self.witness_write_ok_since.get_or_insert(self.now);
+                let stale_after = self.cfg.witness.stale_after;
+                let unbroken = self
+                    .witness_write_ok
+                    .is_some_and(|prev| issued.saturating_sub(prev) < stale_after);
+                if !unbroken {
+                    self.witness_write_ok_since = Some(issued);
+                }
+                self.witness_write_ok_since.get_or_insert(issued);
+                self.witness_write_ok =
+                    Some(self.witness_write_ok.map_or(issued, |p| p.max(issued)));
             }
             Err(err) => {
                 self.witness_write_ok_since = None;
