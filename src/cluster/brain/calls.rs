@@ -71,11 +71,29 @@ impl Brain {
 
     /// Spends for a call of `requests` HTTP requests (each up to `requests_per_call` attempts),
     /// leaving the next witness write's cost in the bucket (see `spend_for_witness_write`).
+    ///
+    /// The reserve is what the bucket will not refill by the time the next write is due: right
+    /// after a write (7 s to go, a token every 3 s at 20 a minute) nothing is held back, so a
+    /// takeover's describe and associate are not slowed once a throttled API recovers; just
+    /// before a write, its whole cost is.
     pub(super) fn spend_n(&mut self, requests: u32) -> bool {
         let reserve = if self.cfg.witness.enabled && self.health.healthy && !self.stopped {
-            self.cfg.requests_per_call.max(1)
+            let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
+            let until = self
+                .next_witness_write
+                .saturating_sub(self.now)
+                .as_secs_f64();
+            (f64::from(self.cfg.requests_per_call.max(1)) - until * per_sec).max(0.0)
         } else {
-            0
+            0.0
+        };
+        // Retrying against a throttling API spends only the upper half of the bucket: the
+        // lower half is the takeover's once the API answers again (issue 17: healing within
+        // seconds of the recovery, not after the bucket refilled).
+        let reserve = if self.api_throttled {
+            reserve + f64::from(self.cfg.api_budget_per_minute) / 2.0
+        } else {
+            reserve
         };
         self.spend_inner(requests, reserve)
     }
@@ -85,10 +103,10 @@ impl Brain {
     /// node whose budget they drained stopped writing while alive, its stamp went stale, and
     /// a partitioned peer "proved" it dead and took its EIP back (sim seed 55621).
     pub(super) fn spend_for_witness_write(&mut self) -> bool {
-        self.spend_inner(1, 0)
+        self.spend_inner(1, 0.0)
     }
 
-    fn spend_inner(&mut self, requests: u32, reserve: u32) -> bool {
+    fn spend_inner(&mut self, requests: u32, reserve: f64) -> bool {
         let per_sec = f64::from(self.cfg.api_budget_per_minute) / 60.0;
         let cap = f64::from(self.cfg.api_budget_per_minute);
         let elapsed = self.now.saturating_sub(self.tokens_at).as_secs_f64();
@@ -98,7 +116,7 @@ impl Brain {
         // all, so the budget bounds requests on the wire, not calls.
         let cost = f64::from(self.cfg.requests_per_call.max(1) * requests.max(1));
         // A bucket too small for both (a tiny api_budget_per_minute) skips the reserve.
-        let need = (cost + f64::from(reserve)).min(cap.max(cost));
+        let need = (cost + reserve).min(cap.max(cost));
         if self.tokens >= need {
             self.tokens -= cost;
             self.counters.api_calls += 1;

@@ -286,6 +286,19 @@ pub enum ApiOutcome {
     },
 }
 
+impl ApiOutcome {
+    /// EC2 refused the call for its request rate.
+    fn throttled(&self) -> bool {
+        let t = |e: Option<&CloudError>| matches!(e, Some(CloudError::Throttled(_)));
+        match self {
+            ApiOutcome::Described(r) => t(r.as_ref().err()),
+            ApiOutcome::Associated(r) => t(r.as_ref().err()),
+            ApiOutcome::Disassociated(r) | ApiOutcome::WitnessWritten(r) => t(r.as_ref().err()),
+            ApiOutcome::WitnessesRead { result, .. } => t(result.as_ref().err()),
+        }
+    }
+}
+
 /// This node's own health as the health checker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct OwnHealth {
@@ -502,6 +515,9 @@ pub struct Brain {
     tokens: f64,
     tokens_at: Duration,
     budget_blocked: bool,
+    /// The last EC2 answer was a throttling error: retries may then spend only the upper half
+    /// of the bucket, so the lower half is there for the takeover once the API recovers.
+    api_throttled: bool,
     /// Tokens the call that found the budget empty needed.
     budget_need: u32,
     /// The last plan had an orphaned EIP waiting for a taker, or one waiting for a proof that
@@ -606,6 +622,7 @@ impl Brain {
             tokens,
             tokens_at: now,
             budget_blocked: false,
+            api_throttled: false,
             budget_need: 1,
             orphans_waiting: false,
             counters: BrainCounters::default(),
@@ -698,6 +715,7 @@ impl Brain {
             return;
         };
         let pending = self.pending.swap_remove(pos);
+        self.api_throttled = outcome.throttled();
         match (pending.kind, outcome) {
             (CallKind::Describe, ApiOutcome::Described(r)) => {
                 self.on_described(call, pending.issued, r)

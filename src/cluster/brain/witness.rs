@@ -109,9 +109,15 @@ impl Brain {
             Err(err) => {
                 self.witness_write_ok_since = None;
                 self.api_failed("witness write", &err);
-                let delay = self
-                    .backoff(self.witness_write_attempts, err.is_retryable())
-                    .min(self.cfg.witness.write_interval);
+                // Throttled: the next write waits its regular turn. Retrying within the
+                // interval spent the whole budget on writes the API refused, and a takeover
+                // waited for tokens after the API recovered (8-12 s, issue 17).
+                let delay = if matches!(err, CloudError::Throttled(_)) {
+                    self.cfg.witness.write_interval
+                } else {
+                    self.backoff(self.witness_write_attempts, err.is_retryable())
+                        .min(self.cfg.witness.write_interval)
+                };
                 self.witness_write_attempts = self.witness_write_attempts.saturating_add(1);
                 self.next_witness_write = self.now + delay;
             }
