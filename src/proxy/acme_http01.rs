@@ -60,18 +60,13 @@ pub(super) async fn answer<S: ClientIo>(
         Ok(Ok(()))
     );
     Outcome {
-        status: 200,
-        bytes_out: out.len() as u64,
-        log_bytes: head_len + if head_only { 0 } else { key_auth.len() as u64 },
         bytes_in: b.req.head_len as u64,
-        term: if ok { *b"LR" } else { *b"CD" },
-        server: None,
-        server_cookie: b'-',
-        tc: None,
-        tr: None,
-        tw: None,
-        retries: 0,
-        redispatched: false,
-        keep_client: keep && ok,
+        ..Outcome::local(
+            200,
+            out.len() as u64,
+            head_len + if head_only { 0 } else { key_auth.len() as u64 },
+            if ok { *b"LR" } else { *b"CD" },
+            keep && ok,
+        )
     }
 }

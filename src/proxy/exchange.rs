@@ -76,10 +76,27 @@ impl Outcome {
     }
 
     pub(super) fn generated(e: ProxyError, term: [u8; 2], keep: bool) -> Self {
+        Self::local(
+            e.status() as i32,
+            e.bytes().len() as u64,
+            e.log_bytes(),
+            term,
+            keep && !e.closes(),
+        )
+    }
+
+    /// A response edgelb answered itself (no server was involved).
+    pub(super) fn local(
+        status: i32,
+        bytes_out: u64,
+        log_bytes: u64,
+        term: [u8; 2],
+        keep_client: bool,
+    ) -> Self {
         Outcome {
-            status: e.status() as i32,
-            bytes_out: e.bytes().len() as u64,
-            log_bytes: e.log_bytes(),
+            status,
+            bytes_out,
+            log_bytes,
             bytes_in: 0,
             term,
             server: None,
@@ -89,7 +106,7 @@ impl Outcome {
             tw: None,
             retries: 0,
             redispatched: false,
-            keep_client: keep && !e.closes(),
+            keep_client,
         }
     }
 }
