@@ -94,12 +94,15 @@ case $MODE in
     ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     echo "instructions per request: $((ir / N))"
     callgrind_annotate --inclusive=yes "$f" 2>/dev/null | sed -n '1,60p' >"$WORK/callgrind-top.txt"
-    # Calls of the allocator, from the call graph (callgrind counts calls per callee).
-    for fn in malloc free realloc calloc; do
+    # Calls of the allocator, from the call graph (callgrind counts calls per callee; names are
+    # compressed: "(id) name" the first time, "(id)" after). mimalloc's entry points are the
+    # mi_* ones (the binary's global allocator), glibc's the others.
+    for fn in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned mi_free malloc free realloc calloc; do
       calls=$(awk -v fn="$fn" '
-        /^fn=/ { cur = $0 }
-        /^cfn=/ { callee = $0 }
-        /^calls=/ { if (callee ~ ("[) ]" fn "$")) { split($0, a, "[= ]"); c += a[2] } }
+        function id(s) { return substr(s, index(s, "("), index(s, ")") - index(s, "(") + 1) }
+        /^c?fn=\([0-9]+\) / { names[id($0)] = substr($0, index($0, ")") + 2) }
+        /^cfn=/ { callee = names[id($0)] }
+        /^calls=/ { if (callee == fn) { split($0, a, "[= ]"); c += a[2] } }
         END { print c + 0 }' "$f")
       echo "$fn calls per request: $(awk -v c="$calls" -v n="$N" 'BEGIN {printf "%.2f", c / n}')"
     done

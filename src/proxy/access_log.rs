@@ -330,19 +330,13 @@ pub fn ms(d: Option<Duration>) -> i64 {
     d.map(|d| d.as_millis() as i64).unwrap_or(-1)
 }
 
-/// Appends the decimal digits of `n` (no formatting machinery: this runs once per request).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Appends the decimal digits of `n` (no formatting machinery: a log line has ~20 numbers).
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
-    out.extend_from_slice(&tmp[i..]);
 }
 
 fn push_i64(out: &mut Vec<u8>, n: i64) {

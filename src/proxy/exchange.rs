@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::time::timeout;
 
 use super::cookie;
 use super::error_pages::ProxyError;
 use super::h1::{ChunkedDecoder, Framing, Method};
 use super::request::{upload_body, UploadErr};
 use super::response::{read_final_head, relay_body, write_client_head, ClientHead, HeadErr};
-use super::session::{Bufs, ClientIo, Conn};
+use super::session::{within, Bufs, ClientIo, Conn};
 use super::tunnel::tunnel;
 use super::upstream;
 use crate::runtime::{unix_ms, ListenRt, ServerRt};
@@ -398,7 +397,7 @@ impl Conn {
             } = b;
             let (mut crd, mut cwr) = client.split_io();
             let (mut urd, mut uwr) = up.split();
-            if timeout(s.timeout_server, uwr.write_all(head_out))
+            if within(s.timeout_server, uwr.write_all(head_out))
                 .await
                 .map(|r| r.is_err())
                 .unwrap_or(true)
@@ -566,7 +565,7 @@ impl Conn {
                 _ => {}
             }
         }
-        if timeout(s.timeout_client, client.write_all(&b.head_out))
+        if within(s.timeout_client, client.write_all(&b.head_out))
             .await
             .map(|r| r.is_err())
             .unwrap_or(true)
@@ -677,7 +676,7 @@ impl Conn {
         let log_bytes = super::error_pages::redirect_https(&mut out, host, path, connection);
         let head_len = b.req.head_len;
         b.client.advance(head_len);
-        let wrote = timeout(listen.settings.timeout_client, stream.write_all(&out)).await;
+        let wrote = within(listen.settings.timeout_client, stream.write_all(&out)).await;
         let sent = out.len() as u64;
         b.head_out = out;
         Outcome {
@@ -699,7 +698,7 @@ impl Conn {
 }
 
 async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, t: Duration, e: ProxyError, keep: bool) {
-    let _ = timeout(t, w.write_all(&error_bytes(e, keep))).await;
+    let _ = within(t, w.write_all(&error_bytes(e, keep))).await;
 }
 
 /// 502/503/504 keep the connection open; when we must close, say so.

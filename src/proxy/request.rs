@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use super::cookie;
 use super::forwarded;
 use super::h1::{self, ChunkedDecoder, Framing};
-use super::session::{read_more, Bufs, Conn};
+use super::session::{read_more, within, Bufs, Conn};
 use crate::runtime::ListenRt;
 
 impl Conn {
@@ -220,7 +220,7 @@ pub(super) async fn write_to<W: AsyncWrite + Unpin>(
     data: &[u8],
     t: Duration,
 ) -> Result<(), ()> {
-    match timeout(t, w.write_all(data)).await {
+    match within(t, w.write_all(data)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }

@@ -128,6 +128,21 @@ pub(super) async fn read_more<R: AsyncRead + Unpin>(
     rd.read_buf(buf).await
 }
 
+/// `tokio::time::timeout(t, fut)`, except that a future ready at its first poll (most writes:
+/// the socket has room) reads no clock and builds no timer; one that is not is polled under
+/// the timeout from then on (its waker is already registered, so the second poll makes no
+/// syscall).
+pub(super) async fn within<F: std::future::Future>(
+    t: Duration,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    match std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await {
+        std::task::Poll::Ready(v) => Ok(v),
+        std::task::Poll::Pending => timeout(t, fut).await,
+    }
+}
+
 /// What one request step decided.
 enum Step {
     Keep(IdleLimits),
@@ -355,7 +370,7 @@ impl Conn {
             HeadRead::Fail(err, term, nothing_sent) => {
                 let client_gone = term == *b"CR";
                 if !client_gone {
-                    let _ = timeout(
+                    let _ = within(
                         listen.settings.timeout_client,
                         stream.write_all(err.bytes()),
                     )
@@ -486,5 +501,27 @@ impl Conn {
         };
         access_log::format(&rec, &mut line);
         snap.access_log.send(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `within` answers as `timeout` does: a ready future's output, a late one's output when it
+    /// comes in time, and `Elapsed` when it does not.
+    #[tokio::test]
+    async fn within_is_a_timeout_that_skips_the_timer_for_ready_futures() {
+        let t = Duration::from_millis(300);
+        assert_eq!(within(t, async { 7 }).await.ok(), Some(7));
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            8
+        };
+        assert_eq!(within(t, late).await.ok(), Some(8));
+        let never = std::future::pending::<u8>();
+        let start = tokio::time::Instant::now();
+        assert!(within(t, never).await.is_err());
+        assert!(start.elapsed() >= t);
     }
 }

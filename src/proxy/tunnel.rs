@@ -11,11 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::session::{Bufs, ClientIo, READ_CHUNK};
+use super::session::{within, Bufs, ClientIo, READ_CHUNK};
 
 /// `write_all` bounded by `idle`; false when it failed or timed out.
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, data: &[u8], idle: Duration) -> bool {
-    matches!(timeout(idle, w.write_all(data)).await, Ok(Ok(())))
+    matches!(within(idle, w.write_all(data)).await, Ok(Ok(())))
 }
 
 /// After `101 Switching Protocols`: bytes flow both ways until either side closes, the link is

@@ -25,9 +25,14 @@ thread_local! {
     static INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// How often each worker runs the `tidy` hook of `install`.
+const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Starts `n` worker threads (each a current-thread runtime that runs until the process
-/// exits). Idempotent: a second call keeps the first set.
-pub fn install(n: usize) -> std::io::Result<()> {
+/// exits). `tidy`, if given, runs on each worker once a second (the binary gives its allocator's
+/// collection: the library has no allocator of its own). Idempotent: a second call keeps the
+/// first set.
+pub fn install(n: usize, tidy: Option<fn()>) -> std::io::Result<()> {
     if WORKERS.get().is_some() {
         return Ok(());
     }
@@ -51,7 +56,17 @@ pub fn install(n: usize) -> std::io::Result<()> {
                 };
                 let _ = tx.send(Ok(rt.handle().clone()));
                 // Runs the worker's tasks (accept loops, connections) for the process lifetime.
-                rt.block_on(std::future::pending::<()>());
+                rt.block_on(async move {
+                    if let Some(tidy) = tidy {
+                        let mut every = tokio::time::interval(TIDY_EVERY);
+                        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                        loop {
+                            every.tick().await;
+                            tidy();
+                        }
+                    }
+                    std::future::pending::<()>().await
+                });
             })?;
         let handle = rx
             .recv()
