@@ -1,6 +1,11 @@
-//! Idle upstream connections of one server, lock-free (bounded MPMC queues), one queue per
-//! proxy worker: a connection goes back to, and is taken from, the queue of the worker thread
-//! whose reactor it is registered with, so a reused connection never wakes another thread.
+//! Idle upstream connections of one server, one stack per proxy worker: a connection goes back
+//! to, and is taken from, the stack of the worker thread whose reactor it is registered with, so
+//! a reused connection never wakes another thread (and that worker's lock is uncontended: only
+//! `sweep`, on the control thread, takes it from elsewhere).
+//!
+//! Last in, first out: the most recently used connection is reused, so a load that needs N
+//! connections at once keeps N busy and lets the rest age out, instead of cycling through every
+//! connection ever opened (node.js backends pay per open socket; benches/README.md).
 //!
 //! A connection is only reused while younger than the idle timeout (4 s by default, below
 //! node.js's 5 s keep-alive) and only if the socket shows no EOF or stray bytes when taken, so a
@@ -8,7 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use tokio::net::TcpStream;
 
 /// Idle connections kept per server.
@@ -22,8 +29,8 @@ struct Idle {
 
 #[derive(Debug)]
 pub struct Pool {
-    /// One queue per proxy worker (`workers::index()`).
-    idle: Box<[ArrayQueue<Idle>]>,
+    /// One stack per proxy worker (`workers::index()`): newest at the back.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     idle_timeout: Duration,
 }
 
@@ -31,21 +38,24 @@ impl Pool {
     pub fn new(idle_timeout: Duration) -> Self {
         Self {
             idle: (0..super::workers::count())
-                .map(|_| ArrayQueue::new(POOL_CAPACITY))
+                .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
             idle_timeout,
         }
     }
 
-    /// This worker's queue.
-    fn mine(&self) -> &ArrayQueue<Idle> {
+    /// This worker's stack.
+    fn mine(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         let i = super::workers::index();
-        &self.idle[if i < self.idle.len() { i } else { 0 }]
+        self.idle[if i < self.idle.len() { i } else { 0 }]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A live idle connection, if any.
+    /// A live idle connection, if any: the most recently used one.
     pub fn take(&self) -> Option<TcpStream> {
-        while let Some(c) = self.mine().pop() {
+        loop {
+            let c = self.mine().pop_back()?;
             if c.since.elapsed() >= self.idle_timeout {
                 continue;
             }
@@ -55,36 +65,99 @@ impl Pool {
                 _ => continue, // EOF, stray bytes or error: not reusable
             }
         }
-        None
     }
 
     pub fn put(&self, stream: TcpStream) {
         if self.idle_timeout.is_zero() {
             return;
         }
-        let _ = self.mine().push(Idle {
-            stream,
-            since: Instant::now(),
-        });
+        let since = Instant::now();
+        let stale = {
+            let mut q = self.mine();
+            // The oldest connection goes once it has expired (one per put: a stack that is
+            // never emptied still closes what it no longer uses), or when the stack is full.
+            let stale = match q.front() {
+                Some(c) if since.duration_since(c.since) >= self.idle_timeout => q.pop_front(),
+                _ if q.len() >= POOL_CAPACITY => q.pop_front(),
+                _ => None,
+            };
+            q.push_back(Idle { stream, since });
+            stale
+        };
+        // Closed outside the lock.
+        drop(stale);
     }
 
     /// Drops expired connections so their sockets are closed promptly.
     pub fn sweep(&self) {
+        let now = Instant::now();
         for q in self.idle.iter() {
-            let n = q.len();
-            for _ in 0..n {
-                match q.pop() {
-                    Some(c) if c.since.elapsed() < self.idle_timeout => {
-                        let _ = q.push(c);
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
+            let expired: Vec<Idle> = {
+                let mut q = q.lock().unwrap_or_else(|p| p.into_inner());
+                // Oldest first: the expired ones are a prefix.
+                let n = q
+                    .iter()
+                    .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
+                    .count();
+                q.drain(..n).collect()
+            };
+            drop(expired);
         }
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.iter().map(|q| q.len()).sum()
+        self.idle
+            .iter()
+            .map(|q| q.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A connected pair: (pooled side, the backend's side).
+    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (s, _) = l.accept().await.expect("accept");
+        (c, s)
+    }
+
+    /// The most recently used connection is reused first; the oldest is closed once it has
+    /// expired, by the next `put` or by `sweep`.
+    #[tokio::test]
+    async fn newest_first_and_the_expired_oldest_is_closed() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let pool = Pool::new(Duration::from_millis(300));
+        let (a, mut a_srv) = pair(&l).await;
+        let (b, _b_srv) = pair(&l).await;
+        let (c, _c_srv) = pair(&l).await;
+        let (a_port, c_port) = (a.local_addr().ok(), c.local_addr().ok());
+        pool.put(a);
+        pool.put(b);
+        pool.put(c);
+        let got = pool.take().expect("a live connection");
+        assert_eq!(got.local_addr().ok(), c_port, "newest first");
+        pool.put(got);
+        assert_eq!(pool.idle_count(), 3);
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let (d, _d_srv) = pair(&l).await;
+        pool.put(d);
+        assert_eq!(pool.idle_count(), 3, "the expired oldest went");
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), a_srv.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .expect("read");
+        assert_eq!(n, 0, "the backend sees the expired connection closed");
+        assert_ne!(pool.take().and_then(|s| s.local_addr().ok()), a_port);
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 0, "sweep closes the other expired ones");
     }
 }
