@@ -28,21 +28,9 @@ C=${C:-50}
 [ -f "$WORK/edgelb.toml" ] || { echo "run benches/run.sh once first (writes $WORK/*.cfg)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 BENCH_BACKEND_SECS=600 "$BACKEND" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 2>/dev/null &
 PIDS+=($!)
@@ -118,11 +106,7 @@ case $MODE in
     base=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$pid/status")
     "$LOADGEN" idle "127.0.0.1:$PORT" "$IDLE" 8 >"$WORK/perreq-idle.txt" &
     lg=$!
-    for _ in $(seq 1 120); do
-      grep -q idle_open "$WORK/perreq-idle.txt" 2>/dev/null && break
-      sleep 0.5
-    done
-    sleep 2
+    wait_idle_open "$WORK/perreq-idle.txt"
     rss=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$pid/status")
     opened=$(sed -n 's/idle_open=//p' "$WORK/perreq-idle.txt")
     wait "$lg" || true

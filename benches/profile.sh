@@ -30,21 +30,9 @@ command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 TICK=$(getconf CLK_TCK)
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 BENCH_BACKEND_SECS=900 taskset -c 0 "$BACKEND" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 \
   2>/dev/null &

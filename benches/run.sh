@@ -70,12 +70,8 @@ else
 fi
 TICK=$(getconf CLK_TCK)
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 BPORTS=(18181 18182 18183)
 HA_PORT=18180
@@ -195,14 +191,6 @@ http {
 }
 EOF
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # "busy total" jiffies of CPU $1 (the load generator's core), from /proc/stat.
@@ -346,19 +334,11 @@ for t in "${TARGETS[@]}"; do
   half=$(( IDLE / 2 ))
   "${LOAD_CPU[@]}" "$LOADGEN" idle "127.0.0.1:$PORT" "$half" 20 >"$WORK/idle-$t-1.txt" &
   lg1=$!
-  for _ in $(seq 1 120); do
-    grep -q idle_open "$WORK/idle-$t-1.txt" 2>/dev/null && break
-    sleep 0.5
-  done
-  sleep 2
+  wait_idle_open "$WORK/idle-$t-1.txt"
   half_rss=$(vm "$PROXY_PID" VmRSS)
   "${LOAD_CPU[@]}" "$LOADGEN" idle "127.0.0.1:$PORT" "$(( IDLE - half ))" 6 >"$WORK/idle-$t-2.txt" &
   lg2=$!
-  for _ in $(seq 1 120); do
-    grep -q idle_open "$WORK/idle-$t-2.txt" 2>/dev/null && break
-    sleep 0.5
-  done
-  sleep 2
+  wait_idle_open "$WORK/idle-$t-2.txt"
   idle_rss=$(vm "$PROXY_PID" VmRSS)
   o1=$(sed -n 's/idle_open=//p' "$WORK/idle-$t-1.txt")
   o2=$(sed -n 's/idle_open=//p' "$WORK/idle-$t-2.txt")

@@ -45,12 +45,8 @@ else
   PROXY_CPU=()
 fi
 TICK=$(getconf CLK_TCK)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 HA_PORT=18480
 EL_PORT=18490
@@ -119,14 +115,6 @@ name = "app3"
 address = "127.0.0.1:18483"
 EOF
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status"; }
 
