@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use edgelb::cluster::setup::{default_witness_stale_after, DEFAULT_WITNESS_INTERVAL};
-use support::cluster::{Scenario, Timers};
+use support::cluster::{assert_within, Scenario, Timers};
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -41,28 +41,24 @@ fn seed_defaults() -> Timers {
 async fn kill9_takeover_with_seed_timers() {
     let timers = seed_defaults();
     let mut sc = Scenario::start(2, 1, timers.clone(), false).await;
-    let a = sc.world.node(0).clone();
     let eip_b = sc.alloc(1);
     sc.proxy.reset_counts();
     let killed = sc.now();
     sc.cluster.node(1).kill9();
-    let took = sc
-        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(30))
+    let takeover = sc
+        .takeover_after(1, 0, killed, Duration::from_secs(30))
         .await;
-    let takeover = took - killed;
     eprintln!(
         "kill -9 takeover with seed timers (keepalive 2s, deadtime 15s, witness on): {:.2}s; \
          EC2 calls: {:?}",
         secs(takeover),
         sc.api_counts()
     );
-    assert!(
-        takeover >= timers.deadtime - timers.keepalive,
-        "too early: {takeover:?}"
-    );
-    assert!(
-        takeover <= timers.deadtime + Duration::from_secs(1),
-        "takeover took {takeover:?}"
+    assert_within(
+        takeover,
+        timers.deadtime - timers.keepalive,
+        timers.deadtime + Duration::from_secs(1),
+        "bound",
     );
     assert_eq!(sc.rec.moves(&eip_b), 1);
 }
@@ -122,13 +118,11 @@ async fn restart_with_seed_timers_gets_its_eip_home_failback_hold_after_its_firs
         secs(failback),
         secs(back - restarted)
     );
-    assert!(
-        failback >= timers.failback_hold,
-        "failback before failback_hold: {failback:?}"
-    );
-    assert!(
-        failback <= timers.failback_hold + Duration::from_secs(1),
-        "issue 17 goal failback_hold + 1 s: {failback:?}"
+    assert_within(
+        failback,
+        timers.failback_hold,
+        timers.failback_hold + Duration::from_secs(1),
+        "issue 17 goal failback_hold + 1 s",
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sc.rec.moves(&eip_b), 2, "{:#?}", sc.rec.history(&eip_b));
@@ -142,33 +136,29 @@ async fn restart_with_seed_timers_gets_its_eip_home_failback_hold_after_its_firs
 async fn instance_gone_and_stopped_with_seed_timers_is_taken_over_at_deadtime() {
     let timers = seed_defaults();
     let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
-    let a = sc.world.node(0).clone();
     let eip_b = sc.alloc(1);
     let killed = sc.now();
     sc.cluster.node(1).kill9();
     sc.world.force_stop(1).await;
-    let took = sc
-        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(30))
+    let takeover = sc
+        .takeover_after(1, 0, killed, Duration::from_secs(30))
         .await;
-    let takeover = took - killed;
     eprintln!(
         "instance gone and stopped in EC2, seed timers (deadtime 15s, witness {:?}/{:?}): {:.2}s",
         timers.witness_interval,
         timers.witness_stale_after,
         secs(takeover)
     );
-    assert!(
-        takeover >= timers.deadtime - timers.keepalive,
-        "too early: {takeover:?}"
+    assert_within(
+        takeover,
+        timers.deadtime - timers.keepalive,
+        timers.deadtime + Duration::from_secs(5),
+        "issue 17 goal deadtime + 5 s",
     );
-    assert!(
-        takeover <= timers.deadtime + Duration::from_secs(5),
-        "issue 17 goal deadtime + 5 s: {takeover:?}"
-    );
-    let log = sc.cluster.nodes[0].log();
-    assert!(
-        log.contains("EC2 says instance") && log.contains("is stopped"),
-        "not decided by EC2's instance state:\n{log}"
+    sc.assert_decided_by(
+        0,
+        &["EC2 says instance", "is stopped"],
+        "EC2's instance state",
     );
     assert_eq!(sc.rec.moves(&eip_b), 1);
 }
@@ -180,15 +170,13 @@ async fn instance_gone_and_stopped_with_seed_timers_is_taken_over_at_deadtime() 
 async fn hung_instance_with_seed_timers_is_taken_over_within_deadtime_plus_5s() {
     let timers = seed_defaults();
     let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
-    let a = sc.world.node(0).clone();
     let eip_b = sc.alloc(1);
     sc.proxy.reset_counts();
     let killed = sc.now();
     sc.cluster.node(1).kill9();
-    let took = sc
-        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(40))
+    let takeover = sc
+        .takeover_after(1, 0, killed, Duration::from_secs(40))
         .await;
-    let takeover = took - killed;
     eprintln!(
         "hung instance (no port-unreachable, EC2 says running), seed timers, witness {:?}/{:?}: \
          {:.2}s; EC2 requests: {:?}",
@@ -197,19 +185,13 @@ async fn hung_instance_with_seed_timers_is_taken_over_within_deadtime_plus_5s() 
         secs(takeover),
         sc.api_counts()
     );
-    assert!(
-        takeover >= timers.deadtime - timers.keepalive,
-        "too early: {takeover:?}"
+    assert_within(
+        takeover,
+        timers.deadtime - timers.keepalive,
+        timers.deadtime + Duration::from_secs(5),
+        "issue 17 goal deadtime + 5 s",
     );
-    assert!(
-        takeover <= timers.deadtime + Duration::from_secs(5),
-        "issue 17 goal deadtime + 5 s: {takeover:?}"
-    );
-    let log = sc.cluster.nodes[0].log();
-    assert!(
-        log.contains("witness stale"),
-        "not decided by the witness:\n{log}"
-    );
+    sc.assert_decided_by(0, &["witness stale"], "the witness");
     assert_eq!(sc.rec.moves(&eip_b), 1);
 }
 
@@ -222,35 +204,22 @@ async fn hung_instance_with_seed_timers_is_taken_over_within_deadtime_plus_5s() 
 async fn hung_instance_with_tight_timers_waits_for_the_default_stamp_lease() {
     let timers = with_defaults(Timers::default());
     let mut sc = Scenario::start(2, 1, timers.clone(), true).await;
-    let a = sc.world.node(0).clone();
     let eip_b = sc.alloc(1);
     let killed = sc.now();
     sc.cluster.node(1).kill9();
-    let took = sc
-        .wait_seen(&eip_b, &Some(a.takeover()), killed, Duration::from_secs(40))
+    let takeover = sc
+        .takeover_after(1, 0, killed, Duration::from_secs(40))
         .await;
-    let takeover = took - killed;
     eprintln!(
         "hung instance, tight timers (deadtime 1s), default witness {:?}/{:?}: {:.2}s",
         timers.witness_interval,
         timers.witness_stale_after,
         secs(takeover)
     );
-    assert!(
-        takeover >= timers.deadtime,
-        "took over before deadtime: {takeover:?}"
-    );
     // The stamp's lease, one re-read interval (3 s), the whole-second stamp, the associate.
     let bound = timers.witness_stale_after + Duration::from_secs(5);
-    assert!(
-        takeover <= bound,
-        "takeover took {takeover:?}, bound {bound:?}"
-    );
-    let log = sc.cluster.nodes[0].log();
-    assert!(
-        log.contains("witness stale"),
-        "not decided by the witness:\n{log}"
-    );
+    assert_within(takeover, timers.deadtime, bound, "bound");
+    sc.assert_decided_by(0, &["witness stale"], "the witness");
     assert_eq!(sc.rec.moves(&eip_b), 1);
 }
 

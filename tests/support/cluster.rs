@@ -557,6 +557,13 @@ impl Drop for EdgeCluster {
 }
 
 /// Writes a key file with mode 0600.
+/// Asserts that a takeover (or failback) time lies within `lo..=hi`; `goal` names the upper
+/// bound.
+pub fn assert_within(took: Duration, lo: Duration, hi: Duration, goal: &str) {
+    assert!(took >= lo, "too early: {took:?}, before {lo:?}");
+    assert!(took <= hi, "{goal}: took {took:?}, bound {hi:?}");
+}
+
 pub fn write_key(path: &Path, key: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, format!("{key}\n")).expect("write key");
@@ -653,6 +660,28 @@ impl Scenario {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// How long after recorder time `from` node `by`'s takeover address held node `of`'s EIP.
+    /// Panics after `timeout` with the timeline.
+    pub async fn takeover_after(
+        &self,
+        of: usize,
+        by: usize,
+        from: Duration,
+        timeout: Duration,
+    ) -> Duration {
+        let at = Some(self.world.node(by).takeover());
+        self.wait_seen(&self.alloc(of), &at, from, timeout).await - from
+    }
+
+    /// Asserts that node `i`'s log has every one of `needles`: `what` decided the move.
+    pub fn assert_decided_by(&self, i: usize, needles: &[&str], what: &str) {
+        let log = self.cluster.nodes[i].log();
+        assert!(
+            needles.iter().all(|n| log.contains(n)),
+            "not decided by {what}:\n{log}"
+        );
     }
 
     /// Changes of `alloc` seen after recorder time `t`.
