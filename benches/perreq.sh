@@ -2,8 +2,8 @@
 # Load-independent per-request costs of a proxy, on loopback (the machine may be busy: these
 # counts do not depend on how fast it is).
 #
-#   benches/perreq.sh strace    [edgelb|haproxy]   # syscalls per request (strace -c -f)
-#   benches/perreq.sh callgrind [edgelb]           # instructions and malloc calls per request
+#   benches/perreq.sh strace    [edgelb|haproxy|floor]  # syscalls per request (strace -c -f)
+#   benches/perreq.sh callgrind [edgelb|floor]          # instructions and malloc calls per request
 #   benches/perreq.sh idle      [edgelb|haproxy]   # bytes of RSS per idle keep-alive connection
 #
 # N requests (default 20000; callgrind 5000) over C keep-alive connections (default 50), sent by
@@ -19,7 +19,8 @@ TARGET=${2:-edgelb}
 WORK=${WORK:-/tmp/edgelb-bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/edgelb-perf}
 if [ "${BUILD:-0}" = 1 ]; then
-  cargo build --release --quiet --bin edgelb --example bench_backend --example loadgen
+  cargo build --release --quiet --bin edgelb --example bench_backend --example loadgen \
+    --example bench_floor
 fi
 EDGELB=${EDGELB:-$CARGO_TARGET_DIR/release/edgelb}
 BACKEND=$CARGO_TARGET_DIR/release/examples/bench_backend
@@ -39,6 +40,9 @@ wait_port 18181
 case $TARGET in
   edgelb) CMD=("$EDGELB" run -c "$WORK/edgelb.toml"); PORT=18190 ;;
   haproxy) CMD=(haproxy -f "$WORK/haproxy.cfg" -db); PORT=18180 ;;
+  # The floor (benches/tools/floor.rs): a byte relay, the least a proxy can do.
+  floor) CMD=("$CARGO_TARGET_DIR/release/examples/bench_floor" 127.0.0.1:18160 127.0.0.1:18181
+    127.0.0.1:18182 127.0.0.1:18183); PORT=18160 ;;
   *) echo "unknown target $TARGET" >&2; exit 2 ;;
 esac
 

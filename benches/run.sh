@@ -8,8 +8,12 @@
 # - three keep-alive backends: benches/tools/backend.rs (`--example bench_backend`, one tokio
 #   current-thread process serving 127.0.0.1:18181-18183, small 29-byte body with an ETag);
 # - wrk (1 thread, pinned to CPU 0 with the backends) against (a) one backend directly,
-#   (b) HAProxy with the seed config, (c) edgelb with the same settings; each proxy pinned to
-#   CPU 1 with one worker thread (nbthread 1 / workers = 1: the one core it has);
+#   (b) the floor: benches/tools/floor.rs (`--example bench_floor`), a byte relay with one
+#   backend connection per client connection, i.e. only the reads, writes and wake-ups every
+#   proxy pays, so its row shows what the kernel and the rig allow; (c) HAProxy with the seed
+#   config, (d) edgelb with the same settings; each proxy pinned to CPU 1 with one worker
+#   thread (nbthread 1 / workers = 1: the one core it has). The direct row's CPU is the
+#   backend's (fast backends only);
 # - the seed settings on both: roundrobin, `cookie SERVERID insert indirect nocache`,
 #   `forwardfor except 10.0.0.0/8` (so loopback clients DO get the header appended), httplog +
 #   dontlognull written to stdout, which is /dev/null for both (same footing: each formats every
@@ -19,7 +23,7 @@
 #   IDLE defaults to 9500: this machine's hard `ulimit -n` is 20000 and HAProxy refuses to start
 #   unless it can reserve 2 fds per `maxconn` (so maxconn 9900 here, 20000 for edgelb).
 #
-# TARGETS="haproxy edgelb" limits the targets (default: direct haproxy edgelb [nginx]).
+# TARGETS="haproxy edgelb" limits the targets (default: direct floor haproxy edgelb [nginx]).
 # ROUNDS=3 (default) repeats the closed-loop and the fixed-rate runs with the targets interleaved;
 # the tables show medians, and the ratio to HAProxy is the median of the per-round ratios.
 # RATE_PCTS="70 90" runs the fixed-rate part at each of these shares of HAProxy's maximum.
@@ -50,11 +54,13 @@ command -v haproxy >/dev/null || { echo "haproxy is not installed" >&2; exit 1; 
 # BUILD=0 skips the build; EDGELB=/path/to/edgelb benchmarks another binary (e.g. a baseline).
 if [ "${BUILD:-1}" = 1 ]; then
   echo "== building edgelb, bench_backend and loadgen (release)" >&2
-  cargo build --release --quiet --bin edgelb --example bench_backend --example loadgen
+  cargo build --release --quiet --bin edgelb --example bench_backend --example loadgen \
+    --example bench_floor
 fi
 EDGELB=${EDGELB:-$CARGO_TARGET_DIR/release/edgelb}
 BACKEND=$CARGO_TARGET_DIR/release/examples/bench_backend
 LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
+FLOOR=$CARGO_TARGET_DIR/release/examples/bench_floor
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(nproc)" -ge 2 ]; then
@@ -77,8 +83,9 @@ BPORTS=(18181 18182 18183)
 HA_PORT=18180
 EL_PORT=18190
 NG_PORT=18170
+FL_PORT=18160
 
-for p in "${BPORTS[@]}" $HA_PORT $EL_PORT $NG_PORT; do
+for p in "${BPORTS[@]}" $HA_PORT $EL_PORT $NG_PORT $FL_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is already in use (a previous run's process?)" >&2
     exit 1
@@ -88,6 +95,7 @@ case $BACKENDS in
   fast)
     BENCH_BACKEND_SECS=900 "${LOAD_CPU[@]}" "$BACKEND" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 \
       2>"$WORK/backend.log" &
+    BACKEND_PID=$!
     PIDS+=($!)
     ;;
   node)
@@ -215,6 +223,12 @@ start_proxy() {
       PROXY_PID=$!
       PORT=$NG_PORT
       ;;
+    floor)
+      "${PROXY_CPU[@]}" "$FLOOR" "127.0.0.1:$FL_PORT" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 \
+        >/dev/null 2>"$WORK/floor.err" &
+      PROXY_PID=$!
+      PORT=$FL_PORT
+      ;;
     direct)
       PROXY_PID=""
       PORT=18181
@@ -246,9 +260,11 @@ WRK_HDRS=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) bench" -H "Accept: tex
 
 # run_wrk NAME CONNS ROUND -> appends "NAME CONNS rps p50 p99 cpu_s errs ROUND" to $WORK/wrk.tsv
 run_wrk() {
-  local name=$1 c=$2 round=$3 out before after cpu core0 core1 load
+  local name=$1 c=$2 round=$3 out before after cpu core0 core1 load cpid=$PROXY_PID
+  # Direct: the CPU column is the (single) fast backend process's.
+  [ "$name" = direct ] && cpid=${BACKEND_PID:-}
   before=0
-  [ -n "$PROXY_PID" ] && before=$(cpu_ticks "$PROXY_PID")
+  [ -n "$cpid" ] && before=$(cpu_ticks "$cpid")
   core0=$(core_ticks 0)
   out=$("${LOAD_CPU[@]}" wrk -t1 -c"$c" -d"${DUR}s" --latency "${WRK_HDRS[@]}" "http://127.0.0.1:$PORT/bench" 2>&1)
   echo "$out" >"$WORK/wrk-$name-$c-$round.txt"
@@ -257,8 +273,8 @@ run_wrk() {
   # limits req/s.
   load=$(echo "$core0 $core1" | awk '{ if ($4 > $2) printf "%.0f", ($3 - $1) * 100 / ($4 - $2); else print "-" }')
   cpu="-"
-  if [ -n "$PROXY_PID" ]; then
-    after=$(cpu_ticks "$PROXY_PID")
+  if [ -n "$cpid" ]; then
+    after=$(cpu_ticks "$cpid")
     cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
   fi
   local rps p50 p99 errs
@@ -273,7 +289,7 @@ run_wrk() {
 if [ -n "${TARGETS:-}" ]; then
   read -r -a TARGETS <<<"$TARGETS"
 else
-  TARGETS=(direct haproxy edgelb)
+  TARGETS=(direct floor haproxy edgelb)
   command -v nginx >/dev/null && TARGETS+=(nginx)
 fi
 
@@ -307,7 +323,7 @@ for c in $CONNS; do
   rate=$(( ${ha_max:-10000} * pct / 100 ))
   for r in $(seq 1 "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
-      [ "$t" = direct ] && continue
+      case $t in direct | floor) continue ;; esac
       start_proxy "$t"
       before=$(cpu_ticks "$PROXY_PID")
       line=$("${LOAD_CPU[@]}" "$LOADGEN" rate "127.0.0.1:$PORT" "$rate" "$c" "$DUR")
@@ -325,7 +341,7 @@ done
 # halves after 2000 warm-up requests (pools, buffers and log queues touched once are in the
 # base): bytes per connection over all of them, and the marginal cost of the second half.
 for t in "${TARGETS[@]}"; do
-  [ "$t" = direct ] && continue
+  case $t in direct | floor) continue ;; esac
   echo "== $IDLE idle connections: $t" >&2
   start_proxy "$t"
   "${LOAD_CPU[@]}" "$LOADGEN" count "127.0.0.1:$PORT" 2000 50 >/dev/null
@@ -406,7 +422,7 @@ done
   for c in $CONNS; do
     for pct in $RATE_PCTS; do
     for t in "${TARGETS[@]}"; do
-      [ "$t" = direct ] && continue
+      case $t in direct | floor) continue ;; esac
       awk -F'\t' -v t="$t" -v c="$c" -v pct="$pct" -v dur="$DUR" '
         function med(a, n,   i, j, x) {
           for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
@@ -442,7 +458,7 @@ done
   echo "| target | peak RSS under wrk (VmHWM) | RSS warm, no conns | RSS with idle conns | idle conns open | bytes per idle conn | marginal bytes (2nd half) |"
   echo "|---|---|---|---|---|---|---|"
   for t in "${TARGETS[@]}"; do
-    [ "$t" = direct ] && continue
+    case $t in direct | floor) continue ;; esac
     g() { awk -v t="$t" -v k="$1" '$1 == t && $2 == k {print $3}' "$WORK/rss.tsv"; }
     per=$(awk -v a="$(g idle_rss_kib)" -v b="$(g idle_base_kib)" -v n="$(g idle_open)" \
       'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-" }')
