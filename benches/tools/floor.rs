@@ -65,9 +65,13 @@ fn main() {
         let accept = async {
             let mut next = 0;
             loop {
-                if let Ok((s, _)) = l.accept().await {
-                    tokio::spawn(relay(s, backends[next % backends.len()]));
-                    next += 1;
+                match l.accept().await {
+                    Ok((s, _)) => {
+                        tokio::spawn(relay(s, backends[next % backends.len()]));
+                        next += 1;
+                    }
+                    // Out of descriptors and the like: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             }
         };
