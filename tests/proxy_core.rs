@@ -632,3 +632,62 @@ async fn an_idle_keep_alive_connection_closes_at_once_on_graceful_stop() {
         0
     );
 }
+
+/// The idle timeouts of an HTTP/1 client connection (kept by each worker's list of idle waits
+/// and its reaper, not by tokio timers): a connection that never sends a byte is closed after
+/// `timeout_http_request`, one that sent a request is closed after `timeout_http_keep_alive`,
+/// neither before its timeout, and a request that comes in time is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_connections_close_at_their_timeouts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("s1").await;
+    let p = Proxy::start(&seed_config(
+        &[&a],
+        "timeout_http_request = \"400ms\"\ntimeout_http_keep_alive = \"700ms\"",
+        "",
+    ))
+    .await;
+    let mut buf = vec![0u8; 4096];
+    // Never a byte: closed after timeout_http_request.
+    let mut silent = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    let took = t.elapsed();
+    let n = match r {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => 0,
+        Err(_) => panic!("a silent connection was not closed within 5 s"),
+    };
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_millis(1500),
+        "silent connection closed after {took:?}"
+    );
+    // Whatever the proxy says on that timeout (a 408, or nothing), it is never a success.
+    assert!(!buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // A request, then idle: closed after timeout_http_keep_alive, not before.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Within the keep-alive timeout a second request is served.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET /y HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "served in time");
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    let took = t.elapsed();
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection was closed without a byte: {r:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(680) && took < Duration::from_millis(1800),
+        "keep-alive connection closed after {took:?}"
+    );
+}

@@ -202,14 +202,18 @@ mod tests {
     /// What an idle keep-alive connection costs in task state (issue 16: <= 1 KiB per idle
     /// connection, everything included). The request's own state is boxed per request, so the
     /// task future is the idle wait (`idle::wait_request`) plus the connection's identity and
-    /// slot. tokio's task cell adds 96 bytes and rounds to 128: a future of at most 416 bytes
-    /// makes a 512-byte cell (384 today); the socket's registration (`ScheduledIo`) is
-    /// another 256.
+    /// slot. tokio's task cell adds its header and trailer and rounds to 128 bytes: a future
+    /// of at most 280 bytes makes a 384-byte cell, 288 already a 512-byte one (measured with
+    /// tokio 1.54 by spawning 200 000 futures of each size). mimalloc serves a 384-byte cell
+    /// with 128-byte alignment from the same size of block as a 512-byte one (533 bytes per
+    /// task either way, measured the same way), so for now the smaller cell saves memory only
+    /// under other allocators (580 against 707 bytes with glibc). The socket's registration
+    /// (`ScheduledIo`) is another 256.
     #[test]
     fn an_idle_connection_task_stays_small() {
         let n = returned_size(&task::<TcpStream>);
         eprintln!("connection task future: {n} bytes");
-        assert!(n <= 416, "connection task future is {n} bytes");
+        assert!(n <= 280, "connection task future is {n} bytes");
     }
 
     struct Flag(Arc<std::sync::atomic::AtomicBool>);

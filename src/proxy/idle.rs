@@ -1,8 +1,14 @@
 //! The state an idle keep-alive connection sits in: waiting for the next request's first bytes
-//! with nothing but the socket, one timer and a slot in the graceful stop's list of idle
-//! waiters. Its size is what every idle connection costs (issue 16: <= 1 KiB per idle
-//! connection, all included); the request's own state is built, boxed, only when bytes arrive
+//! with nothing but the socket, its deadline and a slot in its worker's list of idle waits.
+//! Its size is what every idle connection costs (issue 16: <= 1 KiB per idle connection, all
+//! included); the request's own state is built, boxed, only when bytes arrive
 //! (`session::Conn::serve`).
+//!
+//! The idle timeouts are not tokio timers: each worker's list holds the waits' wakers and
+//! deadlines, and one reaper task per list wakes the waits whose deadline has passed (at most
+//! `REAP_GRAIN` late). An idle connection thus carries no 112-byte `Sleep`, and a request pays
+//! no timer insert and removal in tokio's wheel (whose linked slots touch other connections'
+//! timers), only the list slot it took anyway for the graceful stop.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,35 +18,62 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Sleep;
+use tokio::time::Instant;
 
 use super::session::ClientIo;
 use crate::runtime::ListenRt;
 
 /// The graceful-stop signal every connection watches: idle keep-alive connections close at
 /// once, busy ones after their current request. A flag, one `Notify` per proxy worker for the
-/// busy waits (`wait`), and one list of idle connections' wakers per worker: an idle
-/// connection holds only its index in that list (4 bytes; a `Notify` waiter is 64, a `watch`
-/// receiver's `changed()` 120). Per worker, so the lists' locks, taken when a wait has to sleep
-/// and when it ends, are never shared between threads.
+/// busy waits (`wait`), and one list of idle waits per worker: an idle connection holds only
+/// its index in that list (4 bytes; a `Notify` waiter is 64, a `watch` receiver's `changed()`
+/// 120), and the list holds its waker and deadline for the stop and for the list's reaper.
+/// Per worker, so the lists' locks, taken when a wait has to sleep and when it ends, are never
+/// shared between threads.
 #[derive(Clone)]
 pub struct Stop(Arc<StopInner>);
 
 struct StopInner {
     stopping: AtomicBool,
     notify: Box<[Notify]>,
-    idle: Box<[Mutex<Wakers>]>,
+    idle: Box<[IdleList]>,
 }
 
-/// Wakers of the idle waits that sleep on one worker: a slab (free slots are reused).
+/// One worker's idle waits, and the `Notify` its reaper sleeps on between sweeps.
+#[derive(Default)]
+struct IdleList {
+    waits: Mutex<Wakers>,
+    reaper: Notify,
+}
+
+/// How late at most a reaper wakes an expired wait, and how often at most it sweeps its list
+/// (a sweep reads every slot: 10 000 idle connections take ~20 µs).
+const REAP_GRAIN: Duration = Duration::from_millis(10);
+
+/// One sleeping idle wait.
+struct Idle {
+    waker: Waker,
+    deadline: Instant,
+    /// The reaper found the deadline passed and woke the wait.
+    expired: bool,
+    /// A keep-alive wait (not a first request's): the graceful stop ends it.
+    stoppable: bool,
+}
+
+/// The idle waits that sleep on one worker: a slab (free slots are reused).
 #[derive(Default)]
 struct Wakers {
-    slots: Vec<Option<Waker>>,
+    slots: Vec<Option<Idle>>,
     free: Vec<u32>,
+    /// When the reaper will sweep next; `None` while it is not running or parked (nothing
+    /// listed). An insert with an earlier deadline, or into a parked list, wakes it.
+    next_sweep: Option<Instant>,
+    /// A reaper task exists for this list (it clears this when it ends).
+    reaping: bool,
 }
 
 impl Wakers {
-    fn insert(&mut self, w: Waker) -> u32 {
+    fn insert(&mut self, w: Idle) -> u32 {
         match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(w);
@@ -60,15 +93,70 @@ impl Wakers {
             }
         }
     }
+
+    /// Wakes the waits whose deadline has passed; returns the earliest deadline still ahead.
+    fn sweep(&mut self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for w in self.slots.iter_mut().flatten() {
+            if w.expired {
+                continue;
+            }
+            if w.deadline <= now {
+                w.expired = true;
+                w.waker.wake_by_ref();
+            } else if next.map_or(true, |n| w.deadline < n) {
+                next = Some(w.deadline);
+            }
+        }
+        next
+    }
+}
+
+/// The reaper of list `i`: sweeps it when its earliest deadline is due (at most every
+/// `REAP_GRAIN`) and parks while nothing is listed. It lives as long as its runtime.
+async fn reap(stop: Arc<StopInner>, i: usize) {
+    /// Clears `reaping` however the task ends (its runtime shut down), so the next wait on
+    /// this list starts a new reaper.
+    struct Reaping<'a>(&'a IdleList);
+    impl Drop for Reaping<'_> {
+        fn drop(&mut self) {
+            let mut l = self.0.waits.lock().unwrap_or_else(|p| p.into_inner());
+            l.reaping = false;
+            l.next_sweep = None;
+        }
+    }
+    let list = &stop.idle[i];
+    let _reaping = Reaping(list);
+    loop {
+        // Created before the sweep: an insert after it still wakes this one.
+        let poked = list.reaper.notified();
+        let now = Instant::now();
+        let next = {
+            let mut l = list.waits.lock().unwrap_or_else(|p| p.into_inner());
+            let next = l.sweep(now).map(|d| d.max(now + REAP_GRAIN));
+            l.next_sweep = next;
+            next
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = poked => {}
+                }
+            }
+            None => poked.await,
+        }
+    }
 }
 
 impl Default for Stop {
     fn default() -> Self {
         let n = super::workers::count();
+        epoch();
         Stop(Arc::new(StopInner {
             stopping: AtomicBool::new(false),
             notify: (0..n).map(|_| Notify::new()).collect(),
-            idle: (0..n).map(|_| Mutex::new(Wakers::default())).collect(),
+            idle: (0..n).map(|_| IdleList::default()).collect(),
         }))
     }
 }
@@ -86,11 +174,17 @@ impl Stop {
         }
         for list in self.0.idle.iter() {
             let woken: Vec<Waker> = {
-                let mut l = list.lock().unwrap_or_else(|p| p.into_inner());
-                l.slots.iter_mut().filter_map(Option::take).collect()
+                let mut l = list.waits.lock().unwrap_or_else(|p| p.into_inner());
+                l.slots
+                    .iter_mut()
+                    .filter(|slot| slot.as_ref().is_some_and(|w| w.stoppable))
+                    .filter_map(|slot| slot.take().map(|w| w.waker))
+                    .collect()
             };
             // The waits whose slots were emptied see the flag and end; their drop finds the
-            // slot empty and leaves the free list alone.
+            // slot empty and leaves the free list alone (so no other wait can take a slot
+            // while the wait it was emptied for still holds its index). First requests' waits
+            // stay listed: a stop does not cut them short.
             woken.into_iter().for_each(Waker::wake);
         }
     }
@@ -114,8 +208,20 @@ impl Stop {
     fn idle(&self, i: u16) -> std::sync::MutexGuard<'_, Wakers> {
         let l = &self.0.idle;
         l[usize::from(i) % l.len()]
+            .waits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes list `i`'s reaper (a deadline earlier than its next sweep, or a first wait in a
+    /// parked list), or starts one if the list has none.
+    fn poke_reaper(&self, i: u16, start: bool) {
+        let i = usize::from(i) % self.0.idle.len();
+        if start {
+            tokio::spawn(reap(self.0.clone(), i));
+        } else {
+            self.0.idle[i].reaper.notify_one();
+        }
     }
 
     /// Resolves once the stop has begun.
@@ -168,21 +274,21 @@ impl IdleLimits {
     }
 }
 
-/// Waits for the next request's first bytes holding nothing but the socket, a timer and its
-/// place in the graceful stop's list: this is the state an idle keep-alive connection sits in,
-/// so its size is what an idle connection costs. `None` = close quietly (client gone, idle
-/// timeout, graceful stop). The first request of a connection is not cut short by a graceful
-/// stop.
+/// Waits for the next request's first bytes holding nothing but the socket, its deadline and
+/// its place in the worker's list of idle waits: this is the state an idle keep-alive
+/// connection sits in, so its size is what an idle connection costs. `None` = close quietly
+/// (client gone, idle timeout, graceful stop). The first request of a connection is not cut
+/// short by a graceful stop.
 pub(super) fn wait_request<'a, S: ClientIo>(
     stream: &'a mut S,
     stop: &'a Stop,
-    at: tokio::time::Instant,
+    at: Instant,
     first: bool,
 ) -> WaitRequest<'a, S> {
     WaitRequest {
         stream,
         stop,
-        sleep: tokio::time::sleep_until(at),
+        deadline_ns: to_ns(at),
         slot: NOT_LISTED,
         list: stop.idle_list(),
         first,
@@ -192,15 +298,33 @@ pub(super) fn wait_request<'a, S: ClientIo>(
 /// `slot` of a wait that is not in the stop's list.
 const NOT_LISTED: u32 = u32::MAX;
 
+/// A wait keeps its deadline as nanoseconds after this instant: 8 bytes instead of a 16-byte
+/// `Instant`, which keeps an idle connection's task future at 280 bytes, a 384-byte tokio cell
+/// instead of 512 (`conn_task::tests::an_idle_connection_task_stays_small`). Set by the first
+/// `Stop`.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now))
+}
+
+fn to_ns(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn from_ns(ns: u64) -> Instant {
+    epoch() + Duration::from_nanos(ns)
+}
+
 pin_project_lite::pin_project! {
     /// The future of [`wait_request`], written out by hand: an `async` block with `select!`
-    /// kept its arguments twice and a 64-byte `Notify` waiter (240 bytes; this is 136).
+    /// kept its arguments twice, a 64-byte `Notify` waiter and a 112-byte `Sleep` (240 bytes;
+    /// this is 32).
     pub(super) struct WaitRequest<'a, S> {
         // `&mut`: the future is `Send` without asking the transport to be `Sync`.
         stream: &'a mut S,
         stop: &'a Stop,
-        #[pin]
-        sleep: Sleep,
+        // The deadline, in nanoseconds after `epoch()`.
+        deadline_ns: u64,
         // Index in list `list` of the stop's idle waits (this worker's), or NOT_LISTED.
         slot: u32,
         list: u16,
@@ -222,31 +346,61 @@ impl<S: ClientIo> Future for WaitRequest<'_, S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Next>> {
         let this = self.project();
-        // Biased: bytes that arrived win over the timer and the stop.
+        // Biased: bytes that arrived win over the deadline and the stop.
         match this.stream.poll_readable(cx) {
-            Poll::Ready(Ok(())) => return Poll::Ready(Some(Next::Arrived(this.sleep.deadline()))),
+            Poll::Ready(Ok(())) => {
+                return Poll::Ready(Some(Next::Arrived(from_ns(*this.deadline_ns))))
+            }
             Poll::Ready(Err(_)) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        if this.sleep.poll(cx).is_ready() {
-            return Poll::Ready(this.first.then_some(Next::TimedOut));
-        }
-        if *this.first {
-            return Poll::Pending;
-        }
         // Listed before the flag is read: a `stop` after the read still finds this waker.
-        {
+        let (expired, poke) = {
             let mut list = this.stop.idle(*this.list);
+            let deadline = from_ns(*this.deadline_ns);
+            let stoppable = !*this.first;
             match list.slots.get_mut(*this.slot as usize) {
+                // Our slot (only our drop frees it). Emptied by a stop: listed again below.
                 Some(Some(w)) if *this.slot != NOT_LISTED => {
-                    if !w.will_wake(cx.waker()) {
-                        w.clone_from(cx.waker());
+                    if w.expired {
+                        (true, None)
+                    } else {
+                        if !w.waker.will_wake(cx.waker()) {
+                            w.waker.clone_from(cx.waker());
+                        }
+                        (false, None)
                     }
                 }
-                _ => *this.slot = list.insert(cx.waker().clone()),
+                _ => {
+                    *this.slot = list.insert(Idle {
+                        waker: cx.waker().clone(),
+                        deadline,
+                        expired: false,
+                        stoppable,
+                    });
+                    // The reaper must wake by this deadline: start it, or wake it if it is
+                    // parked or sleeps past the deadline.
+                    let poke = if !list.reaping {
+                        list.reaping = true;
+                        Some(true)
+                    } else if list.next_sweep.map_or(true, |n| deadline < n) {
+                        // Until it has swept again: one wake-up is enough.
+                        list.next_sweep = Some(deadline);
+                        Some(false)
+                    } else {
+                        None
+                    };
+                    (false, poke)
+                }
             }
+        };
+        if let Some(start) = poke {
+            this.stop.poke_reaper(*this.list, start);
         }
-        if this.stop.is_stopping() {
+        if expired {
+            return Poll::Ready(this.first.then_some(Next::TimedOut));
+        }
+        if !*this.first && this.stop.is_stopping() {
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -313,14 +467,80 @@ mod tests {
             async move { wait_request(&mut s3, &stop, far, true).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(listed(&stop), 1, "a first request's wait is not listed");
-        assert_eq!(stop.idle(0).slots.len(), 1, "the freed slot was reused");
+        assert_eq!(
+            listed(&stop),
+            2,
+            "a first request's wait is listed too (its deadline)"
+        );
+        assert_eq!(stop.idle(0).slots.len(), 2, "the freed slot was reused");
         stop.stop();
         let ended = tokio::time::timeout(Duration::from_secs(5), w2).await;
         assert!(ended.expect("the stop ends an idle wait").expect("join"));
-        assert_eq!(listed(&stop), 0);
+        assert_eq!(listed(&stop), 1, "the first request's wait stays listed");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!w3.is_finished(), "the first request's wait goes on");
         w3.abort();
+        let _ = w3.await;
+        assert_eq!(listed(&stop), 0);
+    }
+
+    /// The reaper ends waits at their deadlines, no earlier, each within the grain; a first
+    /// request's wait says `TimedOut`, a keep-alive one `None`; a later, shorter deadline wakes
+    /// a reaper that sleeps for a longer one; the list empties and the reaper parks.
+    #[tokio::test]
+    async fn waits_end_at_their_deadlines() {
+        let stop = Stop::new();
+        // The waits run in their own tasks: each gets a socket of its own, kept to the end.
+        let mut clients = Vec::new();
+        let server = || async {
+            let (c, s) = pair().await;
+            (c, &mut *Box::leak(Box::new(s)))
+        };
+        let (c1, s1) = server().await;
+        let (c2, s2) = server().await;
+        let (c3, s3) = server().await;
+        clients.extend([c1, c2, c3]);
+        let start = Instant::now();
+        let wait = |s: &'static mut TcpStream, ms: u64, first: bool| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let r = wait_request(s, &stop, start + Duration::from_millis(ms), first).await;
+                (r.map(|n| matches!(n, Next::TimedOut)), start.elapsed())
+            })
+        };
+        let long = wait(s1, 600, false);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Listed after the reaper planned to sleep ~570 ms: it must wake for this one.
+        let short = wait(s2, 200, true);
+        let mid = wait(s3, 400, false);
+        let (r, t) = short.await.expect("join");
+        assert_eq!(
+            r,
+            Some(true),
+            "a first request's wait times out with TimedOut"
+        );
+        assert!(
+            t >= Duration::from_millis(200) && t < Duration::from_millis(600),
+            "{t:?}"
+        );
+        let (r, t) = mid.await.expect("join");
+        assert_eq!(r, None, "a keep-alive wait ends quietly");
+        assert!(
+            t >= Duration::from_millis(400) && t < Duration::from_millis(800),
+            "{t:?}"
+        );
+        let (r, t) = long.await.expect("join");
+        assert_eq!(r, None);
+        assert!(
+            t >= Duration::from_millis(600) && t < Duration::from_millis(1000),
+            "{t:?}"
+        );
+        assert_eq!(listed(&stop), 0);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            stop.idle(0).next_sweep,
+            None,
+            "nothing listed: the reaper is parked"
+        );
     }
 }
