@@ -675,6 +675,31 @@ impl Scenario {
         self.wait_seen(&self.alloc(of), &at, from, timeout).await - from
     }
 
+    /// Issue 17's "instance gone" that EC2 knows of: node 1's process is killed (-9) and its
+    /// instance stopped through the API. Waits for node 0 to hold node 1's EIP (panics after
+    /// `timeout`), asserts it moved within the goal (silence counts from the last heartbeat,
+    /// up to one keepalive before the kill, so deadtime - keepalive .. deadtime + 5 s) and that
+    /// EC2's instance state decided it; returns how long it took.
+    pub async fn stopped_instance_taken_over(&mut self, timeout: Duration, goal: &str) -> Duration {
+        let t = self.cluster.timers.clone();
+        let killed = self.now();
+        self.cluster.node(1).kill9();
+        self.world.force_stop(1).await;
+        let took = self.takeover_after(1, 0, killed, timeout).await;
+        assert_within(
+            took,
+            t.deadtime - t.keepalive,
+            t.deadtime + Duration::from_secs(5),
+            goal,
+        );
+        self.assert_decided_by(
+            0,
+            &["EC2 says instance", "is stopped"],
+            "EC2's instance state",
+        );
+        took
+    }
+
     /// Asserts that node `i`'s log has every one of `needles`: `what` decided the move.
     pub fn assert_decided_by(&self, i: usize, needles: &[&str], what: &str) {
         let log = self.cluster.nodes[i].log();
