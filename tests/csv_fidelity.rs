@@ -16,13 +16,9 @@ use std::time::Duration;
 
 use common_stats::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 
 fn tools() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let h = tool("EDGELB_HAPROXY", "/usr/sbin/haproxy");

@@ -525,14 +525,11 @@ pub async fn fetch(addr: SocketAddr, path: &str, extra: &str) -> Response {
     c.read(false).await.expect("a response")
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// Free loopback ports outside the kernel's ephemeral range (`free_port`).
+#[path = "../support/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // not every test crate that includes this module picks ports
+pub use ports::free_port;
 
 pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);

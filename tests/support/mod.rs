@@ -21,6 +21,7 @@ pub mod fault_proxy;
 pub mod imds_stub;
 pub mod moto;
 pub mod pebble;
+mod ports;
 
 use std::path::{Path, PathBuf};
 
@@ -174,13 +175,7 @@ pub fn http_blocking(
     Ok((status, raw[text_end + 4..].to_vec()))
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
-}
+pub use ports::free_port;
 
 /// A tiny HTTP/1.1 server on an ephemeral 127.0.0.1 port, running on its own thread and runtime
 /// so it keeps serving whatever the test's runtime is doing (blocking on a child process, say).
