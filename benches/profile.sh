@@ -3,6 +3,7 @@
 # of the proxy process under wrk, split into user space and the kernel paths a request takes.
 #
 #   benches/profile.sh                 # CONNS="50 500" DUR=8 TARGETS="haproxy edgelb"
+#   TARGETS="floor edgelb" benches/profile.sh   # the floor (run.sh's byte relay) beside edgelb
 #
 # Same setup as benches/run.sh (run it once first: it writes the configs to $WORK and builds the
 # tools): three fast backends and wrk on CPU 0, the proxy alone on CPU 1 with one thread. For
@@ -25,6 +26,7 @@ TARGETS=${TARGETS:-"haproxy edgelb"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/edgelb-perf}
 EDGELB=${EDGELB:-$CARGO_TARGET_DIR/release/edgelb}
 BACKEND=$CARGO_TARGET_DIR/release/examples/bench_backend
+FLOOR=$CARGO_TARGET_DIR/release/examples/bench_floor
 [ -f "$WORK/edgelb.toml" ] || { echo "run benches/run.sh once first (writes $WORK/*.cfg)" >&2; exit 1; }
 command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -61,6 +63,8 @@ for c in $CONNS; do
     case $t in
       haproxy) taskset -c 1 haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PORT=18180 ;;
       edgelb) taskset -c 1 "$EDGELB" run -c "$WORK/edgelb.toml" >/dev/null 2>&1 & PORT=18190 ;;
+      floor) taskset -c 1 "$FLOOR" 127.0.0.1:18160 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 \
+        >/dev/null 2>&1 & PORT=18160 ;;
       *) echo "unknown target $t" >&2; exit 2 ;;
     esac
     pid=$!

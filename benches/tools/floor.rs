@@ -8,19 +8,83 @@
 //!   cargo run --release --example bench_floor -- 127.0.0.1:18160 127.0.0.1:18181 127.0.0.1:18182
 //!
 //! It stops by itself after `BENCH_BACKEND_SECS` seconds (default 900), so a forgotten run ends.
+//! `FLOOR_SPIN` and `FLOOR_TOUCH` add work per read (see `Work`), for experiments only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-async fn relay(mut client: TcpStream, backend: SocketAddr) {
+/// Work added per read, to see how user-space work changes the kernel's cost per request
+/// (benches/README.md, "the floor with work"): `FLOOR_SPIN` iterations of a dependent
+/// multiply (CPU only, on hot data), and `FLOOR_TOUCH` bytes of per-connection state written,
+/// one byte per 64-byte line (memory a request keeps, cold by the time it is touched again).
+/// Both 0 (the default): the plain `copy_bidirectional` floor.
+#[derive(Clone, Copy)]
+struct Work {
+    spin: u64,
+    touch: usize,
+}
+
+impl Work {
+    fn from_env() -> Work {
+        let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+        Work {
+            spin: var("FLOOR_SPIN").unwrap_or(0),
+            touch: var("FLOOR_TOUCH").map(|v: u64| v as usize).unwrap_or(0),
+        }
+    }
+
+    fn none(self) -> bool {
+        self.spin == 0 && self.touch == 0
+    }
+
+    fn run(self, state: &mut [u8], salt: u8) {
+        let mut x = std::hint::black_box(salt as u64 | 1);
+        for _ in 0..self.spin {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        }
+        std::hint::black_box(x);
+        for b in state.iter_mut().step_by(64) {
+            *b = b.wrapping_add(salt);
+        }
+    }
+}
+
+/// One direction of the relay with `work` done after each read.
+async fn pump<R, W>(mut rd: R, mut wr: W, work: Work, salt: u8) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 8192];
+    let mut state = vec![0u8; work.touch];
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return wr.shutdown().await;
+        }
+        work.run(&mut state, salt);
+        wr.write_all(&buf[..n]).await?;
+    }
+}
+
+async fn relay(mut client: TcpStream, backend: SocketAddr, work: Work) {
     let Ok(mut up) = TcpStream::connect(backend).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = up.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+    if work.none() {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        return;
+    }
+    let (crd, cwr) = client.split();
+    let (urd, uwr) = up.split();
+    let _ = tokio::join!(pump(crd, uwr, work, 1), pump(urd, cwr, work, 2));
 }
 
 fn main() {
@@ -44,6 +108,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(900);
+    let work = Work::from_env();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,7 +132,7 @@ fn main() {
             loop {
                 match l.accept().await {
                     Ok((s, _)) => {
-                        tokio::spawn(relay(s, backends[next % backends.len()]));
+                        tokio::spawn(relay(s, backends[next % backends.len()], work));
                         next += 1;
                     }
                     // Out of descriptors and the like: back off instead of spinning.

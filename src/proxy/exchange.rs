@@ -431,8 +431,8 @@ impl Conn {
                 res,
                 info,
                 &mut cwr,
+                &self.shutdown,
                 s.timeout_server,
-                info.max_head,
             );
             tokio::pin!(upload);
             tokio::pin!(heads);

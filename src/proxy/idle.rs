@@ -8,7 +8,9 @@
 //! deadlines, and one reaper task per list wakes the waits whose deadline has passed (at most
 //! `REAP_GRAIN` late). An idle connection thus carries no 112-byte `Sleep`, and a request pays
 //! no timer insert and removal in tokio's wheel (whose linked slots touch other connections'
-//! timers), only the list slot it took anyway for the graceful stop.
+//! timers), only the list slot it took anyway for the graceful stop. The same list bounds the
+//! other wait every request has, for the response head (`deadline`, which a graceful stop
+//! does not end).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -224,6 +226,66 @@ impl Stop {
         }
     }
 
+    /// Lists a sleeping wait in list `list` (or refreshes its waker if `slot` already holds
+    /// it) with its deadline, starting or waking the list's reaper if it must wake sooner;
+    /// true once the reaper has found the deadline passed. A slot a stop emptied is listed
+    /// again. Only the wait's own drop (or `unlist`) frees its slot.
+    fn keep_listed(
+        &self,
+        list: u16,
+        slot: &mut u32,
+        deadline: Instant,
+        stoppable: bool,
+        waker: &Waker,
+    ) -> bool {
+        let poke = {
+            let mut l = self.idle(list);
+            match l.slots.get_mut(*slot as usize) {
+                Some(Some(w)) if *slot != NOT_LISTED => {
+                    if w.expired {
+                        return true;
+                    }
+                    if !w.waker.will_wake(waker) {
+                        w.waker.clone_from(waker);
+                    }
+                    None
+                }
+                _ => {
+                    *slot = l.insert(Idle {
+                        waker: waker.clone(),
+                        deadline,
+                        expired: false,
+                        stoppable,
+                    });
+                    // The reaper must wake by this deadline: start it, or wake it if it is
+                    // parked or sleeps past the deadline.
+                    if !l.reaping {
+                        l.reaping = true;
+                        Some(true)
+                    } else if l.next_sweep.map_or(true, |n| deadline < n) {
+                        // Until it has swept again: one wake-up is enough.
+                        l.next_sweep = Some(deadline);
+                        Some(false)
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(start) = poke {
+            self.poke_reaper(list, start);
+        }
+        false
+    }
+
+    /// Frees a wait's slot in list `list` (a no-op for `NOT_LISTED`).
+    fn unlist(&self, list: u16, slot: &mut u32) {
+        if *slot != NOT_LISTED {
+            self.idle(list).remove(*slot);
+            *slot = NOT_LISTED;
+        }
+    }
+
     /// Resolves once the stop has begun.
     pub async fn wait(&self) {
         loop {
@@ -334,9 +396,7 @@ pin_project_lite::pin_project! {
     impl<'a, S> PinnedDrop for WaitRequest<'a, S> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if *this.slot != NOT_LISTED {
-                this.stop.idle(*this.list).remove(*this.slot);
-            }
+            this.stop.unlist(*this.list, this.slot);
         }
     }
 }
@@ -355,48 +415,13 @@ impl<S: ClientIo> Future for WaitRequest<'_, S> {
             Poll::Pending => {}
         }
         // Listed before the flag is read: a `stop` after the read still finds this waker.
-        let (expired, poke) = {
-            let mut list = this.stop.idle(*this.list);
-            let deadline = from_ns(*this.deadline_ns);
-            let stoppable = !*this.first;
-            match list.slots.get_mut(*this.slot as usize) {
-                // Our slot (only our drop frees it). Emptied by a stop: listed again below.
-                Some(Some(w)) if *this.slot != NOT_LISTED => {
-                    if w.expired {
-                        (true, None)
-                    } else {
-                        if !w.waker.will_wake(cx.waker()) {
-                            w.waker.clone_from(cx.waker());
-                        }
-                        (false, None)
-                    }
-                }
-                _ => {
-                    *this.slot = list.insert(Idle {
-                        waker: cx.waker().clone(),
-                        deadline,
-                        expired: false,
-                        stoppable,
-                    });
-                    // The reaper must wake by this deadline: start it, or wake it if it is
-                    // parked or sleeps past the deadline.
-                    let poke = if !list.reaping {
-                        list.reaping = true;
-                        Some(true)
-                    } else if list.next_sweep.map_or(true, |n| deadline < n) {
-                        // Until it has swept again: one wake-up is enough.
-                        list.next_sweep = Some(deadline);
-                        Some(false)
-                    } else {
-                        None
-                    };
-                    (false, poke)
-                }
-            }
-        };
-        if let Some(start) = poke {
-            this.stop.poke_reaper(*this.list, start);
-        }
+        let expired = this.stop.keep_listed(
+            *this.list,
+            this.slot,
+            from_ns(*this.deadline_ns),
+            !*this.first,
+            cx.waker(),
+        );
         if expired {
             return Poll::Ready(this.first.then_some(Next::TimedOut));
         }
@@ -412,6 +437,67 @@ pub(super) fn readable<S: ClientIo>(
     stream: &mut S,
 ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + '_ {
     std::future::poll_fn(move |cx| stream.poll_readable(cx))
+}
+
+/// `fut`, bounded by `at`: `Err(TimedOut)` if it is still pending then. Like
+/// `tokio::time::timeout_at`, but the deadline is kept in the worker's list of waits (the
+/// idle waits' list, never ended by a graceful stop) and fired by its reaper, at most
+/// `REAP_GRAIN` late: a future that is ready at its first poll lists nothing, and one that
+/// sleeps takes a slot in a per-worker slab instead of a timer in tokio's wheel (no runtime
+/// handle cloned, no wheel slot whose list links other connections' timers). For the waits
+/// every request has, such as the one for the response head.
+pub(super) fn deadline<F: Future>(stop: &Stop, at: Instant, fut: F) -> Deadline<'_, F> {
+    Deadline {
+        fut,
+        stop,
+        deadline_ns: to_ns(at),
+        slot: NOT_LISTED,
+        list: stop.idle_list(),
+    }
+}
+
+/// A [`deadline`] passed before its future was ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TimedOut;
+
+pin_project_lite::pin_project! {
+    /// The future of [`deadline`].
+    pub(super) struct Deadline<'a, F> {
+        #[pin]
+        fut: F,
+        stop: &'a Stop,
+        deadline_ns: u64,
+        slot: u32,
+        list: u16,
+    }
+
+    impl<'a, F> PinnedDrop for Deadline<'a, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            this.stop.unlist(*this.list, this.slot);
+        }
+    }
+}
+
+impl<F: Future> Future for Deadline<'_, F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            this.stop.unlist(*this.list, this.slot);
+            return Poll::Ready(Ok(v));
+        }
+        let at = from_ns(*this.deadline_ns);
+        if this
+            .stop
+            .keep_listed(*this.list, this.slot, at, false, cx.waker())
+        {
+            this.stop.unlist(*this.list, this.slot);
+            return Poll::Ready(Err(TimedOut));
+        }
+        Poll::Pending
+    }
 }
 
 #[cfg(test)]
@@ -542,5 +628,58 @@ mod tests {
             None,
             "nothing listed: the reaper is parked"
         );
+    }
+
+    /// `deadline` answers as `timeout_at` does: a ready future's output without listing
+    /// anything, a late one's output when it comes in time (its slot given back), `TimedOut`
+    /// at the deadline and not before; a graceful stop does not end it, and a dropped one
+    /// leaves nothing listed.
+    #[tokio::test]
+    async fn deadlines_on_any_future_end_it_at_their_time_and_not_at_a_stop() {
+        let stop = Stop::new();
+        let soon = |ms: u64| Instant::now() + Duration::from_millis(ms);
+        assert_eq!(deadline(&stop, soon(1000), async { 7 }).await, Ok(7));
+        assert_eq!(listed(&stop), 0, "a ready future lists nothing");
+
+        let (mut c, mut s) = pair().await;
+        let mut buf = [0u8; 4];
+        let late = deadline(
+            &stop,
+            soon(2000),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        );
+        let write = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(listed(&stop), 1, "a sleeping future is listed");
+            tokio::io::AsyncWriteExt::write_all(&mut c, b"ok").await
+        };
+        let (r, w) = tokio::join!(late, write);
+        w.expect("write");
+        assert_eq!(r.map(|n| n.ok()), Ok(Some(2)));
+        assert_eq!(listed(&stop), 0, "its slot is given back when it ends");
+
+        stop.stop();
+        let start = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            deadline(&stop, soon(300), std::future::pending::<()>()),
+        )
+        .await
+        .expect("the deadline ends the wait");
+        let t = start.elapsed();
+        assert_eq!(r, Err(TimedOut));
+        assert!(
+            t >= Duration::from_millis(300) && t < Duration::from_millis(700),
+            "ended after {t:?}, not at its deadline (a stop does not end it)"
+        );
+        assert_eq!(listed(&stop), 0);
+
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            deadline(&stop, soon(60_000), std::future::pending::<()>()),
+        )
+        .await;
+        assert!(dropped.is_err());
+        assert_eq!(listed(&stop), 0, "a dropped wait leaves nothing listed");
     }
 }

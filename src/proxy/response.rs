@@ -9,6 +9,7 @@ use tokio::time::timeout;
 use super::cookie;
 use super::exchange::ReqInfo;
 use super::h1::{self, ChunkedDecoder, Framing, Method, Parsed, ResponseHead};
+use super::idle::{deadline, Stop};
 use super::request::write_to;
 use super::session::read_more;
 use crate::runtime::{ListenRt, ServerRt};
@@ -29,8 +30,8 @@ pub(super) async fn read_final_head<R, W>(
     res: &mut ResponseHead,
     info: ReqInfo,
     cwr: &mut W,
+    stop: &Stop,
     tserver: Duration,
-    max: usize,
 ) -> Result<u64, HeadErr>
 where
     R: AsyncRead + Unpin,
@@ -74,12 +75,15 @@ where
                     }
                     return Ok(interim_htx);
                 }
-                Ok(Parsed::Partial) if ubuf.len() >= max => return Err(HeadErr::Invalid),
+                Ok(Parsed::Partial) if ubuf.len() >= info.max_head => return Err(HeadErr::Invalid),
                 Ok(Parsed::Partial) => {}
                 Err(_) => return Err(HeadErr::Invalid),
             }
         }
-        match timeout(tserver, read_more(urd, ubuf)).await {
+        // `timeout server` between reads; every request waits here, so the deadline is kept in
+        // the worker's list of waits rather than in tokio's timer wheel (`idle::deadline`).
+        let at = tokio::time::Instant::now() + tserver;
+        match deadline(stop, at, read_more(urd, ubuf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 return Err(if received_any {
                     HeadErr::Invalid

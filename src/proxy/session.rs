@@ -24,7 +24,7 @@ pub use super::conn_task::{catch_panic, spawn, CatchPanic, Caught, ConnSlot};
 use super::error_pages::ProxyError;
 use super::exchange::Outcome;
 use super::h1::{self, Parsed, Reject};
-use super::idle::{readable, wait_request, IdleLimits, Next, Stop};
+use super::idle::{deadline, readable, wait_request, IdleLimits, Next, Stop};
 use crate::runtime::{ListenRt, Runtime, Snapshot};
 
 /// What a client connection is carried on: a TCP stream today; a TLS stream or an HTTP/2 stream
@@ -272,7 +272,8 @@ impl Conn {
                 };
                 tokio::select! {
                     biased;
-                    r = tokio::time::timeout_at(at, next) => match r {
+                    // Usually ready at once (the wait saw the socket readable): then no timer.
+                    r = deadline(shutdown, at, next) => match r {
                         Ok(Ok(0)) | Ok(Err(_)) => {
                             return (HeadRead::Quiet, Instant::now(), SystemTime::now())
                         }
