@@ -226,66 +226,6 @@ impl Stop {
         }
     }
 
-    /// Lists a sleeping wait in list `list` (or refreshes its waker if `slot` already holds
-    /// it) with its deadline, starting or waking the list's reaper if it must wake sooner;
-    /// true once the reaper has found the deadline passed. A slot a stop emptied is listed
-    /// again. Only the wait's own drop (or `unlist`) frees its slot.
-    fn keep_listed(
-        &self,
-        list: u16,
-        slot: &mut u32,
-        deadline: Instant,
-        stoppable: bool,
-        waker: &Waker,
-    ) -> bool {
-        let poke = {
-            let mut l = self.idle(list);
-            match l.slots.get_mut(*slot as usize) {
-                Some(Some(w)) if *slot != NOT_LISTED => {
-                    if w.expired {
-                        return true;
-                    }
-                    if !w.waker.will_wake(waker) {
-                        w.waker.clone_from(waker);
-                    }
-                    None
-                }
-                _ => {
-                    *slot = l.insert(Idle {
-                        waker: waker.clone(),
-                        deadline,
-                        expired: false,
-                        stoppable,
-                    });
-                    // The reaper must wake by this deadline: start it, or wake it if it is
-                    // parked or sleeps past the deadline.
-                    if !l.reaping {
-                        l.reaping = true;
-                        Some(true)
-                    } else if l.next_sweep.map_or(true, |n| deadline < n) {
-                        // Until it has swept again: one wake-up is enough.
-                        l.next_sweep = Some(deadline);
-                        Some(false)
-                    } else {
-                        None
-                    }
-                }
-            }
-        };
-        if let Some(start) = poke {
-            self.poke_reaper(list, start);
-        }
-        false
-    }
-
-    /// Frees a wait's slot in list `list` (a no-op for `NOT_LISTED`).
-    fn unlist(&self, list: u16, slot: &mut u32) {
-        if *slot != NOT_LISTED {
-            self.idle(list).remove(*slot);
-            *slot = NOT_LISTED;
-        }
-    }
-
     /// Resolves once the stop has begun.
     pub async fn wait(&self) {
         loop {
@@ -349,11 +289,7 @@ pub(super) fn wait_request<'a, S: ClientIo>(
 ) -> WaitRequest<'a, S> {
     WaitRequest {
         stream,
-        stop,
-        deadline_ns: to_ns(at),
-        slot: NOT_LISTED,
-        list: stop.idle_list(),
-        first,
+        wait: Listing::new(stop, at, !first),
     }
 }
 
@@ -377,6 +313,96 @@ fn from_ns(ns: u64) -> Instant {
     epoch() + Duration::from_nanos(ns)
 }
 
+/// A wait's place in its worker's list: the stop, the deadline, the slot it holds while it
+/// sleeps. Dropping it frees the slot, however the wait ends. Shared by the idle wait
+/// (`WaitRequest`) and any future under a [`deadline`].
+struct Listing<'a> {
+    stop: &'a Stop,
+    // The deadline, in nanoseconds after `epoch()`.
+    deadline_ns: u64,
+    // Index in list `list` of the stop's waits (this worker's), or NOT_LISTED.
+    slot: u32,
+    list: u16,
+    // A keep-alive wait: the graceful stop ends it.
+    stoppable: bool,
+}
+
+impl<'a> Listing<'a> {
+    fn new(stop: &'a Stop, at: Instant, stoppable: bool) -> Self {
+        Listing {
+            stop,
+            deadline_ns: to_ns(at),
+            slot: NOT_LISTED,
+            list: stop.idle_list(),
+            stoppable,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        from_ns(self.deadline_ns)
+    }
+
+    /// Lists the sleeping wait with `waker` (or refreshes the waker of the slot it holds),
+    /// starting or waking the list's reaper if it must wake sooner; true once the reaper has
+    /// found the deadline passed. A slot a stop emptied is listed again. Only `unlist` (or the
+    /// drop) frees the slot.
+    fn keep(&mut self, waker: &Waker) -> bool {
+        let deadline = self.deadline();
+        let poke = {
+            let mut l = self.stop.idle(self.list);
+            match l.slots.get_mut(self.slot as usize) {
+                Some(Some(w)) if self.slot != NOT_LISTED => {
+                    if w.expired {
+                        return true;
+                    }
+                    if !w.waker.will_wake(waker) {
+                        w.waker.clone_from(waker);
+                    }
+                    None
+                }
+                _ => {
+                    self.slot = l.insert(Idle {
+                        waker: waker.clone(),
+                        deadline,
+                        expired: false,
+                        stoppable: self.stoppable,
+                    });
+                    // The reaper must wake by this deadline: start it, or wake it if it is
+                    // parked or sleeps past the deadline.
+                    if !l.reaping {
+                        l.reaping = true;
+                        Some(true)
+                    } else if l.next_sweep.map_or(true, |n| deadline < n) {
+                        // Until it has swept again: one wake-up is enough.
+                        l.next_sweep = Some(deadline);
+                        Some(false)
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(start) = poke {
+            self.stop.poke_reaper(self.list, start);
+        }
+        false
+    }
+
+    /// Frees the slot, if the wait holds one.
+    fn unlist(&mut self) {
+        if self.slot != NOT_LISTED {
+            self.stop.idle(self.list).remove(self.slot);
+            self.slot = NOT_LISTED;
+        }
+    }
+}
+
+impl Drop for Listing<'_> {
+    fn drop(&mut self) {
+        self.unlist();
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The future of [`wait_request`], written out by hand: an `async` block with `select!`
     /// kept its arguments twice, a 64-byte `Notify` waiter and a 112-byte `Sleep` (240 bytes;
@@ -384,20 +410,8 @@ pin_project_lite::pin_project! {
     pub(super) struct WaitRequest<'a, S> {
         // `&mut`: the future is `Send` without asking the transport to be `Sync`.
         stream: &'a mut S,
-        stop: &'a Stop,
-        // The deadline, in nanoseconds after `epoch()`.
-        deadline_ns: u64,
-        // Index in list `list` of the stop's idle waits (this worker's), or NOT_LISTED.
-        slot: u32,
-        list: u16,
-        first: bool,
-    }
-
-    impl<'a, S> PinnedDrop for WaitRequest<'a, S> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            this.stop.unlist(*this.list, this.slot);
-        }
+        // Not stoppable for a connection's first request.
+        wait: Listing<'a>,
     }
 }
 
@@ -408,24 +422,16 @@ impl<S: ClientIo> Future for WaitRequest<'_, S> {
         let this = self.project();
         // Biased: bytes that arrived win over the deadline and the stop.
         match this.stream.poll_readable(cx) {
-            Poll::Ready(Ok(())) => {
-                return Poll::Ready(Some(Next::Arrived(from_ns(*this.deadline_ns))))
-            }
+            Poll::Ready(Ok(())) => return Poll::Ready(Some(Next::Arrived(this.wait.deadline()))),
             Poll::Ready(Err(_)) => return Poll::Ready(None),
             Poll::Pending => {}
         }
+        let first = !this.wait.stoppable;
         // Listed before the flag is read: a `stop` after the read still finds this waker.
-        let expired = this.stop.keep_listed(
-            *this.list,
-            this.slot,
-            from_ns(*this.deadline_ns),
-            !*this.first,
-            cx.waker(),
-        );
-        if expired {
-            return Poll::Ready(this.first.then_some(Next::TimedOut));
+        if this.wait.keep(cx.waker()) {
+            return Poll::Ready(first.then_some(Next::TimedOut));
         }
-        if !*this.first && this.stop.is_stopping() {
+        if !first && this.wait.stop.is_stopping() {
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -449,10 +455,7 @@ pub(super) fn readable<S: ClientIo>(
 pub(super) fn deadline<F: Future>(stop: &Stop, at: Instant, fut: F) -> Deadline<'_, F> {
     Deadline {
         fut,
-        stop,
-        deadline_ns: to_ns(at),
-        slot: NOT_LISTED,
-        list: stop.idle_list(),
+        wait: Listing::new(stop, at, false),
     }
 }
 
@@ -465,17 +468,7 @@ pin_project_lite::pin_project! {
     pub(super) struct Deadline<'a, F> {
         #[pin]
         fut: F,
-        stop: &'a Stop,
-        deadline_ns: u64,
-        slot: u32,
-        list: u16,
-    }
-
-    impl<'a, F> PinnedDrop for Deadline<'a, F> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            this.stop.unlist(*this.list, this.slot);
-        }
+        wait: Listing<'a>,
     }
 }
 
@@ -485,15 +478,11 @@ impl<F: Future> Future for Deadline<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(v) = this.fut.poll(cx) {
-            this.stop.unlist(*this.list, this.slot);
+            this.wait.unlist();
             return Poll::Ready(Ok(v));
         }
-        let at = from_ns(*this.deadline_ns);
-        if this
-            .stop
-            .keep_listed(*this.list, this.slot, at, false, cx.waker())
-        {
-            this.stop.unlist(*this.list, this.slot);
+        if this.wait.keep(cx.waker()) {
+            this.wait.unlist();
             return Poll::Ready(Err(TimedOut));
         }
         Poll::Pending
