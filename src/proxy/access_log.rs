@@ -455,6 +455,11 @@ pub fn format(r: &Record<'_>, out: &mut Vec<u8>) {
 /// HAProxy escapes `"` and non-printable bytes in the logged request as `#XX`.
 fn escape(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let plain = |b: u8| b != b'"' && b != b'#' && (0x20..0x7f).contains(&b);
+    if s.iter().all(|&b| plain(b)) {
+        out.extend_from_slice(s);
+        return;
+    }
     for &b in s {
         if b == b'"' || b == b'#' || !(0x20..0x7f).contains(&b) {
             out.extend_from_slice(&[b'#', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);

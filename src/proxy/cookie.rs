@@ -92,6 +92,11 @@ pub struct CookieScan<'a> {
 /// Finds the persistence cookie `name` in a Cookie header value.
 pub fn scan<'a>(v: &'a [u8], name: &[u8]) -> CookieScan<'a> {
     let mut out = CookieScan::default();
+    // A pair's name is a part of `v`: when `name`'s bytes occur nowhere (the usual request of a
+    // client without our cookie), no pair can match.
+    if !contains(v, name) {
+        return out;
+    }
     for p in pairs(v) {
         if p.name(v) == name {
             out.found = true;
@@ -101,6 +106,14 @@ pub fn scan<'a>(v: &'a [u8], name: &[u8]) -> CookieScan<'a> {
         }
     }
     out
+}
+
+/// Whether `needle` occurs in `hay` (SIMD search for its first byte, then a comparison).
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    memchr::memchr_iter(first, hay).any(|i| hay[i + 1..].starts_with(rest))
 }
 
 fn is_sp(b: u8) -> bool {
@@ -190,9 +203,8 @@ pub fn strip(v: &[u8], name: &[u8], remove: bool, out: &mut Vec<u8>) -> bool {
 
 /// Whether some `=` in `v` has a blank right before or after it.
 fn blank_beside_equals(v: &[u8]) -> bool {
-    v.iter().enumerate().any(|(i, &b)| {
-        b == b'=' && ((i > 0 && is_sp(v[i - 1])) || v.get(i + 1).is_some_and(|&n| is_sp(n)))
-    })
+    memchr::memchr_iter(b'=', v)
+        .any(|i| (i > 0 && is_sp(v[i - 1])) || v.get(i + 1).is_some_and(|&n| is_sp(n)))
 }
 
 /// [`strip`] on `h[base..]`.

@@ -14,7 +14,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::cookie;
 use super::error_pages::ProxyError;
-use super::h1::{ChunkedDecoder, Framing, Method};
+use super::h1::{ChunkedDecoder, Framing, Known, Method};
 use super::request::{upload_body, UploadErr};
 use super::response::{read_final_head, relay_body, write_client_head, ClientHead, HeadErr};
 use super::session::{within, Bufs, ClientIo, Conn};
@@ -171,9 +171,9 @@ impl Conn {
         if let Some(c) = &listen.cookie {
             ck = ClientCookie::None;
             let mut value: Option<&[u8]> = None;
-            for (n, v) in &b.req.headers {
-                if b.client[n.clone()].eq_ignore_ascii_case(b"cookie") {
-                    let scan = cookie::scan(&b.client[v.clone()], c.name.as_bytes());
+            for f in &b.req.headers {
+                if f.known == Known::Cookie {
+                    let scan = cookie::scan(&b.client[f.value.clone()], c.name.as_bytes());
                     if scan.found {
                         strip_cookie = c.indirect;
                         if value.is_none() {
@@ -547,7 +547,7 @@ impl Conn {
             o.server_cookie = flag;
         }
         // Counted before the client write: HAProxy logs the head once received.
-        o.log_bytes += b.res.htx_len(&b.upstream);
+        o.log_bytes += b.res.htx_len;
         let res_head_len = b.res.head_len;
         b.upstream.advance(res_head_len);
         // When the whole body is already buffered (the usual small response), head and body
@@ -655,8 +655,8 @@ impl Conn {
                 .req
                 .headers
                 .iter()
-                .find(|(n, _)| src[n.clone()].eq_ignore_ascii_case(b"host"))
-                .map(|(_, v)| &src[v.clone()])
+                .find(|f| f.known == Known::Host)
+                .map(|f| &src[f.value.clone()])
                 .unwrap_or(b""),
         };
         let path = match &b.req.abs_path_r {

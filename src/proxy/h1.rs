@@ -29,8 +29,8 @@ impl Default for MaxLines {
 }
 
 /// Whether a header counts against [`MaxLines`] (see there).
-fn counts_as_line(name: &[u8], value: &[u8]) -> bool {
-    !name.eq_ignore_ascii_case(b"connection")
+fn counts_as_line(name: Known, value: &[u8]) -> bool {
+    name != Known::Connection
         || tokens(value)
             .any(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
 }
@@ -127,7 +127,7 @@ pub struct RequestHead {
     pub abs_authority_r: Option<Range<usize>>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    pub headers: Vec<Field>,
     pub framing: Option<Framing>,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
@@ -183,29 +183,100 @@ fn reason_range(head: &[u8]) -> Range<usize> {
 
 /// Bare LF line endings are refused: every `\n` in a head must follow `\r`.
 /// (Branch-free folds so the compiler vectorises them: they run over every request head.)
-fn has_bare_lf(head: &[u8]) -> bool {
-    head.first() == Some(&b'\n')
-        || head[1.min(head.len())..]
-            .iter()
-            .zip(head)
-            .fold(false, |acc, (&b, &prev)| {
-                acc | ((b == b'\n') & (prev != b'\r'))
-            })
+/// The header names the proxy acts on, recognised once while a head is parsed (by length, then
+/// one case-insensitive comparison) so that building the forwarded heads never compares names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Known {
+    #[default]
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Host,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Upgrade,
+    ProxyAuthenticate,
+    Cookie,
+    SetCookie,
+    Expect,
+    SecWebsocketKey,
+    XForwardedProto,
+    XForwardedPort,
+    StrictTransportSecurity,
 }
 
-/// RFC 9110 5.5: field values may not carry NUL or other controls (HTAB aside).
-fn bad_value_byte(v: &[u8]) -> bool {
-    v.iter().fold(false, |acc, &b| {
-        acc | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
-    })
+impl Known {
+    /// Classifies a header name (any case).
+    pub fn of(name: &[u8]) -> Known {
+        let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
+        match name.len() {
+            2 if is(b"te") => Known::Te,
+            4 if is(b"host") => Known::Host,
+            6 if is(b"cookie") => Known::Cookie,
+            6 if is(b"expect") => Known::Expect,
+            7 if is(b"upgrade") => Known::Upgrade,
+            7 if is(b"trailer") => Known::Trailer,
+            10 if is(b"connection") => Known::Connection,
+            10 if is(b"keep-alive") => Known::KeepAlive,
+            10 if is(b"set-cookie") => Known::SetCookie,
+            14 if is(b"content-length") => Known::ContentLength,
+            16 if is(b"proxy-connection") => Known::ProxyConnection,
+            16 if is(b"x-forwarded-port") => Known::XForwardedPort,
+            17 if is(b"transfer-encoding") => Known::TransferEncoding,
+            17 if is(b"sec-websocket-key") => Known::SecWebsocketKey,
+            17 if is(b"x-forwarded-proto") => Known::XForwardedProto,
+            18 if is(b"proxy-authenticate") => Known::ProxyAuthenticate,
+            25 if is(b"strict-transport-security") => Known::StrictTransportSecurity,
+            _ => Known::Other,
+        }
+    }
+
+    /// Hop-by-hop headers, never forwarded as received (RFC 9110 7.6.1).
+    pub fn hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Known::Connection
+                | Known::KeepAlive
+                | Known::ProxyConnection
+                | Known::Te
+                | Known::Trailer
+                | Known::TransferEncoding
+                | Known::Upgrade
+                | Known::ProxyAuthenticate
+        )
+    }
+}
+
+/// One header line of a parsed head: its name and value as ranges into the head's buffer, and
+/// what the name is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+    pub known: Known,
+}
+
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// RFC 9112 3.2: a Host value is `uri-host [ ":" port ]` (reg-name, IPv4 or an IP literal in
 /// brackets). Spaces, `/`, `@`, quotes and the like make it invalid (400), so a backend never
 /// routes on a Host that another parser would read differently.
 fn valid_host(v: &[u8]) -> bool {
-    v.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
+    v.iter().all(|&b| HOST_BYTE[usize::from(b)])
+}
+
+/// The bytes [`valid_host`] allows: unreserved, sub-delims, `:`, `[`, `]` and `%`.
+static HOST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.'
@@ -226,9 +297,11 @@ fn valid_host(v: &[u8]) -> bool {
                     | b'['
                     | b']'
                     | b'%'
-            )
-    })
-}
+            );
+        i += 1;
+    }
+    t
+};
 
 fn trim_ows(v: &[u8]) -> &[u8] {
     let s = v
@@ -363,56 +436,61 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     let mut websocket = false;
     let mut ws_key = false;
     let mut lines = 0usize;
+    // httparse has already refused any control byte but HTAB in a value (RFC 9110 5.5: NUL, CR,
+    // LF and DEL included; pinned by `control_bytes_in_values_are_refused`).
     for h in req.headers.iter() {
         let v = h.value;
-        if bad_value_byte(v) {
-            return Err(Reject::Bad("control character in a header value"));
-        }
         let name = h.name.as_bytes();
-        lines += counts_as_line(name, v) as usize;
+        let known = Known::of(name);
+        lines += counts_as_line(known, v) as usize;
         if lines > out.max_lines.0 {
             return Err(Reject::Bad("too many header lines"));
         }
-        let nr = offset(buf, name);
-        let vr = offset(buf, v);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            parse_content_length(v, &mut cl).map_err(Reject::Bad)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te_seen = true;
-            for tok in tokens(v) {
-                te_count += 1;
-                if !tok.eq_ignore_ascii_case(b"chunked") {
-                    te_chunked_only = false;
+        match known {
+            Known::ContentLength => parse_content_length(v, &mut cl).map_err(Reject::Bad)?,
+            Known::TransferEncoding => {
+                te_seen = true;
+                for tok in tokens(v) {
+                    te_count += 1;
+                    if !tok.eq_ignore_ascii_case(b"chunked") {
+                        te_chunked_only = false;
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-            if !valid_host(v) {
-                return Err(Reject::Bad("invalid Host value"));
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for tok in tokens(v) {
-                if tok.eq_ignore_ascii_case(b"close") {
-                    conn.close = true;
-                } else if tok.eq_ignore_ascii_case(b"keep-alive") {
-                    conn.keep_alive = true;
-                } else if tok.eq_ignore_ascii_case(b"upgrade") {
-                    conn.upgrade = true;
-                } else {
-                    out.conn_listed.push(offset(buf, tok));
+            Known::Host => {
+                hosts += 1;
+                if !valid_host(v) {
+                    return Err(Reject::Bad("invalid Host value"));
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_hdr = true;
-            websocket |= tokens(v).any(|t| t.eq_ignore_ascii_case(b"websocket"));
-        } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {
-            ws_key = true;
-        } else if name.eq_ignore_ascii_case(b"expect")
-            && trim_ows(v).eq_ignore_ascii_case(b"100-continue")
-        {
-            out.expect_continue = true;
+            Known::Connection => {
+                for tok in tokens(v) {
+                    if tok.eq_ignore_ascii_case(b"close") {
+                        conn.close = true;
+                    } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                        conn.keep_alive = true;
+                    } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                        conn.upgrade = true;
+                    } else {
+                        out.conn_listed.push(offset(buf, tok));
+                    }
+                }
+            }
+            Known::Upgrade => {
+                upgrade_hdr = true;
+                websocket |= tokens(v).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+            }
+            Known::SecWebsocketKey => ws_key = true,
+            Known::Expect if trim_ows(v).eq_ignore_ascii_case(b"100-continue") => {
+                out.expect_continue = true;
+            }
+            _ => {}
         }
-        out.headers.push((nr, vr));
+        out.headers.push(Field {
+            name: offset(buf, name),
+            value: offset(buf, v),
+            known,
+        });
     }
     if hosts > 1 {
         return Err(Reject::Bad("more than one Host header"));
@@ -462,13 +540,21 @@ pub struct ResponseHead {
     pub status: u16,
     pub minor: u8,
     pub reason_r: Range<usize>,
-    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    pub headers: Vec<Field>,
     pub framing: Option<Framing>,
     /// The server will keep the connection open (reusable once the body is done).
     pub keep_alive: bool,
     pub conn_listed: Vec<Range<usize>>,
     /// `Transfer-Encoding: chunked` was present: any Content-Length is dropped (RFC 9112 6.3).
     pub te_chunked: bool,
+    /// The size of HAProxy 2.6's internal (HTX) copy of this head, which its access log counts
+    /// (with the body payload) as the bytes field: the start line's version, status and reason
+    /// plus 20, each header's name and value (no `: `, no CRLF, OWS trimmed), plus 1 for the
+    /// end of headers. As its H1 parser stores it: `close`/`keep-alive` are cut out of `Connection`
+    /// (dropped when nothing else is listed), only the first Content-Length value is kept, and
+    /// none with `Transfer-Encoding: chunked`. Headers edgelb or HAProxy add or remove later
+    /// (the inserted `set-cookie`, a removed persistence cookie) are not counted.
+    pub htx_len: u64,
     /// Set by the caller from `global.max_header_lines`.
     pub max_lines: MaxLines,
 }
@@ -481,43 +567,6 @@ impl ResponseHead {
     }
     pub fn framing(&self) -> Framing {
         self.framing.unwrap_or(Framing::None)
-    }
-
-    /// The size of HAProxy 2.6's internal (HTX) copy of this head, which its access log counts
-    /// (with the body payload) as the bytes field: the start line's version, status and reason
-    /// plus 20, each header's name and value (no `: `, no CRLF, OWS trimmed), plus 1 for the
-    /// end of headers. As its H1 parser stores it: `close`/`keep-alive` are cut out of `Connection`
-    /// (dropped when nothing else is listed), only the first Content-Length value is kept, and
-    /// none with `Transfer-Encoding: chunked`. Headers edgelb or HAProxy add or remove later
-    /// (the inserted `set-cookie`, a removed persistence cookie) are not counted.
-    pub fn htx_len(&self, buf: &[u8]) -> u64 {
-        let version = b"HTTP/1.1".len() as u64;
-        let mut n = 20 + version + 3 + self.reason_r.len() as u64 + 1;
-        let mut cl_seen = false;
-        for (name_r, value_r) in &self.headers {
-            let name = &buf[name_r.clone()];
-            let v = &buf[value_r.clone()];
-            let value = if name.eq_ignore_ascii_case(b"content-length") {
-                if self.te_chunked || cl_seen {
-                    continue;
-                }
-                cl_seen = true;
-                v.split(|&b| b == b',')
-                    .map(trim_ows)
-                    .next()
-                    .unwrap_or(v)
-                    .len()
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                match cleaned_connection_len(trim_ows(v)) {
-                    0 => continue,
-                    n => n,
-                }
-            } else {
-                trim_ows(v).len()
-            };
-            n += (name.len() + value) as u64;
-        }
-        n
     }
 }
 
@@ -604,38 +653,64 @@ pub fn parse_response(
     let mut chunked = false;
     let mut conn = ConnTokens::default();
     let mut lines = 0usize;
+    // The size of HAProxy's internal copy of the head (see `htx_len`): the start line, then
+    // each header as its H1 parser keeps it.
+    let mut htx = 20 + b"HTTP/1.1".len() as u64 + 3 + out.reason_r.len() as u64 + 1;
+    let mut first_cl_htx = 0u64;
+    // Control bytes in values: refused by httparse already (see `parse_request`).
     for h in res.headers.iter() {
         let v = h.value;
-        if bad_value_byte(v) {
-            return Err("control character in a response header");
-        }
         let name = h.name.as_bytes();
-        lines += counts_as_line(name, v) as usize;
+        let known = Known::of(name);
+        lines += counts_as_line(known, v) as usize;
         if lines > out.max_lines.0 {
             return Err("too many header lines");
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            parse_content_length(v, &mut cl)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            for tok in tokens(v) {
-                te_codings += 1;
-                chunked = tok.eq_ignore_ascii_case(b"chunked");
+        match known {
+            Known::ContentLength => {
+                if cl.is_none() {
+                    // Only the first value of the first Content-Length is kept.
+                    let first = v.split(|&b| b == b',').map(trim_ows).next().unwrap_or(v);
+                    first_cl_htx = (name.len() + first.len()) as u64;
+                }
+                parse_content_length(v, &mut cl)?;
             }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for tok in tokens(v) {
-                if tok.eq_ignore_ascii_case(b"close") {
-                    conn.close = true;
-                } else if tok.eq_ignore_ascii_case(b"keep-alive") {
-                    conn.keep_alive = true;
-                } else if tok.eq_ignore_ascii_case(b"upgrade") {
-                    conn.upgrade = true;
-                } else {
-                    out.conn_listed.push(offset(buf, tok));
+            Known::TransferEncoding => {
+                for tok in tokens(v) {
+                    te_codings += 1;
+                    chunked = tok.eq_ignore_ascii_case(b"chunked");
+                }
+                htx += (name.len() + trim_ows(v).len()) as u64;
+            }
+            Known::Connection => {
+                for tok in tokens(v) {
+                    if tok.eq_ignore_ascii_case(b"close") {
+                        conn.close = true;
+                    } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                        conn.keep_alive = true;
+                    } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                        conn.upgrade = true;
+                    } else {
+                        out.conn_listed.push(offset(buf, tok));
+                    }
+                }
+                match cleaned_connection_len(trim_ows(v)) {
+                    0 => {}
+                    n => htx += (name.len() + n) as u64,
                 }
             }
+            _ => htx += (name.len() + trim_ows(v).len()) as u64,
         }
-        out.headers.push((offset(buf, name), offset(buf, v)));
+        out.headers.push(Field {
+            name: offset(buf, name),
+            value: offset(buf, v),
+            known,
+        });
     }
+    if !chunked {
+        htx += first_cl_htx;
+    }
+    out.htx_len = htx;
     // Like HAProxy 2.6: a response whose Transfer-Encoding is anything but one final `chunked`
     // (`gzip`, `chunked, gzip`, `chunked, chunked`, empty) is refused (502), never relayed with
     // a relabelled or close-delimited body.
@@ -668,24 +743,11 @@ pub fn parse_response(
     Ok(Parsed::Complete)
 }
 
-/// Names of hop-by-hop headers never forwarded as received (RFC 9110 7.6.1).
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-}
-
 /// Appends `name` lower-cased (HAProxy lower-cases every forwarded header name).
 pub fn push_lower(out: &mut Vec<u8>, name: &[u8]) {
-    out.extend(name.iter().map(u8::to_ascii_lowercase));
+    let at = out.len();
+    out.extend_from_slice(name);
+    out[at..].make_ascii_lowercase();
 }
 
 /// Streaming validator of a chunked body. Bytes are copied to `out` either verbatim
@@ -953,6 +1015,93 @@ mod tests {
         ] {
             assert!(req(c).is_err(), "{c:?}");
         }
+    }
+
+    /// httparse refuses every control byte but HTAB in a header value (and DEL), in requests
+    /// and responses; `parse_request` and `parse_response` rely on it instead of checking again.
+    #[test]
+    fn control_bytes_in_values_are_refused() {
+        for b in (0u8..0x20)
+            .chain([0x7f])
+            .filter(|&b| b != b'\t' && b != b'\n')
+        {
+            let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a".to_vec();
+            raw.extend_from_slice(&[b, b'b']);
+            raw.extend_from_slice(b"\r\n\r\n");
+            let mut h = RequestHead::default();
+            assert!(
+                parse_request(&raw, &mut h).is_err(),
+                "request with byte {b:#x}"
+            );
+            let mut raw = b"HTTP/1.1 200 OK\r\nX-A: a".to_vec();
+            raw.extend_from_slice(&[b, b'b']);
+            raw.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+            let mut h = ResponseHead::default();
+            assert!(
+                parse_response(&raw, Method::Get, &mut h).is_err(),
+                "response with byte {b:#x}"
+            );
+        }
+        // A bare LF ends the line: the request is refused as a whole, the response's next line
+        // (`b`) is no header.
+        assert!(req("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n").is_err());
+        let mut h = ResponseHead::default();
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nX-A: a\nb\r\n\r\n", Method::Get, &mut h).is_err()
+        );
+        // HTAB and obs-text stay allowed.
+        assert!(req("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\tb\u{e9}\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn header_names_are_known_in_any_case_and_only_whole() {
+        assert_eq!(Known::of(b"Content-Length"), Known::ContentLength);
+        assert_eq!(Known::of(b"TRANSFER-ENCODING"), Known::TransferEncoding);
+        assert_eq!(Known::of(b"x-forwarded-PORT"), Known::XForwardedPort);
+        assert_eq!(Known::of(b"te"), Known::Te);
+        assert_eq!(Known::of(b"Set-Cookie"), Known::SetCookie);
+        assert_eq!(Known::of(b"cookies"), Known::Other);
+        assert_eq!(Known::of(b"content-length2"), Known::Other);
+        assert_eq!(Known::of(b""), Known::Other);
+        let hop: Vec<_> = [
+            &b"connection"[..],
+            b"keep-alive",
+            b"proxy-connection",
+            b"te",
+            b"trailer",
+            b"transfer-encoding",
+            b"upgrade",
+            b"proxy-authenticate",
+        ]
+        .iter()
+        .map(|n| Known::of(n))
+        .collect();
+        assert!(hop.iter().all(|k| k.hop_by_hop()), "{hop:?}");
+        assert!(!Known::of(b"host").hop_by_hop() && !Known::of(b"cookie").hop_by_hop());
+    }
+
+    /// The bytes HAProxy's log counts for a head, computed while parsing.
+    #[test]
+    fn htx_len_counts_the_head_as_haproxys_parser_keeps_it() {
+        let len = |raw: &[u8]| {
+            let mut h = ResponseHead::default();
+            assert!(matches!(
+                parse_response(raw, Method::Get, &mut h),
+                Ok(Parsed::Complete)
+            ));
+            h.htx_len
+        };
+        // 20 + "HTTP/1.1" + status + "OK" + 1, then CL's first value, the cleaned Connection
+        // ("x"), and X-A's trimmed value.
+        let raw =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nConnection: close, x\r\nX-A:  v \r\n\r\n";
+        assert_eq!(len(raw), 34 + 15 + 11 + 4);
+        // Chunked: Content-Length is not kept; a Connection of only `close` is dropped.
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        assert_eq!(len(raw), 34 + 24);
+        // Only the first Content-Length header counts.
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n";
+        assert_eq!(len(raw), 34 + 15);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::time::timeout;
 
 use super::cookie;
 use super::forwarded;
-use super::h1::{self, ChunkedDecoder, Framing};
+use super::h1::{self, ChunkedDecoder, Framing, Known};
 use super::session::{read_more, within, Bufs, Conn};
 use crate::runtime::ListenRt;
 
@@ -49,37 +49,45 @@ impl Conn {
         let cookie_name = listen.cookie.as_ref().map(|c| c.name.as_bytes());
         let mut te_written = false;
         let mut cl_written = false;
-        for (n, v) in &req.headers {
-            let name = &src[n.clone()];
-            let value = &src[v.clone()];
-            // Content-Length is re-emitted once, as the single validated decimal value (identical
-            // duplicates and `5, 5` lists become one header, as HAProxy does).
-            if name.eq_ignore_ascii_case(b"content-length") {
-                if !cl_written && req.framing() != Framing::Chunked {
-                    let n = match req.framing() {
-                        Framing::Length(n) => n,
-                        _ => 0,
-                    };
-                    out.extend_from_slice(b"content-length: ");
-                    let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
-                    out.extend_from_slice(b"\r\n");
-                    cl_written = true;
+        for f in &req.headers {
+            let name = &src[f.name.clone()];
+            let value = &src[f.value.clone()];
+            match f.known {
+                // Content-Length is re-emitted once, as the single validated decimal value
+                // (identical duplicates and `5, 5` lists become one header, as HAProxy does).
+                Known::ContentLength => {
+                    if !cl_written && req.framing() != Framing::Chunked {
+                        let n = match req.framing() {
+                            Framing::Length(n) => n,
+                            _ => 0,
+                        };
+                        out.extend_from_slice(b"content-length: ");
+                        let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
+                        out.extend_from_slice(b"\r\n");
+                        cl_written = true;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            // The one transfer coding we accept is re-emitted where the client put it.
-            if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                if !te_written {
-                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                    te_written = true;
+                // The one transfer coding we accept is re-emitted where the client put it.
+                Known::TransferEncoding => {
+                    if !te_written {
+                        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                        te_written = true;
+                    }
+                    continue;
                 }
-                continue;
+                Known::Upgrade if req.upgrade => {}
+                k if k.hop_by_hop() => continue,
+                // The target's authority replaced Host.
+                Known::Host if req.abs_authority_r.is_some() => continue,
+                Known::Host => {}
+                // `http-request set-header`: the client's own values are replaced, not kept.
+                Known::XForwardedProto if listen.forwarded_proto => continue,
+                Known::XForwardedPort if listen.forwarded_port => continue,
+                _ => {}
             }
-            if h1::is_hop_by_hop(name) && !(req.upgrade && name.eq_ignore_ascii_case(b"upgrade")) {
-                continue;
-            }
-            if !name.eq_ignore_ascii_case(b"host")
-                && !name.eq_ignore_ascii_case(b"content-length")
+            // Headers the client listed in `Connection` are hop-by-hop too (Host aside).
+            if f.known != Known::Host
                 && req
                     .conn_listed
                     .iter()
@@ -87,16 +95,7 @@ impl Conn {
             {
                 continue;
             }
-            if req.abs_authority_r.is_some() && name.eq_ignore_ascii_case(b"host") {
-                continue;
-            }
-            // `http-request set-header`: the client's own values are replaced, not kept.
-            if (listen.forwarded_proto && name.eq_ignore_ascii_case(b"x-forwarded-proto"))
-                || (listen.forwarded_port && name.eq_ignore_ascii_case(b"x-forwarded-port"))
-            {
-                continue;
-            }
-            if name.eq_ignore_ascii_case(b"cookie") {
+            if f.known == Known::Cookie {
                 if let Some(cn) = cookie_name {
                     b.scratch.clear();
                     if cookie::strip(value, cn, strip_cookie, &mut b.scratch) {

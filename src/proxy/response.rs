@@ -8,7 +8,7 @@ use tokio::time::timeout;
 
 use super::cookie;
 use super::exchange::ReqInfo;
-use super::h1::{self, ChunkedDecoder, Framing, Method, Parsed, ResponseHead};
+use super::h1::{self, ChunkedDecoder, Framing, Known, Method, Parsed, ResponseHead};
 use super::idle::{deadline, Stop};
 use super::request::write_to;
 use super::session::read_more;
@@ -57,10 +57,10 @@ where
                             interim.push(b' ');
                             interim.extend_from_slice(&ubuf[res.reason_r.clone()]);
                             interim.extend_from_slice(b"\r\n");
-                            for (n, v) in &res.headers {
-                                h1::push_lower(&mut interim, &ubuf[n.clone()]);
+                            for f in &res.headers {
+                                h1::push_lower(&mut interim, &ubuf[f.name.clone()]);
                                 interim.extend_from_slice(b": ");
-                                interim.extend_from_slice(&ubuf[v.clone()]);
+                                interim.extend_from_slice(&ubuf[f.value.clone()]);
                                 interim.extend_from_slice(b"\r\n");
                             }
                             interim.extend_from_slice(b"\r\n");
@@ -68,7 +68,7 @@ where
                                 return Err(HeadErr::Client);
                             }
                         }
-                        interim_htx += res.htx_len(ubuf);
+                        interim_htx += res.htx_len;
                         let n = res.head_len;
                         ubuf.advance(n);
                         continue;
@@ -235,24 +235,21 @@ pub(super) fn write_client_head(
     let cookie_name = h.listen.cookie.as_ref().map(|c| c.name.as_bytes());
     // Like HAProxy's `http-response set-header`: final responses only, not 1xx.
     let hsts = h.hsts.filter(|_| status >= 200);
-    for (n, v) in &res.headers {
-        let name = &src[n.clone()];
-        let value = &src[v.clone()];
-        if h1::is_hop_by_hop(name) && !(h.switching && name.eq_ignore_ascii_case(b"upgrade")) {
-            continue;
-        }
-        if hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security") {
-            continue;
-        }
-        let content_length = name.eq_ignore_ascii_case(b"content-length");
-        // Chunked wins over Content-Length; a Content-Length beside it is dropped, as HAProxy
-        // does, so no client (HTTP/1.0 in particular) ever sees both.
-        if content_length && res.te_chunked {
-            continue;
+    for f in &res.headers {
+        let name = &src[f.name.clone()];
+        let value = &src[f.value.clone()];
+        match f.known {
+            Known::Upgrade if h.switching => {}
+            k if k.hop_by_hop() => continue,
+            Known::StrictTransportSecurity if hsts.is_some() => continue,
+            // Chunked wins over Content-Length; a Content-Length beside it is dropped, as HAProxy
+            // does, so no client (HTTP/1.0 in particular) ever sees both.
+            Known::ContentLength if res.te_chunked => continue,
+            _ => {}
         }
         // Headers named in `Connection` are hop-by-hop, except framing: dropping
         // Content-Length would run the body into the next response.
-        if !content_length
+        if f.known != Known::ContentLength
             && res
                 .conn_listed
                 .iter()
@@ -261,7 +258,7 @@ pub(super) fn write_client_head(
             continue;
         }
         if let Some(cn) = cookie_name {
-            if name.eq_ignore_ascii_case(b"set-cookie") && cookie::set_cookie_is(value, cn) {
+            if f.known == Known::SetCookie && cookie::set_cookie_is(value, cn) {
                 deleted_app_cookie = true;
                 continue;
             }
