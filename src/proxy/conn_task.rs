@@ -164,7 +164,9 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> 
             return std::task::Poll::Ready(Ok(()));
         };
         IN_CONN.with(|c| c.set(true));
+        let still = super::clock::hold_still();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)));
+        drop(still);
         IN_CONN.with(|c| c.set(false));
         match r {
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,

@@ -7,11 +7,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::clock;
 use super::cookie;
 use super::error_pages::ProxyError;
 use super::h1::{ChunkedDecoder, Framing, Known, Method};
@@ -381,7 +382,7 @@ impl Conn {
         } else {
             info.framing
         };
-        let sent_at = Instant::now();
+        let sent_at = clock::now();
         b.upstream.clear();
 
         // Phase 1: head out, body up, response head back (concurrently, for 100-continue and
@@ -514,7 +515,7 @@ impl Conn {
                 return Err(RelayErr::Done(out));
             }
         }
-        o.tr = Some(sent_at.elapsed());
+        o.tr = Some(clock::since(sent_at));
         let status = b.res.status;
         o.status = status as i32;
         let res_framing = b.res.framing();

@@ -212,24 +212,28 @@ impl Known {
     /// Classifies a header name (any case).
     pub fn of(name: &[u8]) -> Known {
         let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
-        match name.len() {
-            2 if is(b"te") => Known::Te,
-            4 if is(b"host") => Known::Host,
-            6 if is(b"cookie") => Known::Cookie,
-            6 if is(b"expect") => Known::Expect,
-            7 if is(b"upgrade") => Known::Upgrade,
-            7 if is(b"trailer") => Known::Trailer,
-            10 if is(b"connection") => Known::Connection,
-            10 if is(b"keep-alive") => Known::KeepAlive,
-            10 if is(b"set-cookie") => Known::SetCookie,
-            14 if is(b"content-length") => Known::ContentLength,
-            16 if is(b"proxy-connection") => Known::ProxyConnection,
-            16 if is(b"x-forwarded-port") => Known::XForwardedPort,
-            17 if is(b"transfer-encoding") => Known::TransferEncoding,
-            17 if is(b"sec-websocket-key") => Known::SecWebsocketKey,
-            17 if is(b"x-forwarded-proto") => Known::XForwardedProto,
-            18 if is(b"proxy-authenticate") => Known::ProxyAuthenticate,
-            25 if is(b"strict-transport-security") => Known::StrictTransportSecurity,
+        // Length and first letter first: most names are none of these and cost no comparison.
+        let Some(&first) = name.first() else {
+            return Known::Other;
+        };
+        match (name.len(), first | 0x20) {
+            (2, b't') if is(b"te") => Known::Te,
+            (4, b'h') if is(b"host") => Known::Host,
+            (6, b'c') if is(b"cookie") => Known::Cookie,
+            (6, b'e') if is(b"expect") => Known::Expect,
+            (7, b'u') if is(b"upgrade") => Known::Upgrade,
+            (7, b't') if is(b"trailer") => Known::Trailer,
+            (10, b'c') if is(b"connection") => Known::Connection,
+            (10, b'k') if is(b"keep-alive") => Known::KeepAlive,
+            (10, b's') if is(b"set-cookie") => Known::SetCookie,
+            (14, b'c') if is(b"content-length") => Known::ContentLength,
+            (16, b'p') if is(b"proxy-connection") => Known::ProxyConnection,
+            (16, b'x') if is(b"x-forwarded-port") => Known::XForwardedPort,
+            (17, b't') if is(b"transfer-encoding") => Known::TransferEncoding,
+            (17, b's') if is(b"sec-websocket-key") => Known::SecWebsocketKey,
+            (17, b'x') if is(b"x-forwarded-proto") => Known::XForwardedProto,
+            (18, b'p') if is(b"proxy-authenticate") => Known::ProxyAuthenticate,
+            (25, b's') if is(b"strict-transport-security") => Known::StrictTransportSecurity,
             _ => Known::Other,
         }
     }
@@ -260,7 +264,13 @@ pub struct Field {
 }
 
 fn has_bare_lf(head: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+    head.first() == Some(&b'\n')
+        || head[1.min(head.len())..]
+            .iter()
+            .zip(head)
+            .fold(false, |acc, (&b, &prev)| {
+                acc | ((b == b'\n') & (prev != b'\r'))
+            })
 }
 
 /// RFC 9112 3.2: a Host value is `uri-host [ ":" port ]` (reg-name, IPv4 or an IP literal in

@@ -5,7 +5,8 @@
 //! request/response (cookie, server choice, connect + retries, relay); `request` writes the
 //! upstream head and streams the request body; `response` reads response heads and streams the
 //! body; `tunnel` carries an upgraded connection. `h1` parses and frames, `error_pages` holds
-//! every generated response; `acme_http01` answers ACME validations before all of it. `h2` serves
+//! every generated response; `clock` reads the time once per poll of a connection task;
+//! `acme_http01` answers ACME validations before all of it. `h2` serves
 //! HTTP/2 clients: each stream is fed through the same `session` loop as an HTTP/1.1 connection
 //! (see `h2::stream_io`).
 //!
@@ -17,6 +18,7 @@
 pub mod access_log;
 pub mod acme_http01;
 pub mod bufs;
+pub mod clock;
 pub mod conn_task;
 pub mod cookie;
 pub mod error_pages;

@@ -56,7 +56,7 @@ impl Pool {
     pub fn take(&self) -> Option<TcpStream> {
         loop {
             let c = self.mine().pop_back()?;
-            if c.since.elapsed() >= self.idle_timeout {
+            if super::clock::since(c.since) >= self.idle_timeout {
                 continue;
             }
             let mut probe = [0u8; 1];
@@ -71,7 +71,7 @@ impl Pool {
         if self.idle_timeout.is_zero() {
             return;
         }
-        let since = Instant::now();
+        let since = super::clock::now();
         let stale = {
             let mut q = self.mine();
             // The oldest connection goes once it has expired (one per put: a stack that is

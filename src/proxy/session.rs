@@ -20,6 +20,7 @@ use tokio::time::timeout;
 
 use super::access_log::{self, Record};
 pub(super) use super::bufs::{Bufs, ConnBufs};
+use super::clock;
 pub use super::conn_task::{catch_panic, spawn, CatchPanic, Caught, ConnSlot};
 use super::error_pages::ProxyError;
 use super::exchange::Outcome;
@@ -179,7 +180,7 @@ impl Conn {
                     Next::Buffered
                 } else {
                     b.release();
-                    let at = tokio::time::Instant::now() + limits.idle(first);
+                    let at = clock::tokio_now() + limits.idle(first);
                     match wait_request(stream, &self.shutdown, at, first).await {
                         Some(n) => n,
                         None => {
@@ -256,13 +257,13 @@ impl Conn {
             Next::TimedOut => {
                 return (
                     HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", true),
-                    Instant::now(),
-                    SystemTime::now(),
+                    clock::now(),
+                    clock::wall(),
                 )
             }
             Next::Arrived(at) => {
                 if self.shutdown.is_stopping() && !first {
-                    return (HeadRead::Quiet, Instant::now(), SystemTime::now());
+                    return (HeadRead::Quiet, clock::now(), clock::wall());
                 }
                 // Readable (or a transport that cannot tell: then this read is the wait).
                 let shutdown = &self.shutdown;
@@ -275,7 +276,7 @@ impl Conn {
                     // Usually ready at once (the wait saw the socket readable): then no timer.
                     r = deadline(shutdown, at, next) => match r {
                         Ok(Ok(0)) | Ok(Err(_)) => {
-                            return (HeadRead::Quiet, Instant::now(), SystemTime::now())
+                            return (HeadRead::Quiet, clock::now(), clock::wall())
                         }
                         Ok(Ok(_)) => {}
                         Err(_) => {
@@ -284,25 +285,23 @@ impl Conn {
                             } else {
                                 HeadRead::Quiet
                             };
-                            return (r, Instant::now(), SystemTime::now());
+                            return (r, clock::now(), clock::wall());
                         }
                     },
                     _ = shutdown.wait(), if !first => {
-                        return (HeadRead::Quiet, Instant::now(), SystemTime::now());
+                        return (HeadRead::Quiet, clock::now(), clock::wall());
                     }
                 }
             }
         }
-        let start = Instant::now();
-        let date = SystemTime::now();
+        let start = clock::now();
+        let date = clock::wall();
         let b = cb.get();
         b.req.max_lines = max_lines;
         b.res.max_lines = max_lines;
         // HAProxy 2.6: with `timeout http-request` set, the whole head must arrive within it;
         // without, `timeout client` applies between reads (a slow but steady head is served).
-        let deadline = s
-            .http_request_deadline
-            .map(|d| tokio::time::Instant::now() + d);
+        let deadline = s.http_request_deadline.map(|d| clock::tokio_now() + d);
         loop {
             let fail = match h1::parse_request(&b.client, &mut b.req) {
                 // A head that arrived whole in one read can exceed the limit too.
@@ -389,16 +388,26 @@ impl Conn {
                     let tr = if term[1] == b'R' {
                         None
                     } else {
-                        Some(start.elapsed())
+                        Some(clock::since(start))
                     };
-                    self.log(snap, listen, date, start.elapsed(), tr, &o, *b"--", None, b);
+                    self.log(
+                        snap,
+                        listen,
+                        date,
+                        clock::since(start),
+                        tr,
+                        &o,
+                        *b"--",
+                        None,
+                        b,
+                    );
                 }
                 return false;
             }
         }
         self.rt.process.cum_req.fetch_add(1, Ordering::Relaxed);
         fe.req_tot.fetch_add(1, Ordering::Relaxed);
-        let head_time = start.elapsed();
+        let head_time = clock::since(start);
         b.reqline.clear();
         b.reqline
             .extend_from_slice(&b.client[b.req.method_r.clone()]);
@@ -422,7 +431,7 @@ impl Conn {
         if self.shutdown.is_stopping() {
             o.keep_client = false;
         }
-        let total = start.elapsed();
+        let total = clock::since(start);
         if let Some(srv) = o.server.and_then(|i| listen.servers.get(i)) {
             let c = &srv.live.counters;
             c.latency.observe(total);

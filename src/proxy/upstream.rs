@@ -11,7 +11,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -104,7 +104,7 @@ pub async fn connect(
                 });
             }
         }
-        let t0 = Instant::now();
+        let t0 = super::clock::now();
         let header = srv.send_proxy_v2.then(|| {
             let mut v = Vec::with_capacity(52);
             super::proxy_protocol::write_v2(&mut v, client.0, client.1);
@@ -127,7 +127,7 @@ pub async fn connect(
                     retries,
                     redispatched,
                     wait,
-                    connect: t0.elapsed(),
+                    connect: super::clock::since(t0),
                 });
             }
             Ok(Err(_)) => false,
