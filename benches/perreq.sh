@@ -89,7 +89,8 @@ case $MODE in
     # Calls of the allocator, from the call graph (callgrind counts calls per callee; names are
     # compressed: "(id) name" the first time, "(id)" after). mimalloc's entry points are the
     # mi_* ones (the binary's global allocator), glibc's the others.
-    for fn in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned mi_free malloc free realloc calloc; do
+    for fn in mi_malloc mi_zalloc mi_realloc mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned \
+      mi_free malloc free realloc calloc; do
       calls=$(awk -v fn="$fn" '
         function id(s) { return substr(s, index(s, "("), index(s, ")") - index(s, "(") + 1) }
         /^c?fn=\([0-9]+\) / { names[id($0)] = substr($0, index($0, ")") + 2) }

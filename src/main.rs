@@ -6,47 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use edgelb::app::{self, Options, Source};
 
-/// mimalloc instead of glibc malloc: objects are kept in pages of one size class, and a page that
-/// empties is given back to the OS after `purge_delay` (100 ms, set first thing in `main`), so
-/// the request buffers of a burst of clients do not stay resident between the small long-lived
-/// state of idle connections (glibc keeps such holes; benches/README.md, idle memory). mimalloc
-/// purges only when the thread calls it again, so each proxy worker also calls `mi_collect` once
-/// a second (`allocator_tidy`): a worker left with only idle connections gives the pages back too.
-/// Not 0 (at once): a page emptied and refilled within a few requests was then faulted in again
-/// every time (page faults and madvise were 3 % of the CPU at 50 connections, 19 % at 500).
-/// Transparent huge pages off.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (between `eager_commit_delay` = 14 and
-/// `use_numa_nodes` = 16, which libmimalloc-sys exports; this one it does not).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Milliseconds an emptied page stays committed, for reuse, before it is purged.
-const PURGE_DELAY_MS: std::ffi::c_long = 100;
-
-/// Sets the purge delay, unless `MIMALLOC_PURGE_DELAY` in the environment says otherwise
-/// (mimalloc reads it itself). Must run before any other thread exists (mimalloc's option setter
-/// is not thread safe): the first statement of `main`.
-#[allow(unsafe_code)]
-fn allocator_setup() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: an FFI call with two integers, made while the process has one thread. With
-    // `allocator_tidy`, the `unsafe` of the binary (the library forbids it): mimalloc has no
-    // safe API.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
-}
-
-/// Purges this thread's pages whose delay has passed (called by each proxy worker once a
-/// second).
-#[allow(unsafe_code)]
-fn allocator_tidy() {
-    // SAFETY: an FFI call without arguments that point anywhere; mimalloc's own collection of
-    // the calling thread's heap.
-    unsafe { libmimalloc_sys::mi_collect(false) };
-}
+mod allocator;
 
 #[derive(Parser)]
 #[command(
@@ -126,7 +86,7 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
-    allocator_setup();
+    allocator::setup();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config } => check(&config),
@@ -197,7 +157,7 @@ fn main() -> ExitCode {
                     .map(|n| n.get())
                     .unwrap_or(1)
             });
-            if let Err(e) = edgelb::proxy::workers::install(workers, Some(allocator_tidy)) {
+            if let Err(e) = edgelb::proxy::workers::install(workers, Some(allocator::tidy)) {
                 eprintln!("cannot start the proxy workers: {e}");
                 return ExitCode::from(1);
             }
