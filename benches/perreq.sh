@@ -4,6 +4,7 @@
 #
 #   benches/perreq.sh strace    [edgelb|haproxy|floor]  # syscalls per request (strace -c -f)
 #   benches/perreq.sh callgrind [edgelb|floor]          # instructions and malloc calls per request
+#                                     (CACHE=1: and data cache misses per request)
 #   benches/perreq.sh idle      [edgelb|haproxy]   # bytes of RSS per idle keep-alive connection
 #
 # N requests (default 20000; callgrind 5000) over C keep-alive connections (default 50), sent by
@@ -69,12 +70,16 @@ case $MODE in
     N=${N:-5000}
     out=$WORK/callgrind.out
     rm -f "$out"
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+    # CACHE=1: also simulate the caches, with the last level the size of this machine's L2 (1 MiB,
+    # per core): data misses per request, in user space only (the kernel is not simulated).
+    cache=()
+    [ "${CACHE:-0}" = 1 ] && cache=(--cache-sim=yes --LL=1048576,16,64)
+    valgrind --tool=callgrind "${cache[@]}" --instr-atstart=no --callgrind-out-file="$out" \
       "${CMD[@]}" >/dev/null 2>"$WORK/perreq.err" &
     pid=$!
     PIDS+=("$pid")
     wait_port "$PORT"
-    "$LOADGEN" count "127.0.0.1:$PORT" 1000 "$C" >/dev/null
+    "$LOADGEN" count "127.0.0.1:$PORT" $((C * 20 > 1000 ? C * 20 : 1000)) "$C" >/dev/null
     callgrind_control -i on "$pid" >/dev/null
     "$LOADGEN" count "127.0.0.1:$PORT" "$N" "$C" >&2
     callgrind_control -i off "$pid" >/dev/null
@@ -85,6 +90,13 @@ case $MODE in
     f=$(ls -S "$out"* | head -1)
     ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     echo "instructions per request: $((ir / N))"
+    if [ "${CACHE:-0}" = 1 ]; then
+      # Event order in the totals line: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+      callgrind_annotate "$f" 2>/dev/null | awk -v n="$N" '/PROGRAM TOTALS/ {
+          gsub(/\([^)]*\)/, ""); gsub(",", "")
+          printf "L1 data misses %.1f, L2-size (1 MiB) data misses %.1f per request\n",
+            ($5 + $6) / n, ($8 + $9) / n }'
+    fi
     callgrind_annotate --inclusive=yes "$f" 2>/dev/null | sed -n '1,60p' >"$WORK/callgrind-top.txt"
     # Calls of the allocator, from the call graph (callgrind counts calls per callee; names are
     # compressed: "(id) name" the first time, "(id)" after). mimalloc's entry points are the

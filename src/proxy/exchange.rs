@@ -359,7 +359,7 @@ impl Conn {
         info: ReqInfo,
         ck: ClientCookie,
     ) -> Result<Outcome, RelayErr> {
-        let s = listen.settings;
+        let s = &listen.settings;
         let mut up = conn.stream;
         let mut o = Outcome {
             status: -1,
@@ -416,16 +416,21 @@ impl Conn {
                 return Err(RelayErr::Done(o));
             }
             // A body that stalls leaves the server waiting: like HAProxy, the exchange ends with
-            // a 504 when the server side has been idle for `timeout server`.
-            let upload = upload_body(
-                &mut crd,
-                cbuf,
-                &mut uwr,
-                upload_framing,
-                s.timeout_server,
-                s.timeout_server,
-                scratch,
-            );
+            // a 504 when the server side has been idle for `timeout server`. Boxed, and only
+            // for a body: a request without one (the usual GET) keeps this request's state
+            // smaller by the upload's size, and each request's state is allocated and written
+            // whole (benches/README.md, fifth pass).
+            let mut upload = (upload_framing != Framing::None).then(|| {
+                Box::pin(upload_body(
+                    &mut crd,
+                    cbuf,
+                    &mut uwr,
+                    upload_framing,
+                    s.timeout_server,
+                    s.timeout_server,
+                    scratch,
+                ))
+            });
             let heads = read_final_head(
                 &mut urd,
                 ubuf,
@@ -435,14 +440,22 @@ impl Conn {
                 &self.shutdown,
                 s.timeout_server,
             );
-            tokio::pin!(upload);
             tokio::pin!(heads);
-            let mut uploaded: Option<Result<u64, UploadErr>> = None;
+            let mut uploaded: Option<Result<u64, UploadErr>> = match upload {
+                Some(_) => None,
+                None => Some(Ok(0)),
+            };
             loop {
+                let next_upload = async {
+                    match upload.as_mut() {
+                        Some(u) => u.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     h = &mut heads => break (h, uploaded),
-                    u = &mut upload, if uploaded.is_none() => {
+                    u = next_upload, if uploaded.is_none() => {
                         if let Err(e) = &u {
                             match e {
                                 UploadErr::ClientClosed | UploadErr::ClientTimeout => {
@@ -580,7 +593,8 @@ impl Conn {
 
         if switching {
             o.keep_client = false;
-            tunnel(client, &mut up, b, s.timeout_tunnel).await;
+            // Boxed: rare, and its state would otherwise enlarge every request's.
+            Box::pin(tunnel(client, &mut up, b, s.timeout_tunnel)).await;
             return Ok(o);
         }
 
@@ -593,7 +607,9 @@ impl Conn {
         } else {
             let mut cwr = &mut *client;
             let (mut urd, _) = up.split();
-            relay_body(
+            // Boxed: only a body not already read with the head needs it, and unboxed its
+            // state would enlarge every request's (see `upload` above).
+            Box::pin(relay_body(
                 &mut urd,
                 &mut b.upstream,
                 &mut cwr,
@@ -603,7 +619,7 @@ impl Conn {
                 s.timeout_client,
                 &mut b.scratch2,
                 &mut body_htx,
-            )
+            ))
             .await
         };
         o.log_bytes += body_htx;
