@@ -99,7 +99,7 @@ fn req_summary(buf: &[u8]) -> String {
             h.keep_alive,
             h.headers
                 .iter()
-                .map(|f| (&buf[f.name.clone()], &buf[f.value.clone()]))
+                .map(|f| (&buf[f.name()], &buf[f.value()]))
                 .collect::<Vec<_>>(),
             h.abs_authority_r.clone().map(|r| &buf[r])
         ),

@@ -30,9 +30,9 @@ pub fn check_request(data: &[u8]) {
         within(r, n);
     }
     for f in &h.headers {
-        within(&f.name, n);
-        within(&f.value, n);
-        assert_eq!(f.known, h1::Known::of(&data[f.name.clone()]));
+        within(&f.name(), n);
+        within(&f.value(), n);
+        assert_eq!(f.known, h1::Known::of(&data[f.name()]));
     }
     assert!(h.headers.len() <= h.max_lines.0.max(h1::MAX_HEADER_LINES_CAP));
     let mut again = RequestHead::default();
@@ -61,9 +61,9 @@ pub fn check_response(data: &[u8]) {
         assert!(n <= data.len());
         within(&r.reason_r, n);
         for f in &r.headers {
-            within(&f.name, n);
-            within(&f.value, n);
-            assert_eq!(f.known, h1::Known::of(&data[f.name.clone()]));
+            within(&f.name(), n);
+            within(&f.value(), n);
+            assert_eq!(f.known, h1::Known::of(&data[f.name()]));
         }
         // HAProxy's copy of a head drops `: ` and CRLFs and adds 20 bytes of its own.
         assert!(r.htx_len <= n as u64 + 20, "{} > {n} + 20", r.htx_len);

@@ -174,7 +174,7 @@ impl Conn {
             let mut value: Option<&[u8]> = None;
             for f in &b.req.headers {
                 if f.known == Known::Cookie {
-                    let scan = cookie::scan(&b.client[f.value.clone()], c.name.as_bytes());
+                    let scan = cookie::scan(&b.client[f.value()], c.name.as_bytes());
                     if scan.found {
                         strip_cookie = c.indirect;
                         if value.is_none() {
@@ -673,7 +673,7 @@ impl Conn {
                 .headers
                 .iter()
                 .find(|f| f.known == Known::Host)
-                .map(|f| &src[f.value.clone()])
+                .map(|f| &src[f.value()])
                 .unwrap_or(b""),
         };
         let path = match &b.req.abs_path_r {

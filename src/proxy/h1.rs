@@ -254,13 +254,36 @@ impl Known {
     }
 }
 
-/// One header line of a parsed head: its name and value as ranges into the head's buffer, and
-/// what the name is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One header line of a parsed head: where its name and value lie in the head's buffer, and
+/// what the name is. Offsets are `u32` (a head never nears 4 GiB: the parsers refuse one that
+/// would) so that the header index of a request in flight, kept while it waits for the server,
+/// is 20 bytes a line instead of 40.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
-    pub name: Range<usize>,
-    pub value: Range<usize>,
+    name_start: u32,
+    name_end: u32,
+    value_start: u32,
+    value_end: u32,
     pub known: Known,
+}
+
+impl Field {
+    /// Only for ranges into a buffer shorter than 4 GiB (the parsers check theirs first).
+    fn new(name: Range<usize>, value: Range<usize>, known: Known) -> Field {
+        Field {
+            name_start: name.start as u32,
+            name_end: name.end as u32,
+            value_start: value.start as u32,
+            value_end: value.end as u32,
+            known,
+        }
+    }
+    pub fn name(&self) -> Range<usize> {
+        self.name_start as usize..self.name_end as usize
+    }
+    pub fn value(&self) -> Range<usize> {
+        self.value_start as usize..self.value_end as usize
+    }
 }
 
 fn has_bare_lf(head: &[u8]) -> bool {
@@ -367,6 +390,9 @@ pub enum Parsed {
 
 /// Parses a request head at the start of `buf` into `out` (reused between requests).
 pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject> {
+    if u32::try_from(buf.len()).is_err() {
+        return Err(Reject::Bad("head too large"));
+    }
     // Uninitialised header slots: a 128-entry EMPTY_HEADER array is a 4 KiB memset per parse.
     let mut hdrs =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_LINES_CAP];
@@ -496,11 +522,8 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
             }
             _ => {}
         }
-        out.headers.push(Field {
-            name: offset(buf, name),
-            value: offset(buf, v),
-            known,
-        });
+        out.headers
+            .push(Field::new(offset(buf, name), offset(buf, v), known));
     }
     if hosts > 1 {
         return Err(Reject::Bad("more than one Host header"));
@@ -636,6 +659,9 @@ pub fn parse_response(
     request_method: Method,
     out: &mut ResponseHead,
 ) -> Result<Parsed, &'static str> {
+    if u32::try_from(buf.len()).is_err() {
+        return Err("head too large");
+    }
     let mut hdrs =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_LINES_CAP];
     let mut res = httparse::Response::new(&mut []);
@@ -711,11 +737,8 @@ pub fn parse_response(
             }
             _ => htx += (name.len() + trim_ows(v).len()) as u64,
         }
-        out.headers.push(Field {
-            name: offset(buf, name),
-            value: offset(buf, v),
-            known,
-        });
+        out.headers
+            .push(Field::new(offset(buf, name), offset(buf, v), known));
     }
     if !chunked {
         htx += first_cl_htx;
@@ -1061,6 +1084,20 @@ mod tests {
         );
         // HTAB and obs-text stay allowed.
         assert!(req("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\tb\u{e9}\r\n\r\n").is_ok());
+    }
+
+    /// The header index of a request in flight is kept while it waits for the server: 20 bytes
+    /// a line (issue 16: per-request state goes cold at 500 connections).
+    #[test]
+    fn a_header_line_is_indexed_in_20_bytes() {
+        assert_eq!(std::mem::size_of::<Field>(), 20);
+        let h = req("GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\n\r\n").unwrap();
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\n\r\n";
+        let f = h.headers[1];
+        assert_eq!(
+            (&raw[f.name()], &raw[f.value()], f.known),
+            (&b"Cookie"[..], &b"a=1"[..], Known::Cookie)
+        );
     }
 
     #[test]

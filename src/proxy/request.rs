@@ -50,8 +50,8 @@ impl Conn {
         let mut te_written = false;
         let mut cl_written = false;
         for f in &req.headers {
-            let name = &src[f.name.clone()];
-            let value = &src[f.value.clone()];
+            let name = &src[f.name()];
+            let value = &src[f.value()];
             match f.known {
                 // Content-Length is re-emitted once, as the single validated decimal value
                 // (identical duplicates and `5, 5` lists become one header, as HAProxy does).

@@ -58,9 +58,9 @@ where
                             interim.extend_from_slice(&ubuf[res.reason_r.clone()]);
                             interim.extend_from_slice(b"\r\n");
                             for f in &res.headers {
-                                h1::push_lower(&mut interim, &ubuf[f.name.clone()]);
+                                h1::push_lower(&mut interim, &ubuf[f.name()]);
                                 interim.extend_from_slice(b": ");
-                                interim.extend_from_slice(&ubuf[f.value.clone()]);
+                                interim.extend_from_slice(&ubuf[f.value()]);
                                 interim.extend_from_slice(b"\r\n");
                             }
                             interim.extend_from_slice(b"\r\n");
@@ -236,8 +236,8 @@ pub(super) fn write_client_head(
     // Like HAProxy's `http-response set-header`: final responses only, not 1xx.
     let hsts = h.hsts.filter(|_| status >= 200);
     for f in &res.headers {
-        let name = &src[f.name.clone()];
-        let value = &src[f.value.clone()];
+        let name = &src[f.name()];
+        let value = &src[f.value()];
         match f.known {
             Known::Upgrade if h.switching => {}
             k if k.hop_by_hop() => continue,
