@@ -39,25 +39,45 @@ fn plain_is_aligned(size: usize, align: usize) -> bool {
     align <= 8 || (align == 16 && size % 16 == 0)
 }
 
+/// Calls `plain(size)` when a plain block of `size` meets `align`, else `aligned(size, align)`.
+///
+/// # Safety
+/// As the mimalloc function called.
+#[inline]
+unsafe fn by_alignment(
+    size: usize,
+    align: usize,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    if plain_is_aligned(size, align) {
+        plain(size) as *mut u8
+    } else {
+        aligned(size, align) as *mut u8
+    }
+}
+
 // SAFETY: each method hands its layout's size (and alignment when a plain block might not meet
 // it) to the mimalloc function of the same contract; `mi_free` frees blocks of either kind.
 unsafe impl GlobalAlloc for Mi {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if plain_is_aligned(layout.size(), layout.align()) {
-            mi::mi_malloc(layout.size()) as *mut u8
-        } else {
-            mi::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8
-        }
+        by_alignment(
+            layout.size(),
+            layout.align(),
+            mi::mi_malloc,
+            mi::mi_malloc_aligned,
+        )
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if plain_is_aligned(layout.size(), layout.align()) {
-            mi::mi_zalloc(layout.size()) as *mut u8
-        } else {
-            mi::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8
-        }
+        by_alignment(
+            layout.size(),
+            layout.align(),
+            mi::mi_zalloc,
+            mi::mi_zalloc_aligned,
+        )
     }
 
     #[inline]

@@ -62,8 +62,13 @@ impl Bufs {
         fn trim_bytes(b: &mut BytesMut, keep: usize) {
             if b.capacity() > keep {
                 *b = BytesMut::new();
-            } else {
+            } else if b.capacity() > 0 {
+                // A `BytesMut` keeps the front its reads consumed, and `clear` does not give it
+                // back: its capacity shrinks request by request until `read_more` grows it (a
+                // reallocation into cold memory every dozen requests, freed again here). Empty,
+                // asking for its first size reclaims the front in place, without copying.
                 b.clear();
+                b.reserve(FIRST_CHUNK);
             }
         }
         fn trim_vec<T>(v: &mut Vec<T>, keep: usize) {
@@ -176,9 +181,26 @@ impl Drop for ConnBufs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     fn spare() -> usize {
         SPARE.with(|s| s.borrow().len())
+    }
+
+    /// A read buffer's consumed front comes back at each reset, in place: its capacity does
+    /// not shrink request by request until a read has to reallocate it.
+    #[test]
+    fn a_reset_gives_a_read_buffer_its_consumed_front_back_in_place() {
+        let mut b = Bufs::empty();
+        b.client.reserve(FIRST_CHUNK);
+        let (full, at) = (b.client.capacity(), b.client.as_ptr());
+        for _ in 0..40 {
+            b.client.extend_from_slice(&[b'x'; 300]);
+            b.client.advance(300);
+            b.reset();
+            assert_eq!(b.client.capacity(), full);
+            assert_eq!(b.client.as_ptr(), at, "reclaimed, not reallocated");
+        }
     }
 
     /// Under load the pool keeps as many sets as were in use at once (no free and re-allocate

@@ -113,6 +113,24 @@ struct ConnTokens {
     upgrade: bool,
 }
 
+impl ConnTokens {
+    /// Reads one `Connection` value `v` (a part of `buf`): the three tokens it knows, and the
+    /// ranges of the header names it lists (hop-by-hop too) into `listed`.
+    fn read(&mut self, buf: &[u8], v: &[u8], listed: &mut Vec<Range<usize>>) {
+        for tok in tokens(v) {
+            if tok.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if tok.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else {
+                listed.push(offset(buf, tok));
+            }
+        }
+    }
+}
+
 /// A parsed and validated request head.
 #[derive(Debug, Default)]
 pub struct RequestHead {
@@ -500,17 +518,7 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
                 }
             }
             Known::Connection => {
-                for tok in tokens(v) {
-                    if tok.eq_ignore_ascii_case(b"close") {
-                        conn.close = true;
-                    } else if tok.eq_ignore_ascii_case(b"keep-alive") {
-                        conn.keep_alive = true;
-                    } else if tok.eq_ignore_ascii_case(b"upgrade") {
-                        conn.upgrade = true;
-                    } else {
-                        out.conn_listed.push(offset(buf, tok));
-                    }
-                }
+                conn.read(buf, v, &mut out.conn_listed);
             }
             Known::Upgrade => {
                 upgrade_hdr = true;
@@ -719,17 +727,7 @@ pub fn parse_response(
                 htx += (name.len() + trim_ows(v).len()) as u64;
             }
             Known::Connection => {
-                for tok in tokens(v) {
-                    if tok.eq_ignore_ascii_case(b"close") {
-                        conn.close = true;
-                    } else if tok.eq_ignore_ascii_case(b"keep-alive") {
-                        conn.keep_alive = true;
-                    } else if tok.eq_ignore_ascii_case(b"upgrade") {
-                        conn.upgrade = true;
-                    } else {
-                        out.conn_listed.push(offset(buf, tok));
-                    }
-                }
+                conn.read(buf, v, &mut out.conn_listed);
                 match cleaned_connection_len(trim_ows(v)) {
                     0 => {}
                     n => htx += (name.len() + n) as u64,

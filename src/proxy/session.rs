@@ -119,11 +119,8 @@ pub(super) async fn read_more<R: AsyncRead + Unpin>(
 ) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 1024 {
         // A fresh buffer starts at 4 KiB (most heads and small bodies fit); it grows by
-        // READ_CHUNK once something larger streams through. An empty one asks for 4 KiB only:
-        // what it consumed is then reclaimed in place (its capacity shrinks as reads are
-        // consumed), where asking for more grew it, copied it and freed it at the next reset
-        // every dozen requests (0.1 reallocations per request, all into cold memory).
-        buf.reserve(if buf.is_empty() {
+        // READ_CHUNK once something larger streams through.
+        buf.reserve(if buf.capacity() == 0 {
             FIRST_CHUNK
         } else {
             READ_CHUNK
