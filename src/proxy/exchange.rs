@@ -441,10 +441,8 @@ impl Conn {
                 s.timeout_server,
             );
             tokio::pin!(heads);
-            let mut uploaded: Option<Result<u64, UploadErr>> = match upload {
-                Some(_) => None,
-                None => Some(Ok(0)),
-            };
+            // No body: nothing to upload.
+            let mut uploaded: Option<Result<u64, UploadErr>> = upload.is_none().then_some(Ok(0));
             loop {
                 let next_upload = async {
                     match upload.as_mut() {

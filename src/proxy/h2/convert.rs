@@ -7,6 +7,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode};
 
+use crate::proxy::h1::Known;
+
 /// How the request body reaches the request path after the synthesized head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -26,14 +28,14 @@ pub struct Malformed(pub &'static str);
 /// Connection-specific fields, forbidden in HTTP/2 (RFC 9113 8.2.2). `te` is allowed only as
 /// `trailers`.
 pub fn is_connection_specific(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 5] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+    matches!(
+        Known::of(name),
+        Known::Connection
+            | Known::KeepAlive
+            | Known::ProxyConnection
+            | Known::TransferEncoding
+            | Known::Upgrade
+    )
 }
 
 /// A field value that cannot be written into an HTTP/1.1 head as it is (RFC 9113 8.2.1: CR, LF
