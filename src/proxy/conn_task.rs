@@ -206,10 +206,9 @@ mod tests {
     /// task future is the idle wait (`idle::wait_request`) plus the connection's identity and
     /// slot. tokio's task cell adds its header and trailer and rounds to 128 bytes: a future
     /// of at most 280 bytes makes a 384-byte cell, 288 already a 512-byte one (measured with
-    /// tokio 1.54 by spawning 200 000 futures of each size). mimalloc serves a 384-byte cell
-    /// with 128-byte alignment from the same size of block as a 512-byte one (533 bytes per
-    /// task either way, measured the same way), so for now the smaller cell saves memory only
-    /// under other allocators (580 against 707 bytes with glibc). The socket's registration
+    /// tokio 1.54 by spawning 200 000 futures of each size). The binary's allocator serves a
+    /// 384-byte cell from a 384-byte block (`allocator::tests::task_cells_take_blocks_of_their_own_size`;
+    /// `mi_malloc_aligned` alone took a 512-byte one). The socket's registration
     /// (`ScheduledIo`) is another 256.
     #[test]
     fn an_idle_connection_task_stays_small() {
