@@ -201,6 +201,9 @@ EOF
 
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# User-space CPU ticks of process $1: what the proxy's own code costs, the rest being the
+# kernel's (the floor's kernel time is what any proxy pays for the same reads and writes).
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 # "busy total" jiffies of CPU $1 (the load generator's core), from /proc/stat.
 core_ticks() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 vm() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
@@ -258,13 +261,14 @@ to_ms() {
 WRK_HDRS=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) bench" -H "Accept: text/html,*/*;q=0.8"
   -H "Accept-Language: en-US,en;q=0.5" -H "Cookie: session=abcdef0123456789; theme=dark")
 
-# run_wrk NAME CONNS ROUND -> appends "NAME CONNS rps p50 p99 cpu_s errs ROUND" to $WORK/wrk.tsv
+# run_wrk NAME CONNS ROUND -> appends "NAME CONNS rps p50 p99 cpu_s errs ROUND load user_s" to
+# $WORK/wrk.tsv
 run_wrk() {
-  local name=$1 c=$2 round=$3 out before after cpu core0 core1 load cpid=$PROXY_PID
+  local name=$1 c=$2 round=$3 out before after ubefore cpu ucpu core0 core1 load cpid=$PROXY_PID
   # Direct: the CPU column is the (single) fast backend process's.
   [ "$name" = direct ] && cpid=${BACKEND_PID:-}
   before=0
-  [ -n "$cpid" ] && before=$(cpu_ticks "$cpid")
+  [ -n "$cpid" ] && before=$(cpu_ticks "$cpid") && ubefore=$(user_ticks "$cpid")
   core0=$(core_ticks 0)
   out=$("${LOAD_CPU[@]}" wrk -t1 -c"$c" -d"${DUR}s" --latency "${WRK_HDRS[@]}" "http://127.0.0.1:$PORT/bench" 2>&1)
   echo "$out" >"$WORK/wrk-$name-$c-$round.txt"
@@ -273,16 +277,19 @@ run_wrk() {
   # limits req/s.
   load=$(echo "$core0 $core1" | awk '{ if ($4 > $2) printf "%.0f", ($3 - $1) * 100 / ($4 - $2); else print "-" }')
   cpu="-"
+  ucpu="-"
   if [ -n "$cpid" ]; then
     after=$(cpu_ticks "$cpid")
     cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
+    after=$(user_ticks "$cpid")
+    ucpu=$(awk -v a="$after" -v b="$ubefore" -v t="$TICK" 'BEGIN {printf "%.2f", (a-b)/t}')
   fi
   local rps p50 p99 errs
   rps=$(echo "$out" | awk '/^Requests\/sec/ {printf "%.0f", $2}')
   p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
   p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {printf "%s ", $0}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$rps" "$p50" "$p99" "$cpu" "${errs:-}" "$round" "$load" >>"$WORK/wrk.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$rps" "$p50" "$p99" "$cpu" "${errs:-}" "$round" "$load" "$ucpu" >>"$WORK/wrk.tsv"
   echo "   round $round: $name c=$c: $rps req/s p50 ${p50}ms p99 ${p99}ms cpu ${cpu}s load core ${load}% ${errs:-}" >&2
 }
 
@@ -372,8 +379,8 @@ done
   echo "Closed loop (wrk -t1), median of $ROUNDS interleaved rounds; ratios to HAProxy are the median"
   echo "of the per-round ratios (all rounds are in $WORK/wrk.tsv). Backends: $BACKENDS."
   echo
-  echo "| target | conns | req/s | p50 ms | p99 ms | CPU µs/req | proxy CPU % | load core % | req/s vs HAProxy | p99 vs HAProxy | CPU vs HAProxy | notes |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| target | conns | req/s | p50 ms | p99 ms | CPU µs/req | of which user | proxy CPU % | load core % | req/s vs HAProxy | p99 vs HAProxy | CPU vs HAProxy | notes |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   awk -F'\t' -v dur="$DUR" '
     function med(a, n,   i, j, x) {
       for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
@@ -386,6 +393,7 @@ done
       rps[k, n] = $3; p50[k, n] = $4; p99[k, n] = $5; ld[k, n] = $9
       busy[k, n] = ($6 == "-") ? -1 : $6 * 100 / dur
       us[k, n] = ($6 == "-" || $3 == 0) ? -1 : $6 * 1e6 / ($3 * dur)
+      uu[k, n] = ($10 == "" || $10 == "-" || $3 == 0) ? -1 : $10 * 1e6 / ($3 * dur)
       if ($7 != "") errs[k] = errs[k] $7
       byround[$1, $2, $8] = NR
       R[NR, "rps"] = $3; R[NR, "p99"] = $5; R[NR, "us"] = us[k, n]
@@ -397,6 +405,7 @@ done
         for (i = 1; i <= n; i++) a[i] = p50[k, i] + 0; m_p50 = med(a, n)
         for (i = 1; i <= n; i++) a[i] = p99[k, i] + 0; m_p99 = med(a, n)
         for (i = 1; i <= n; i++) a[i] = us[k, i] + 0; m_us = med(a, n)
+        for (i = 1; i <= n; i++) a[i] = uu[k, i] + 0; m_uu = med(a, n)
         for (i = 1; i <= n; i++) a[i] = busy[k, i] + 0; m_busy = med(a, n)
         for (i = 1; i <= n; i++) a[i] = ld[k, i] + 0; m_ld = med(a, n)
         split("rps p99 us", q, " ")
@@ -408,8 +417,8 @@ done
           }
           ratio[x] = m ? sprintf("%.2f", med(b, m)) : "-"
         }
-        printf "| %s | %s | %.0f | %.3f | %.3f | %s | %s | %.0f | %s | %s | %s | %s |\n", t, c, m_rps, m_p50, m_p99,
-          (m_us < 0 ? "-" : sprintf("%.1f", m_us)), (m_busy < 0 ? "-" : sprintf("%.0f", m_busy)), m_ld,
+        printf "| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %.0f | %s | %s | %s | %s |\n", t, c, m_rps, m_p50, m_p99,
+          (m_us < 0 ? "-" : sprintf("%.1f", m_us)), (m_uu < 0 ? "-" : sprintf("%.1f", m_uu)), (m_busy < 0 ? "-" : sprintf("%.0f", m_busy)), m_ld,
           ratio[1], ratio[2], ratio[3], errs[k]
       }
     }' "$WORK/wrk.tsv"
