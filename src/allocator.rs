@@ -46,10 +46,11 @@ fn plain_is_aligned(size: usize, align: usize) -> bool {
     align <= 8 || (align == 16 && size % 16 == 0)
 }
 
-/// Whether a plain block of `size` is likely aligned to `align` (a larger alignment than
-/// [`plain_is_aligned`] knows): its size class is then a multiple of the alignment, and a page's
-/// blocks start on it, so the first plain block says. Up to 1 KiB (mimalloc's small sizes,
-/// whose classes step by at most 128 there), as far as tokio's cells need.
+/// Whether a plain block of `size` may meet `align`, an alignment larger than
+/// [`plain_is_aligned`] covers: up to 1 KiB, where mimalloc's size classes step by at most
+/// 128, the class of a size that is a multiple of the alignment is one too, so every block of
+/// a page whose blocks start on the alignment meets it. Where a page's blocks start is
+/// mimalloc's business, so [`by_alignment`] checks the block it got.
 fn plain_may_be_aligned(size: usize, align: usize) -> bool {
     align <= 128 && size <= 1024 && size % align == 0
 }

@@ -207,9 +207,9 @@ mod tests {
     /// slot. tokio's task cell adds its header and trailer and rounds to 128 bytes: a future
     /// of at most 280 bytes makes a 384-byte cell, 288 already a 512-byte one (measured with
     /// tokio 1.54 by spawning 200 000 futures of each size). The binary's allocator serves a
-    /// 384-byte cell from a 384-byte block (`allocator::tests::task_cells_take_blocks_of_their_own_size`;
-    /// `mi_malloc_aligned` alone took a 512-byte one). The socket's registration
-    /// (`ScheduledIo`) is another 256.
+    /// 384-byte cell from a 384-byte block, where `mi_malloc_aligned` alone took a 512-byte
+    /// one (src/allocator.rs, `task_cells_take_blocks_of_their_own_size`). The socket's
+    /// registration (`ScheduledIo`) is another 256.
     #[test]
     fn an_idle_connection_task_stays_small() {
         let n = returned_size(&task::<TcpStream>);
