@@ -252,18 +252,16 @@ impl Conn {
         first: bool,
     ) -> (HeadRead, Instant, SystemTime) {
         let s = &listen.settings;
+        // A head that ends before it is read, stamped with the time it ended.
+        let ended = |r: HeadRead| (r, clock::now(), clock::wall());
         match next {
             Next::Buffered => {}
             Next::TimedOut => {
-                return (
-                    HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", true),
-                    clock::now(),
-                    clock::wall(),
-                )
+                return ended(HeadRead::Fail(ProxyError::RequestTimeout, *b"cR", true));
             }
             Next::Arrived(at) => {
                 if self.shutdown.is_stopping() && !first {
-                    return (HeadRead::Quiet, clock::now(), clock::wall());
+                    return ended(HeadRead::Quiet);
                 }
                 // Readable (or a transport that cannot tell: then this read is the wait).
                 let shutdown = &self.shutdown;
@@ -275,9 +273,7 @@ impl Conn {
                     biased;
                     // Usually ready at once (the wait saw the socket readable): then no timer.
                     r = deadline(shutdown, at, next) => match r {
-                        Ok(Ok(0)) | Ok(Err(_)) => {
-                            return (HeadRead::Quiet, clock::now(), clock::wall())
-                        }
+                        Ok(Ok(0)) | Ok(Err(_)) => return ended(HeadRead::Quiet),
                         Ok(Ok(_)) => {}
                         Err(_) => {
                             let r = if first {
@@ -285,12 +281,10 @@ impl Conn {
                             } else {
                                 HeadRead::Quiet
                             };
-                            return (r, clock::now(), clock::wall());
+                            return ended(r);
                         }
                     },
-                    _ = shutdown.wait(), if !first => {
-                        return (HeadRead::Quiet, clock::now(), clock::wall());
-                    }
+                    _ = shutdown.wait(), if !first => return ended(HeadRead::Quiet),
                 }
             }
         }
