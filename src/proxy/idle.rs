@@ -438,13 +438,6 @@ impl<S: ClientIo> Future for WaitRequest<'_, S> {
     }
 }
 
-/// [`ClientIo::poll_readable`] as a future (it holds the `&mut`, so it is `Send`).
-pub(super) fn readable<S: ClientIo>(
-    stream: &mut S,
-) -> impl std::future::Future<Output = std::io::Result<()>> + Send + '_ {
-    std::future::poll_fn(move |cx| stream.poll_readable(cx))
-}
-
 /// `fut`, bounded by `at`: `Err(TimedOut)` if it is still pending then. Like
 /// `tokio::time::timeout_at`, but the deadline is kept in the worker's list of waits (the
 /// idle waits' list, never ended by a graceful stop) and fired by its reaper, at most

@@ -25,7 +25,7 @@ pub use super::conn_task::{catch_panic, spawn, CatchPanic, Caught, ConnSlot};
 use super::error_pages::ProxyError;
 use super::exchange::Outcome;
 use super::h1::{self, Parsed, Reject};
-use super::idle::{deadline, readable, wait_request, IdleLimits, Next, Stop};
+use super::idle::{deadline, wait_request, IdleLimits, Next, Stop};
 use crate::runtime::{ListenRt, Runtime, Snapshot};
 
 /// What a client connection is carried on: a TCP stream today; a TLS stream or an HTTP/2 stream
@@ -192,7 +192,12 @@ impl Conn {
                 // Boxed: the request's state machine (head read, exchange, relay, log) is most of
                 // a connection's future; outside it, an idle connection's task holds only the
                 // wait above (benches/README.md, idle memory; pinned by a test below).
-                match Box::pin(self.step(stream, &mut b, next, first)).await {
+                // The box is allocated before the future is made, so the future is built in
+                // it: `Box::pin(f)` builds it on the stack and copies all of its 1.4 KiB into
+                // cold memory, where only its arguments (a few words) are written this way.
+                let slot = Box::new_uninit();
+                let step = Box::into_pin(Box::write(slot, self.step(stream, &mut b, next, first)));
+                match step.await {
                     Step::Keep(l) => limits = l,
                     Step::Close => {
                         let _ = stream.shutdown().await;
@@ -263,12 +268,12 @@ impl Conn {
                 if self.shutdown.is_stopping() && !first {
                     return ended(HeadRead::Quiet);
                 }
-                // Readable (or a transport that cannot tell: then this read is the wait).
+                // The wait saw the socket readable (or the transport cannot tell: then this read
+                // is the wait). No second readiness check first: the read makes the same one,
+                // and a readiness that turns out spurious parks it with the buffers taken
+                // either way.
                 let shutdown = &self.shutdown;
-                let next = async {
-                    readable(&mut *stream).await?;
-                    read_more(stream, &mut cb.get().client).await
-                };
+                let next = read_more(stream, &mut cb.get().client);
                 tokio::select! {
                     biased;
                     // Usually ready at once (the wait saw the socket readable): then no timer.
