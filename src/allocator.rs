@@ -43,7 +43,7 @@ pub struct Mi;
 /// it is for a size that is one (classes above 16 bytes step by 16 or more;
 /// `MI_MAX_ALIGN_SIZE`).
 fn plain_is_aligned(size: usize, align: usize) -> bool {
-    align <= 8 || (align == 16 && size % 16 == 0)
+    align <= 8 || (align == 16 && size.is_multiple_of(16))
 }
 
 /// Whether a plain block of `size` may meet `align`, an alignment larger than
@@ -52,7 +52,7 @@ fn plain_is_aligned(size: usize, align: usize) -> bool {
 /// a page whose blocks start on the alignment meets it. Where a page's blocks start is
 /// mimalloc's business, so [`by_alignment`] checks the block it got.
 fn plain_may_be_aligned(size: usize, align: usize) -> bool {
-    align <= 128 && size <= 1024 && size % align == 0
+    align <= 128 && size <= 1024 && size.is_multiple_of(align)
 }
 
 /// Calls `plain(size)` when a plain block of `size` meets `align` (or, for a larger alignment,
@@ -72,7 +72,7 @@ unsafe fn by_alignment(
     }
     if plain_may_be_aligned(size, align) {
         let p = plain(size);
-        if p as usize % align == 0 {
+        if (p as usize).is_multiple_of(align) {
             return p as *mut u8;
         }
         mi::mi_free(p);

@@ -702,7 +702,7 @@ impl Sim {
             let from = self.matched.get(alloc).map_or(0, |i| i + 1);
             let hit = (from..self.events.len()).find(|&k| {
                 let e = self.events[k];
-                e <= issued && floor.map_or(true, |f| e >= f)
+                e <= issued && floor.is_none_or(|f| e >= f)
             });
             match hit {
                 Some(k) => {

@@ -230,9 +230,8 @@ impl TokenTable {
     pub fn expire(&self, now: Instant) {
         let mut st = self.lock();
         let before = count(&st);
-        st.own.retain(|e| {
-            e.expires > now && e.withdrawn.map_or(true, |w| now < w + WITHDRAW_ANNOUNCE)
-        });
+        st.own
+            .retain(|e| e.expires > now && e.withdrawn.is_none_or(|w| now < w + WITHDRAW_ANNOUNCE));
         for list in st.peers.values_mut() {
             list.retain(|e| e.expires > now);
         }
@@ -308,7 +307,7 @@ impl TokenTable {
             .filter(|node| {
                 st.heard
                     .get(*node)
-                    .map_or(true, |t| now.saturating_duration_since(*t) <= fresh)
+                    .is_none_or(|t| now.saturating_duration_since(*t) <= fresh)
             })
             .filter(|node| {
                 tokens.iter().any(|tok| {

@@ -685,7 +685,7 @@ impl Shell {
             .paths
             .iter()
             .filter(|p| p.node == node)
-            .all(|p| p.refused_at.is_some_and(|r| heard.map_or(true, |h| r > h)));
+            .all(|p| p.refused_at.is_some_and(|r| heard.is_none_or(|h| r > h)));
         if all {
             tracing::debug!("cluster: every heartbeat path to {node} refuses");
             let now = self.now();
@@ -720,7 +720,7 @@ fn share_challenges(rt: &Runtime) -> bool {
         .config
         .acme
         .as_ref()
-        .map_or(true, |a| a.share_challenges)
+        .is_none_or(|a| a.share_challenges)
 }
 
 /// What `Runtime::cluster_view` holds: the brain's status flattened, plus the shell's own facts.

@@ -65,7 +65,7 @@ pub async fn prepare(rt: &Arc<Runtime>) -> Result<Option<Plan>, String> {
     let ec2 = Ec2Client::new(&settings, Some(&identity.region))
         .await
         .map_err(|e| format!("cluster: EC2 client: {e}"))?;
-    let ensure = cfg.aws.as_ref().map_or(true, |a| a.ensure_secondary_ip);
+    let ensure = cfg.aws.as_ref().is_none_or(|a| a.ensure_secondary_ip);
     if identity.secondary_ip.is_none() && ensure {
         match ec2.ensure_secondary_ip(&identity.eni_id).await {
             Ok(ip) => {

@@ -110,7 +110,7 @@ fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
         let close = d <= (k.len().max(key_l.len()) / 3).max(1)
             || (k.len() >= 3 && key_l.starts_with(k))
             || (key_l.len() >= 3 && k.starts_with(key_l.as_str()));
-        if close && best.map_or(true, |(bd, _)| d < bd) {
+        if close && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, k));
         }
     }

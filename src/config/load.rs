@@ -218,7 +218,7 @@ fn collect_entries(table: &toml_edit::Table, span: &Range<usize>, best: &mut Opt
                 if let (Some(ks), Some(vs)) = (key, v.span()) {
                     let r = ks.start.min(vs.start)..vs.end.max(ks.end);
                     let inside = r.start <= span.start && span.end <= r.end;
-                    let smaller = best.as_ref().map_or(true, |b| r.len() < b.len());
+                    let smaller = best.as_ref().is_none_or(|b| r.len() < b.len());
                     if inside && smaller {
                         *best = Some(r);
                     }
@@ -287,7 +287,7 @@ fn blank(text: &mut String, r: &Range<usize>) {
             } else {
                 (' ', c.len_utf8())
             };
-            std::iter::repeat(ch).take(n)
+            std::iter::repeat_n(ch, n)
         })
         .collect();
     text.replace_range(r.clone(), &blanked);

@@ -839,7 +839,7 @@ fn infer_script_node(
                 ),
             ));
         }
-        let per = if names.is_empty() || ucasts.len() % names.len() != 0 {
+        let per = if names.is_empty() || !ucasts.len().is_multiple_of(names.len()) {
             0
         } else {
             ucasts.len() / names.len()

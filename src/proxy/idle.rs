@@ -106,7 +106,7 @@ impl Wakers {
             if w.deadline <= now {
                 w.expired = true;
                 w.waker.wake_by_ref();
-            } else if next.map_or(true, |n| w.deadline < n) {
+            } else if next.is_none_or(|n| w.deadline < n) {
                 next = Some(w.deadline);
             }
         }
@@ -372,7 +372,7 @@ impl<'a> Listing<'a> {
                     if !l.reaping {
                         l.reaping = true;
                         Some(true)
-                    } else if l.next_sweep.map_or(true, |n| deadline < n) {
+                    } else if l.next_sweep.is_none_or(|n| deadline < n) {
                         // Until it has swept again: one wake-up is enough.
                         l.next_sweep = Some(deadline);
                         Some(false)

@@ -121,14 +121,14 @@ impl FaultProxy {
     /// The next `n` requests (any Action) get `fault`; later ones follow the standing mode.
     pub fn fail_next(&self, n: usize, fault: Fault) {
         let mut s = self.lock();
-        s.next.extend(std::iter::repeat((None, fault)).take(n));
+        s.next.extend(std::iter::repeat_n((None, fault), n));
     }
 
     /// Like `fail_next`, only for requests with this EC2 Action (e.g. "AssociateAddress").
     pub fn fail_next_action(&self, action: &str, n: usize, fault: Fault) {
         let mut s = self.lock();
         s.next
-            .extend(std::iter::repeat((Some(action.to_string()), fault)).take(n));
+            .extend(std::iter::repeat_n((Some(action.to_string()), fault), n));
     }
 
     /// Requests received with this Action (whatever happened to them).
@@ -196,7 +196,7 @@ async fn handle(
         let idx = s
             .next
             .iter()
-            .position(|(a, _)| a.as_deref().map_or(true, |a| a == action));
+            .position(|(a, _)| a.as_deref().is_none_or(|a| a == action));
         match idx.and_then(|i| s.next.remove(i)) {
             Some((_, f)) => Some(f),
             None => s.always,

@@ -75,7 +75,7 @@ impl Brain {
             // real restart the old one is quiet, whatever the clocks say.
             let quiet = p
                 .last_heard
-                .map_or(true, |t| now.saturating_sub(t) >= quiet_after);
+                .is_none_or(|t| now.saturating_sub(t) >= quiet_after);
             if hb.sent_unix_ms <= p.last_sent_ms && !quiet {
                 let msg = format!(
                     "Node {}: datagram of an older incarnation while the current one is alive: \
@@ -162,7 +162,7 @@ impl Brain {
     /// last heartbeat, and recently (within deadtime: an old refusal says nothing about now).
     pub(super) fn refused(&self, p: &Peer) -> bool {
         p.refused_at.is_some_and(|t| {
-            p.last_heard.map_or(true, |h| t > h) && self.now.saturating_sub(t) <= self.cfg.deadtime
+            p.last_heard.is_none_or(|h| t > h) && self.now.saturating_sub(t) <= self.cfg.deadtime
         })
     }
 
