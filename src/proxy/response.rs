@@ -216,25 +216,12 @@ pub(super) struct ClientHead<'a> {
 /// Appends `HTTP/1.1 <status> ` (no formatting machinery: it cost ~250 instructions per
 /// response).
 fn push_status_line_start(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
     if (100..1000).contains(&status) {
         let d = |n: u16| b'0' + (n % 10) as u8;
-        out.extend_from_slice(&[
-            b'H',
-            b'T',
-            b'T',
-            b'P',
-            b'/',
-            b'1',
-            b'.',
-            b'1',
-            b' ',
-            d(status / 100),
-            d(status / 10),
-            d(status),
-            b' ',
-        ]);
+        out.extend_from_slice(&[d(status / 100), d(status / 10), d(status), b' ']);
     } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
+        // Not from a parsed head (it refuses codes outside 100-999).
         out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
         out.push(b' ');
     }

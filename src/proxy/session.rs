@@ -192,9 +192,10 @@ impl Conn {
                 // Boxed: the request's state machine (head read, exchange, relay, log) is most of
                 // a connection's future; outside it, an idle connection's task holds only the
                 // wait above (benches/README.md, idle memory; pinned by a test below).
-                // The box is allocated before the future is made, so the future is built in
-                // it: `Box::pin(f)` builds it on the stack and copies all of its 1.4 KiB into
-                // cold memory, where only its arguments (a few words) are written this way.
+                // Allocated first, then the future written into it: LLVM then builds it in
+                // place, setting only its arguments (a few words). `Box::pin(f)` built it on the
+                // stack and copied all 1.4 KiB into the fresh block (callgrind: ~180
+                // instructions per request, benches/README.md, seventh pass).
                 let slot = Box::new_uninit();
                 let step = Box::into_pin(Box::write(slot, self.step(stream, &mut b, next, first)));
                 match step.await {
