@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::clock;
+use super::clock::Tick;
 use super::cookie;
 use super::error_pages::ProxyError;
 use super::h1::{ChunkedDecoder, Framing, Known, Method};
@@ -382,7 +382,7 @@ impl Conn {
         } else {
             info.framing
         };
-        let sent_at = clock::now();
+        let sent_at = Tick::now();
         b.upstream.clear();
 
         // Phase 1: head out, body up, response head back (concurrently, for 100-continue and
@@ -526,7 +526,7 @@ impl Conn {
                 return Err(RelayErr::Done(out));
             }
         }
-        o.tr = Some(clock::since(sent_at));
+        o.tr = Some(sent_at.elapsed());
         let status = b.res.status;
         o.status = status as i32;
         let res_framing = b.res.framing();

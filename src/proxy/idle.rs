@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::clock::Tick;
 use super::session::ClientIo;
 use crate::runtime::ListenRt;
 
@@ -154,7 +155,6 @@ async fn reap(stop: Arc<StopInner>, i: usize) {
 impl Default for Stop {
     fn default() -> Self {
         let n = super::workers::count();
-        epoch();
         Stop(Arc::new(StopInner {
             stopping: AtomicBool::new(false),
             notify: (0..n).map(|_| Notify::new()).collect(),
@@ -245,7 +245,7 @@ pub(super) enum Next {
     /// Bytes of the next request are already buffered (pipelined).
     Buffered,
     /// The socket is readable; the head must be complete by this deadline.
-    Arrived(tokio::time::Instant),
+    Arrived(Tick),
     /// The first request did not come within `timeout http-request`: 408.
     TimedOut,
 }
@@ -284,7 +284,7 @@ impl IdleLimits {
 pub(super) fn wait_request<'a, S: ClientIo>(
     stream: &'a mut S,
     stop: &'a Stop,
-    at: Instant,
+    at: Tick,
     first: bool,
 ) -> WaitRequest<'a, S> {
     WaitRequest {
@@ -296,30 +296,15 @@ pub(super) fn wait_request<'a, S: ClientIo>(
 /// `slot` of a wait that is not in the stop's list.
 const NOT_LISTED: u32 = u32::MAX;
 
-/// A wait keeps its deadline as nanoseconds after this instant: 8 bytes instead of a 16-byte
-/// `Instant`, which keeps an idle connection's task future at 280 bytes, a 384-byte tokio cell
-/// instead of 512 (`conn_task::tests::an_idle_connection_task_stays_small`). Set by the first
-/// `Stop`.
-fn epoch() -> Instant {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now))
-}
-
-fn to_ns(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn from_ns(ns: u64) -> Instant {
-    epoch() + Duration::from_nanos(ns)
-}
-
 /// A wait's place in its worker's list: the stop, the deadline, the slot it holds while it
 /// sleeps. Dropping it frees the slot, however the wait ends. Shared by the idle wait
 /// (`WaitRequest`) and any future under a [`deadline`].
 struct Listing<'a> {
     stop: &'a Stop,
-    // The deadline, in nanoseconds after `epoch()`.
-    deadline_ns: u64,
+    // The deadline: a `Tick` (8 bytes) rather than a 16-byte `Instant`, which keeps an idle
+    // connection's task future at 280 bytes, a 384-byte tokio cell instead of 512
+    // (`conn_task::tests::an_idle_connection_task_stays_small`).
+    deadline: Tick,
     // Index in list `list` of the stop's waits (this worker's), or NOT_LISTED.
     slot: u32,
     list: u16,
@@ -328,18 +313,18 @@ struct Listing<'a> {
 }
 
 impl<'a> Listing<'a> {
-    fn new(stop: &'a Stop, at: Instant, stoppable: bool) -> Self {
+    fn new(stop: &'a Stop, at: Tick, stoppable: bool) -> Self {
         Listing {
             stop,
-            deadline_ns: to_ns(at),
+            deadline: at,
             slot: NOT_LISTED,
             list: stop.idle_list(),
             stoppable,
         }
     }
 
-    fn deadline(&self) -> Instant {
-        from_ns(self.deadline_ns)
+    fn deadline(&self) -> Tick {
+        self.deadline
     }
 
     /// Lists the sleeping wait with `waker` (or refreshes the waker of the slot it holds),
@@ -347,7 +332,7 @@ impl<'a> Listing<'a> {
     /// found the deadline passed. A slot a stop emptied is listed again. Only `unlist` (or the
     /// drop) frees the slot.
     fn keep(&mut self, waker: &Waker) -> bool {
-        let deadline = self.deadline();
+        let deadline = self.deadline.instant();
         let poke = {
             let mut l = self.stop.idle(self.list);
             match l.slots.get_mut(self.slot as usize) {
@@ -445,7 +430,7 @@ impl<S: ClientIo> Future for WaitRequest<'_, S> {
 /// sleeps takes a slot in a per-worker slab instead of a timer in tokio's wheel (no runtime
 /// handle cloned, no wheel slot whose list links other connections' timers). For the waits
 /// every request has, such as the one for the response head.
-pub(super) fn deadline<F: Future>(stop: &Stop, at: Instant, fut: F) -> Deadline<'_, F> {
+pub(super) fn deadline<F: Future>(stop: &Stop, at: Tick, fut: F) -> Deadline<'_, F> {
     Deadline {
         fut,
         wait: Listing::new(stop, at, false),
@@ -508,7 +493,7 @@ mod tests {
     #[tokio::test]
     async fn idle_waits_leave_the_list_when_they_end_and_a_stop_ends_them() {
         let stop = Stop::new();
-        let far = tokio::time::Instant::now() + Duration::from_secs(60);
+        let far = Tick::now().after(Duration::from_secs(60));
         let (mut c1, mut s1) = pair().await;
         let (_c2, mut s2) = pair().await;
         let (_c3, mut s3) = pair().await;
@@ -569,10 +554,12 @@ mod tests {
         let (c3, s3) = server().await;
         clients.extend([c1, c2, c3]);
         let start = Instant::now();
+        let start_tick = Tick::now();
         let wait = |s: &'static mut TcpStream, ms: u64, first: bool| {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let r = wait_request(s, &stop, start + Duration::from_millis(ms), first).await;
+                let at = start_tick.after(Duration::from_millis(ms));
+                let r = wait_request(s, &stop, at, first).await;
                 (r.map(|n| matches!(n, Next::TimedOut)), start.elapsed())
             })
         };
@@ -619,7 +606,7 @@ mod tests {
     #[tokio::test]
     async fn deadlines_on_any_future_end_it_at_their_time_and_not_at_a_stop() {
         let stop = Stop::new();
-        let soon = |ms: u64| Instant::now() + Duration::from_millis(ms);
+        let soon = |ms: u64| Tick::now().after(Duration::from_millis(ms));
         assert_eq!(deadline(&stop, soon(1000), async { 7 }).await, Ok(7));
         assert_eq!(listed(&stop), 0, "a ready future lists nothing");
 

@@ -11,12 +11,14 @@
 //! node.js's 5 s keep-alive) and only if the socket shows no EOF or stray bytes when taken, so a
 //! request is never written onto a connection the backend is closing.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use tokio::net::TcpStream;
+
+use super::clock::Tick;
 
 /// Idle connections kept per server.
 const POOL_CAPACITY: usize = 256;
@@ -24,7 +26,7 @@ const POOL_CAPACITY: usize = 256;
 #[derive(Debug)]
 struct Idle {
     stream: TcpStream,
-    since: Instant,
+    since: Tick,
 }
 
 #[derive(Debug)]
@@ -56,7 +58,7 @@ impl Pool {
     pub fn take(&self) -> Option<TcpStream> {
         loop {
             let c = self.mine().pop_back()?;
-            if super::clock::since(c.since) >= self.idle_timeout {
+            if c.since.elapsed() >= self.idle_timeout {
                 continue;
             }
             let mut probe = [0u8; 1];
@@ -71,13 +73,13 @@ impl Pool {
         if self.idle_timeout.is_zero() {
             return;
         }
-        let since = super::clock::now();
+        let since = Tick::now();
         let stale = {
             let mut q = self.mine();
             // The oldest connection goes once it has expired (one per put: a stack that is
             // never emptied still closes what it no longer uses), or when the stack is full.
             let stale = match q.front() {
-                Some(c) if since.duration_since(c.since) >= self.idle_timeout => q.pop_front(),
+                Some(c) if since.since(c.since) >= self.idle_timeout => q.pop_front(),
                 _ if q.len() >= POOL_CAPACITY => q.pop_front(),
                 _ => None,
             };
@@ -90,14 +92,14 @@ impl Pool {
 
     /// Drops expired connections so their sockets are closed promptly.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = Tick::now();
         for q in self.idle.iter() {
             let expired: Vec<Idle> = {
                 let mut q = q.lock().unwrap_or_else(|p| p.into_inner());
                 // Oldest first: the expired ones are a prefix.
                 let n = q
                     .iter()
-                    .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
+                    .take_while(|c| now.since(c.since) >= self.idle_timeout)
                     .count();
                 q.drain(..n).collect()
             };

@@ -82,7 +82,7 @@ where
         }
         // `timeout server` between reads; every request waits here, so the deadline is kept in
         // the worker's list of waits rather than in tokio's timer wheel (`idle::deadline`).
-        let at = super::clock::tokio_now() + tserver;
+        let at = super::clock::Tick::now().after(tserver);
         match deadline(stop, at, read_more(urd, ubuf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 return Err(if received_any {

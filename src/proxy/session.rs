@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,7 +20,7 @@ use tokio::time::timeout;
 
 use super::access_log::{self, Record};
 pub(super) use super::bufs::{Bufs, ConnBufs};
-use super::clock;
+use super::clock::{self, Tick};
 pub use super::conn_task::{catch_panic, spawn, CatchPanic, Caught, ConnSlot};
 use super::error_pages::ProxyError;
 use super::exchange::Outcome;
@@ -180,7 +180,7 @@ impl Conn {
                     Next::Buffered
                 } else {
                     b.release();
-                    let at = clock::tokio_now() + limits.idle(first);
+                    let at = Tick::now().after(limits.idle(first));
                     match wait_request(stream, &self.shutdown, at, first).await {
                         Some(n) => n,
                         None => {
@@ -256,10 +256,10 @@ impl Conn {
         max_lines: h1::MaxLines,
         next: Next,
         first: bool,
-    ) -> (HeadRead, Instant, SystemTime) {
+    ) -> (HeadRead, Tick, SystemTime) {
         let s = &listen.settings;
         // A head that ends before it is read, stamped with the time it ended.
-        let ended = |r: HeadRead| (r, clock::now(), clock::wall());
+        let ended = |r: HeadRead| (r, Tick::now(), clock::wall());
         match next {
             Next::Buffered => {}
             Next::TimedOut => {
@@ -294,7 +294,7 @@ impl Conn {
                 }
             }
         }
-        let start = clock::now();
+        let start = Tick::now();
         let date = clock::wall();
         let b = cb.get();
         b.req.max_lines = max_lines;
@@ -388,26 +388,16 @@ impl Conn {
                     let tr = if term[1] == b'R' {
                         None
                     } else {
-                        Some(clock::since(start))
+                        Some(start.elapsed())
                     };
-                    self.log(
-                        snap,
-                        listen,
-                        date,
-                        clock::since(start),
-                        tr,
-                        &o,
-                        *b"--",
-                        None,
-                        b,
-                    );
+                    self.log(snap, listen, date, start.elapsed(), tr, &o, *b"--", None, b);
                 }
                 return false;
             }
         }
         self.rt.process.cum_req.fetch_add(1, Ordering::Relaxed);
         fe.req_tot.fetch_add(1, Ordering::Relaxed);
-        let head_time = clock::since(start);
+        let head_time = start.elapsed();
         b.reqline.clear();
         b.reqline
             .extend_from_slice(&b.client[b.req.method_r.clone()]);
@@ -431,7 +421,7 @@ impl Conn {
         if self.shutdown.is_stopping() {
             o.keep_client = false;
         }
-        let total = clock::since(start);
+        let total = start.elapsed();
         if let Some(srv) = o.server.and_then(|i| listen.servers.get(i)) {
             let c = &srv.live.counters;
             c.latency.observe(total);

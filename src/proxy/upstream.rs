@@ -104,7 +104,7 @@ pub async fn connect(
                 });
             }
         }
-        let t0 = super::clock::now();
+        let t0 = super::clock::Tick::now();
         let header = srv.send_proxy_v2.then(|| {
             let mut v = Vec::with_capacity(52);
             super::proxy_protocol::write_v2(&mut v, client.0, client.1);
@@ -127,7 +127,7 @@ pub async fn connect(
                     retries,
                     redispatched,
                     wait,
-                    connect: super::clock::since(t0),
+                    connect: t0.elapsed(),
                 });
             }
             Ok(Err(_)) => false,
