@@ -64,7 +64,8 @@ impl Tick {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
-    /// The same time for tokio's timers.
+    /// The same time for tokio's timers (one too far to represent: 30 years on, tokio's own
+    /// "far future").
     pub fn instant(self) -> tokio::time::Instant {
         let e = tokio::time::Instant::from_std(epoch());
         e.checked_add(Duration::from_nanos(self.0))
