@@ -29,14 +29,11 @@ fn epoch() -> Instant {
 }
 
 /// A time on the request path's clock: nanoseconds after [`epoch`] (8 bytes; an `Instant` is
-/// 16). Ordered; `Tick::FAR` is later than any reading.
+/// 16). Ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tick(u64);
 
 impl Tick {
-    /// Later than any time the clock will read.
-    pub const FAR: Tick = Tick(u64::MAX);
-
     /// The time of this poll.
     pub fn now() -> Tick {
         read(&NOW, || Tick::of(Instant::now()))
@@ -46,7 +43,7 @@ impl Tick {
         Tick(u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX))
     }
 
-    /// `d` after this time (`FAR` if that overflows).
+    /// `d` after this time (the last tick, later than any reading, if that overflows).
     pub fn after(self, d: Duration) -> Tick {
         Tick(
             self.0
@@ -87,11 +84,6 @@ fn read<T: Copy>(
         }
         None => f(),
     })
-}
-
-/// [`Tick::now`] for tokio's timers.
-pub fn tokio_now() -> tokio::time::Instant {
-    Tick::now().instant()
 }
 
 /// The wall-clock time of this poll (the access log's date).
@@ -158,15 +150,16 @@ mod tests {
         assert_eq!(t.since(later), Duration::ZERO);
         assert_eq!(later.instant() - t.instant(), Duration::from_millis(1500));
         let before = Instant::now();
-        let read = tokio_now().into_std();
+        let read = Tick::now().instant().into_std();
         let after = Instant::now();
         assert!(
             before <= read && read <= after,
             "{before:?} {read:?} {after:?}"
         );
-        assert_eq!(t.after(Duration::MAX), Tick::FAR);
-        assert!(Tick::FAR > later);
+        let last = Tick(u64::MAX);
+        assert_eq!(t.after(Duration::MAX), last);
+        assert!(last > later);
         assert!(later.elapsed() == Duration::ZERO, "not yet");
-        let _ = Tick::FAR.instant();
+        let _ = last.instant();
     }
 }

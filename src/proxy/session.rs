@@ -301,7 +301,9 @@ impl Conn {
         b.res.max_lines = max_lines;
         // HAProxy 2.6: with `timeout http-request` set, the whole head must arrive within it;
         // without, `timeout client` applies between reads (a slow but steady head is served).
-        let deadline = s.http_request_deadline.map(|d| clock::tokio_now() + d);
+        let deadline = s
+            .http_request_deadline
+            .map(|d| Tick::now().after(d).instant());
         loop {
             let fail = match h1::parse_request(&b.client, &mut b.req) {
                 // A head that arrived whole in one read can exceed the limit too.
