@@ -2,6 +2,7 @@
 //! crate, where `h1` is `src/proxy/h1.rs` compiled in) and by edgelb's
 //! `tests/fuzz_regressions.rs` (where `h1` is `edgelb::proxy::h1`).
 
+use super::h1::lex::{self, LexError, Lexed};
 use super::h1::{self, ChunkedDecoder, Method, Parsed, RequestHead, ResponseHead};
 
 fn within(r: &std::ops::Range<usize>, len: usize) {
@@ -11,9 +12,87 @@ fn within(r: &std::ops::Range<usize>, len: usize) {
     );
 }
 
+/// Where `part`, a slice httparse handed back, lies in `data`.
+fn at(data: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - data.as_ptr() as usize;
+    assert!(start + part.len() <= data.len());
+    start..start + part.len()
+}
+
+/// Some line of `head` ends in a bare LF.
+fn reference_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// The header lines of both lexings are the same lines.
+fn same_fields(data: &[u8], ours: &[h1::Field], theirs: &[httparse::Header<'_>]) {
+    assert_eq!(ours.len(), theirs.len(), "header count");
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(o.name(), at(data, t.name.as_bytes()), "name of {t:?}");
+        assert_eq!(o.value(), at(data, t.value), "value of {t:?}");
+        assert_eq!(o.known, h1::Known::of(t.name.as_bytes()));
+    }
+}
+
+/// `h1_lex` reads a request head as httparse 1.10 does: the same answer (complete, partial,
+/// too many lines, malformed), and for a complete head the same start line, the same header
+/// lines at the same offsets, and the same length.
+pub fn check_request_lexer(data: &[u8]) {
+    let mut fields = Vec::new();
+    let ours = lex::request(data, &mut fields);
+    let mut slots = vec![httparse::EMPTY_HEADER; lex::MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut slots);
+    let theirs = req.parse(data);
+    match (ours, theirs) {
+        (Ok(Lexed::Partial), Ok(httparse::Status::Partial)) => assert!(fields.is_empty()),
+        (Err(LexError::TooMany), Err(httparse::Error::TooManyHeaders)) => {}
+        (Err(LexError::Malformed), Err(e)) if e != httparse::Error::TooManyHeaders => {}
+        (Ok(Lexed::Complete(h)), Ok(httparse::Status::Complete(n))) => {
+            assert_eq!(h.len, n);
+            assert_eq!(h.line.method, at(data, req.method.unwrap().as_bytes()));
+            assert_eq!(h.line.target, at(data, req.path.unwrap().as_bytes()));
+            assert_eq!(Some(h.line.minor), req.version);
+            assert_eq!(h.bare_lf, reference_bare_lf(&data[..n]));
+            same_fields(data, &fields, req.headers);
+        }
+        (o, t) => panic!("h1_lex says {o:?}, httparse {t:?}"),
+    }
+}
+
+/// As [`check_request_lexer`], for a response head.
+pub fn check_response_lexer(data: &[u8]) {
+    let mut fields = Vec::new();
+    let ours = lex::response(data, &mut fields);
+    let mut slots = vec![httparse::EMPTY_HEADER; lex::MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut slots);
+    let theirs = res.parse(data);
+    match (ours, theirs) {
+        (Ok(Lexed::Partial), Ok(httparse::Status::Partial)) => assert!(fields.is_empty()),
+        (Err(LexError::TooMany), Err(httparse::Error::TooManyHeaders)) => {}
+        (Err(LexError::Malformed), Err(e)) if e != httparse::Error::TooManyHeaders => {}
+        (Ok(Lexed::Complete(h)), Ok(httparse::Status::Complete(n))) => {
+            assert_eq!(h.len, n);
+            assert_eq!(Some(h.line.minor), res.version);
+            assert_eq!(Some(h.line.code), res.code);
+            // httparse hands back "" for a reason with obs-text; ours keeps its bytes.
+            let reason = res.reason.unwrap();
+            if !reason.is_empty() {
+                assert_eq!(h.line.reason, at(data, reason.as_bytes()));
+            }
+            assert_eq!(h.bare_lf, reference_bare_lf(&data[..n]));
+            same_fields(data, &fields, res.headers);
+        }
+        (o, t) => panic!("h1_lex says {o:?}, httparse {t:?}"),
+    }
+}
+
 /// Request head parser: no panic; on success every range lies inside the head; parsing the
-/// head alone gives the same head; a strict prefix of the head is never a complete head.
+/// head alone gives the same head; a strict prefix of the head is never a complete head. The
+/// lexer agrees with httparse on the input.
 pub fn check_request(data: &[u8]) {
+    check_request_lexer(data);
     let mut h = RequestHead::default();
     let Ok(Parsed::Complete) = h1::parse_request(data, &mut h) else {
         return;
@@ -50,8 +129,9 @@ pub fn check_request(data: &[u8]) {
 }
 
 /// Response head parser, for a GET and a HEAD: no panic; ranges inside the head; HEAD and
-/// 1xx/204/304 responses have no body.
+/// 1xx/204/304 responses have no body. The lexer agrees with httparse on the input.
 pub fn check_response(data: &[u8]) {
+    check_response_lexer(data);
     for method in [Method::Get, Method::Head] {
         let mut r = ResponseHead::default();
         let Ok(Parsed::Complete) = h1::parse_response(data, method, &mut r) else {

@@ -1,7 +1,7 @@
 //! HTTP/1.x message heads and body framing, strict enough that nothing ambiguous is forwarded.
 //!
-//! Requests are parsed with `httparse` and then checked against the rules request smuggling
-//! relies on being loose (RFC 9112): bare LF, control bytes in values, Content-Length together
+//! Heads are lexed by `h1_lex` (the syntax, as `httparse` accepts it) and then checked against
+//! the rules request smuggling relies on being loose (RFC 9112): bare LF, control bytes in values, Content-Length together
 //! with Transfer-Encoding, differing Content-Lengths, transfer codings other than a lone
 //! `chunked`, duplicate Host. A rejected request is answered 400 and the connection closed.
 //! Heads are kept as byte ranges into the connection buffer so nothing is copied until the
@@ -9,12 +9,16 @@
 
 use std::ops::Range;
 
+pub use super::h1_lex as lex;
+pub use lex::{Field, Known};
+use lex::{LexError, Lexed};
+
 /// Header lines accepted in one head by default: HAProxy's `tune.http.maxhdr` is 101 slots, one
 /// of them taken by the end of the head, so its 101st header line gets 400 (request) or 502
 /// (response). Measured against HAProxy 2.6.12: 100 lines pass, 101 do not.
 pub const DEFAULT_MAX_HEADER_LINES: usize = 100;
 /// Largest `global.max_header_lines` accepted: the header slots are parsed on the stack.
-pub const MAX_HEADER_LINES_CAP: usize = 1000;
+pub const MAX_HEADER_LINES_CAP: usize = lex::MAX_FIELDS;
 
 /// How many header lines a head may carry (`global.max_header_lines`). Like HAProxy, a
 /// `Connection` header holding only `close`/`keep-alive` is consumed by the parser and does not
@@ -171,7 +175,7 @@ impl RequestHead {
     }
 }
 
-/// Where `part` (a slice httparse handed back) lies inside `base`. A slice from elsewhere (a
+/// Where `part` (a slice of `base`'s bytes) lies inside `base`. A slice from elsewhere (a
 /// static string) yields an empty range at the end instead of a bogus offset: callers index with
 /// these ranges, and input must never be able to make that panic.
 fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
@@ -180,138 +184,6 @@ fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
         Some(start) if start + part.len() <= base.len() => start..start + part.len(),
         _ => base.len()..base.len(),
     }
-}
-
-/// The reason phrase of the status line at the start of `head`, taken from the bytes themselves:
-/// httparse returns a static `""` for a missing reason or one with obs-text (bytes >= 0x80), and
-/// both are relayed as received (`HTTP/1.1 200 `), as HAProxy does.
-fn reason_range(head: &[u8]) -> Range<usize> {
-    // httparse skips empty lines before the status line.
-    let s = head
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(head.len());
-    let eol = head[s..]
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .map_or(head.len(), |p| s + p);
-    // `HTTP/1.x NNN` is 12 bytes; one space separates the reason.
-    (s + 13).min(eol)..eol
-}
-
-/// Bare LF line endings are refused: every `\n` in a head must follow `\r`.
-/// (Branch-free folds so the compiler vectorises them: they run over every request head.)
-/// The header names the proxy acts on, recognised once while a head is parsed (by length, then
-/// one case-insensitive comparison) so that building the forwarded heads never compares names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Known {
-    #[default]
-    Other,
-    ContentLength,
-    TransferEncoding,
-    Host,
-    Connection,
-    KeepAlive,
-    ProxyConnection,
-    Te,
-    Trailer,
-    Upgrade,
-    ProxyAuthenticate,
-    Cookie,
-    SetCookie,
-    Expect,
-    SecWebsocketKey,
-    XForwardedProto,
-    XForwardedPort,
-    StrictTransportSecurity,
-}
-
-impl Known {
-    /// Classifies a header name (any case).
-    pub fn of(name: &[u8]) -> Known {
-        let is = |k: &[u8]| name.eq_ignore_ascii_case(k);
-        // Length and first letter first: most names are none of these and cost no comparison.
-        let Some(&first) = name.first() else {
-            return Known::Other;
-        };
-        match (name.len(), first | 0x20) {
-            (2, b't') if is(b"te") => Known::Te,
-            (4, b'h') if is(b"host") => Known::Host,
-            (6, b'c') if is(b"cookie") => Known::Cookie,
-            (6, b'e') if is(b"expect") => Known::Expect,
-            (7, b'u') if is(b"upgrade") => Known::Upgrade,
-            (7, b't') if is(b"trailer") => Known::Trailer,
-            (10, b'c') if is(b"connection") => Known::Connection,
-            (10, b'k') if is(b"keep-alive") => Known::KeepAlive,
-            (10, b's') if is(b"set-cookie") => Known::SetCookie,
-            (14, b'c') if is(b"content-length") => Known::ContentLength,
-            (16, b'p') if is(b"proxy-connection") => Known::ProxyConnection,
-            (16, b'x') if is(b"x-forwarded-port") => Known::XForwardedPort,
-            (17, b't') if is(b"transfer-encoding") => Known::TransferEncoding,
-            (17, b's') if is(b"sec-websocket-key") => Known::SecWebsocketKey,
-            (17, b'x') if is(b"x-forwarded-proto") => Known::XForwardedProto,
-            (18, b'p') if is(b"proxy-authenticate") => Known::ProxyAuthenticate,
-            (25, b's') if is(b"strict-transport-security") => Known::StrictTransportSecurity,
-            _ => Known::Other,
-        }
-    }
-
-    /// Hop-by-hop headers, never forwarded as received (RFC 9110 7.6.1).
-    pub fn hop_by_hop(self) -> bool {
-        matches!(
-            self,
-            Known::Connection
-                | Known::KeepAlive
-                | Known::ProxyConnection
-                | Known::Te
-                | Known::Trailer
-                | Known::TransferEncoding
-                | Known::Upgrade
-                | Known::ProxyAuthenticate
-        )
-    }
-}
-
-/// One header line of a parsed head: where its name and value lie in the head's buffer, and
-/// what the name is. Offsets are `u32` (a head never nears 4 GiB: the parsers refuse one that
-/// would) so that the header index of a request in flight, kept while it waits for the server,
-/// is 20 bytes a line instead of 40.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
-    name_start: u32,
-    name_end: u32,
-    value_start: u32,
-    value_end: u32,
-    pub known: Known,
-}
-
-impl Field {
-    /// Only for ranges into a buffer shorter than 4 GiB (the parsers check theirs first).
-    fn new(name: Range<usize>, value: Range<usize>, known: Known) -> Field {
-        Field {
-            name_start: name.start as u32,
-            name_end: name.end as u32,
-            value_start: value.start as u32,
-            value_end: value.end as u32,
-            known,
-        }
-    }
-    pub fn name(&self) -> Range<usize> {
-        self.name_start as usize..self.name_end as usize
-    }
-    pub fn value(&self) -> Range<usize> {
-        self.value_start as usize..self.value_end as usize
-    }
-}
-
-fn has_bare_lf(head: &[u8]) -> bool {
-    head.first() == Some(&b'\n')
-        || head[1.min(head.len())..]
-            .iter()
-            .zip(head)
-            .fold(false, |acc, (&b, &prev)| {
-                acc | ((b == b'\n') & (prev != b'\r'))
-            })
 }
 
 /// RFC 9112 3.2: a Host value is `uri-host [ ":" port ]` (reg-name, IPv4 or an IP literal in
@@ -411,29 +283,22 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     if u32::try_from(buf.len()).is_err() {
         return Err(Reject::Bad("head too large"));
     }
-    // Uninitialised header slots: a 128-entry EMPTY_HEADER array is a 4 KiB memset per parse.
-    let mut hdrs =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_LINES_CAP];
-    let mut req = httparse::Request::new(&mut []);
-    let head_len = match req.parse_with_uninit_headers(buf, &mut hdrs) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(Reject::Bad("too many header lines")),
-        Err(_) => return Err(Reject::Bad("malformed request head")),
+    let head = match lex::request(buf, &mut out.headers) {
+        Ok(Lexed::Complete(head)) => head,
+        Ok(Lexed::Partial) => return Ok(Parsed::Partial),
+        Err(LexError::TooMany) => return Err(Reject::Bad("too many header lines")),
+        Err(LexError::Malformed) => return Err(Reject::Bad("malformed request head")),
     };
-    if has_bare_lf(&buf[..head_len]) {
+    if head.bare_lf {
         return Err(Reject::Bad("bare LF in request head"));
     }
-    let method = req.method.ok_or(Reject::Bad("no method"))?;
-    let target = req.path.ok_or(Reject::Bad("no target"))?;
-    let minor = req.version.ok_or(Reject::Bad("no version"))?;
-    out.head_len = head_len;
-    out.method = Some(Method::parse(method.as_bytes()));
-    out.method_r = offset(buf, method.as_bytes());
-    out.target_r = offset(buf, target.as_bytes());
+    let line = head.line;
+    let minor = line.minor;
+    out.head_len = head.len;
+    out.method = Some(Method::parse(&buf[line.method.clone()]));
+    out.method_r = line.method;
+    out.target_r = line.target.clone();
     out.minor = minor;
-    out.headers.clear();
-    out.headers.reserve(16);
     out.conn_listed.clear();
     out.abs_path_r = None;
     out.abs_authority_r = None;
@@ -443,7 +308,7 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     if out.method() == Method::Connect {
         return Err(Reject::Method);
     }
-    let t = target.as_bytes();
+    let t = &buf[line.target];
     // A fragment is never sent on the wire (RFC 9112 3.2) and non-ASCII bytes are not URI
     // characters: HAProxy 2.6 answers both with 400, so do we.
     if t.iter().any(|&b| b == b'#' || b >= 0x80) {
@@ -490,12 +355,11 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     let mut websocket = false;
     let mut ws_key = false;
     let mut lines = 0usize;
-    // httparse has already refused any control byte but HTAB in a value (RFC 9110 5.5: NUL, CR,
-    // LF and DEL included; pinned by `control_bytes_in_values_are_refused`).
-    for h in req.headers.iter() {
-        let v = h.value;
-        let name = h.name.as_bytes();
-        let known = Known::of(name);
+    // The lexer has already refused any control byte but HTAB in a value (RFC 9110 5.5: NUL,
+    // CR, LF and DEL included; pinned by `control_bytes_in_values_are_refused`).
+    for f in &out.headers {
+        let v = &buf[f.value()];
+        let known = f.known;
         lines += counts_as_line(known, v) as usize;
         if lines > out.max_lines.0 {
             return Err(Reject::Bad("too many header lines"));
@@ -530,8 +394,6 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
             }
             _ => {}
         }
-        out.headers
-            .push(Field::new(offset(buf, name), offset(buf, v), known));
     }
     if hosts > 1 {
         return Err(Reject::Bad("more than one Host header"));
@@ -670,27 +532,20 @@ pub fn parse_response(
     if u32::try_from(buf.len()).is_err() {
         return Err("head too large");
     }
-    let mut hdrs =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADER_LINES_CAP];
-    let mut res = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut res, buf, &mut hdrs)
-    {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err("too many header lines"),
-        Err(_) => return Err("malformed response head"),
+    let head = match lex::response(buf, &mut out.headers) {
+        Ok(Lexed::Complete(head)) => head,
+        Ok(Lexed::Partial) => return Ok(Parsed::Partial),
+        Err(LexError::TooMany) => return Err("too many header lines"),
+        Err(LexError::Malformed) => return Err("malformed response head"),
     };
-    let status = res.code.ok_or("no status")?;
+    let status = head.line.code;
     if !(100..=999).contains(&status) {
         return Err("invalid status code");
     }
-    out.head_len = head_len;
+    out.head_len = head.len;
     out.status = status;
-    out.minor = res.version.unwrap_or(1);
-    out.reason_r = reason_range(&buf[..head_len]);
-    out.headers.clear();
-    out.headers.reserve(16);
+    out.minor = head.line.minor;
+    out.reason_r = head.line.reason;
     out.conn_listed.clear();
     let mut cl: Option<u64> = None;
     let mut te_codings = 0usize;
@@ -701,11 +556,11 @@ pub fn parse_response(
     // each header as its H1 parser keeps it.
     let mut htx = 20 + b"HTTP/1.1".len() as u64 + 3 + out.reason_r.len() as u64 + 1;
     let mut first_cl_htx = 0u64;
-    // Control bytes in values: refused by httparse already (see `parse_request`).
-    for h in res.headers.iter() {
-        let v = h.value;
-        let name = h.name.as_bytes();
-        let known = Known::of(name);
+    // Control bytes in values: refused by the lexer already (see `parse_request`).
+    for f in &out.headers {
+        let v = &buf[f.value()];
+        let name = f.name();
+        let known = f.known;
         lines += counts_as_line(known, v) as usize;
         if lines > out.max_lines.0 {
             return Err("too many header lines");
@@ -735,8 +590,6 @@ pub fn parse_response(
             }
             _ => htx += (name.len() + trim_ows(v).len()) as u64,
         }
-        out.headers
-            .push(Field::new(offset(buf, name), offset(buf, v), known));
     }
     if !chunked {
         htx += first_cl_htx;
@@ -779,6 +632,28 @@ pub fn push_lower(out: &mut Vec<u8>, name: &[u8]) {
     let at = out.len();
     out.extend_from_slice(name);
     out[at..].make_ascii_lowercase();
+}
+
+/// Appends the header line `f` of the head in `src` as it is forwarded: `name: value` CRLF, the
+/// name lower-cased. Returns where the name starts in `out`. A line already in that shape in
+/// `src` (one space after the colon, none before CRLF: nearly every line) is copied whole.
+pub fn push_field(out: &mut Vec<u8>, src: &[u8], f: &Field) -> usize {
+    let (name, value) = (f.name(), f.value());
+    let at = out.len();
+    let line = name.start..value.end + 2;
+    if value.start == name.end + 2
+        && src.get(name.end..value.start) == Some(b": ")
+        && src.get(value.end..line.end) == Some(b"\r\n")
+    {
+        out.extend_from_slice(&src[line]);
+    } else {
+        out.extend_from_slice(&src[name.clone()]);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&src[value]);
+        out.extend_from_slice(b"\r\n");
+    }
+    out[at..at + name.len()].make_ascii_lowercase();
+    at
 }
 
 /// Streaming validator of a chunked body. Bytes are copied to `out` either verbatim
@@ -1048,7 +923,7 @@ mod tests {
         }
     }
 
-    /// httparse refuses every control byte but HTAB in a header value (and DEL), in requests
+    /// The lexer refuses every control byte but HTAB in a header value (and DEL), in requests
     /// and responses; `parse_request` and `parse_response` rely on it instead of checking again.
     #[test]
     fn control_bytes_in_values_are_refused() {
@@ -1207,6 +1082,31 @@ mod tests {
         assert!(parse_response(res(101).as_bytes(), Method::Get, &mut r).is_err());
         // Far more lines than the parser has slots: still a clean refusal.
         assert!(req(&head(2000, "")).is_err());
+    }
+
+    /// A forwarded line is `name: value` CRLF with the name lower-cased, however the received
+    /// line spaced it or ended.
+    #[test]
+    fn fields_are_forwarded_lower_cased_and_respaced() {
+        for (line, want) in [
+            ("X-A: b c\r\n", "x-a: b c\r\n"),
+            ("X-A:b\r\n", "x-a: b\r\n"),
+            ("X-A:  b \t\r\n", "x-a: b\r\n"),
+            ("X-A: \r\n", "x-a: \r\n"),
+            ("X-A:\r\n", "x-a: \r\n"),
+            ("X-A:\tb\r\n", "x-a: b\r\n"),
+            ("X-A: b\n", "x-a: b\r\n"),
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\n{line}\r\n");
+            let mut r = ResponseHead::default();
+            assert!(matches!(
+                parse_response(raw.as_bytes(), Method::Get, &mut r),
+                Ok(Parsed::Complete)
+            ));
+            let mut out = b"x".to_vec();
+            assert_eq!(push_field(&mut out, raw.as_bytes(), &r.headers[0]), 1);
+            assert_eq!(String::from_utf8_lossy(&out[1..]), want, "{line:?}");
+        }
     }
 
     #[test]

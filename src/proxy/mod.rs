@@ -25,6 +25,7 @@ pub mod error_pages;
 pub mod exchange;
 pub mod forwarded;
 pub mod h1;
+pub mod h1_lex;
 pub mod h2;
 pub mod handshake;
 pub mod idle;

@@ -106,10 +106,7 @@ impl Conn {
                     continue;
                 }
             }
-            h1::push_lower(out, name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            h1::push_field(out, src, f);
         }
         // HAProxy order: the frontend's `set-header` rules run before the backend adds
         // X-Forwarded-For.

@@ -275,15 +275,10 @@ pub(super) fn write_client_head(
                 continue;
             }
         }
-        let at = out.len();
-        h1::push_lower(out, name);
+        let at = h1::push_field(out, src, f);
         if h.insert_cookie {
-            let end = out.len();
-            cacheable.header(&out[at..end], value);
+            cacheable.header(&out[at..at + name.len()], value);
         }
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
     }
     if h.insert_cookie {
         if let Some(sc) = &h.srv.set_cookie {
