@@ -1,11 +1,11 @@
 //! HTTP/1.x message heads and body framing, strict enough that nothing ambiguous is forwarded.
 //!
-//! Heads are lexed by `h1_lex` (the syntax, as `httparse` accepts it) and then checked against
-//! the rules request smuggling relies on being loose (RFC 9112): bare LF, control bytes in values, Content-Length together
-//! with Transfer-Encoding, differing Content-Lengths, transfer codings other than a lone
-//! `chunked`, duplicate Host. A rejected request is answered 400 and the connection closed.
-//! Heads are kept as byte ranges into the connection buffer so nothing is copied until the
-//! upstream head is written.
+//! Heads are lexed by `h1_lex` (the syntax, as `httparse` reads it) and then checked against
+//! the rules request smuggling relies on being loose (RFC 9112): bare LF, control bytes in
+//! values, Content-Length together with Transfer-Encoding, differing Content-Lengths, transfer
+//! codings other than a lone `chunked`, duplicate Host. A rejected request is answered 400 and
+//! the connection closed. Heads are kept as byte ranges into the connection buffer so nothing is
+//! copied until the upstream head is written.
 
 use std::ops::Range;
 
