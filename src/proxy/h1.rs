@@ -17,7 +17,7 @@ use lex::{LexError, Lexed};
 /// of them taken by the end of the head, so its 101st header line gets 400 (request) or 502
 /// (response). Measured against HAProxy 2.6.12: 100 lines pass, 101 do not.
 pub const DEFAULT_MAX_HEADER_LINES: usize = 100;
-/// Largest `global.max_header_lines` accepted: the header slots are parsed on the stack.
+/// Largest `global.max_header_lines` accepted: the lexer indexes no more lines of a head.
 pub const MAX_HEADER_LINES_CAP: usize = lex::MAX_FIELDS;
 
 /// How many header lines a head may carry (`global.max_header_lines`). Like HAProxy, a

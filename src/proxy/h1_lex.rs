@@ -171,7 +171,7 @@ pub struct Head<L> {
 
 /// Lexes a request head at the start of `buf`; its header lines replace `fields`' contents.
 pub fn request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<RequestLine>>, LexError> {
-    fields.clear();
+    start(fields);
     let r = (|| {
         let mut c = Cursor {
             buf,
@@ -199,7 +199,7 @@ pub fn request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<Request
 
 /// Lexes a response head at the start of `buf`; its header lines replace `fields`' contents.
 pub fn response(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<StatusLine>>, LexError> {
-    fields.clear();
+    start(fields);
     let r = (|| {
         let mut c = Cursor {
             buf,
@@ -240,6 +240,13 @@ pub fn response(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<Status
         })
     })();
     settle(r, fields)
+}
+
+/// Empties the index, with room for a usual head's lines in one allocation (the index of an idle
+/// connection is freed, see `RequestHead::release`).
+fn start(fields: &mut Vec<Field>) {
+    fields.clear();
+    fields.reserve(16);
 }
 
 fn settle<T>(r: Result<T, Stop>, fields: &mut Vec<Field>) -> Result<Lexed<T>, LexError> {
