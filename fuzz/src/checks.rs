@@ -36,29 +36,39 @@ fn same_fields(data: &[u8], ours: &[h1::Field], theirs: &[httparse::Header<'_>])
     }
 }
 
-/// `h1_lex` reads a request head as httparse 1.10 does: the same answer (complete, partial,
-/// too many lines, malformed), and for a complete head the same start line, the same header
-/// lines at the same offsets, and the same length.
+/// The lexer and httparse give the same answer: complete (then `complete` compares the two
+/// heads, given ours and httparse's length), partial, too many lines, or malformed.
+fn same_answer<L: std::fmt::Debug>(
+    fields: &[h1::Field],
+    ours: Result<Lexed<lex::Head<L>>, LexError>,
+    theirs: httparse::Result<usize>,
+    complete: impl FnOnce(lex::Head<L>, usize),
+) {
+    match (ours, theirs) {
+        (Ok(Lexed::Partial), Ok(httparse::Status::Partial)) => assert!(fields.is_empty()),
+        (Err(LexError::TooMany), Err(httparse::Error::TooManyHeaders)) => {}
+        (Err(LexError::Malformed), Err(e)) if e != httparse::Error::TooManyHeaders => {}
+        (Ok(Lexed::Complete(h)), Ok(httparse::Status::Complete(n))) => complete(h, n),
+        (o, t) => panic!("h1_lex says {o:?}, httparse {t:?}"),
+    }
+}
+
+/// `h1_lex` reads a request head as httparse 1.10 does: the same answer, and for a complete
+/// head the same start line, the same header lines at the same offsets, and the same length.
 pub fn check_request_lexer(data: &[u8]) {
     let mut fields = Vec::new();
     let ours = lex::request(data, &mut fields);
     let mut slots = vec![httparse::EMPTY_HEADER; lex::MAX_FIELDS];
     let mut req = httparse::Request::new(&mut slots);
     let theirs = req.parse(data);
-    match (ours, theirs) {
-        (Ok(Lexed::Partial), Ok(httparse::Status::Partial)) => assert!(fields.is_empty()),
-        (Err(LexError::TooMany), Err(httparse::Error::TooManyHeaders)) => {}
-        (Err(LexError::Malformed), Err(e)) if e != httparse::Error::TooManyHeaders => {}
-        (Ok(Lexed::Complete(h)), Ok(httparse::Status::Complete(n))) => {
-            assert_eq!(h.len, n);
-            assert_eq!(h.line.method, at(data, req.method.unwrap().as_bytes()));
-            assert_eq!(h.line.target, at(data, req.path.unwrap().as_bytes()));
-            assert_eq!(Some(h.line.minor), req.version);
-            assert_eq!(h.bare_lf, reference_bare_lf(&data[..n]));
-            same_fields(data, &fields, req.headers);
-        }
-        (o, t) => panic!("h1_lex says {o:?}, httparse {t:?}"),
-    }
+    same_answer(&fields, ours, theirs, |h, n| {
+        assert_eq!(h.len, n);
+        assert_eq!(h.line.method, at(data, req.method.unwrap().as_bytes()));
+        assert_eq!(h.line.target, at(data, req.path.unwrap().as_bytes()));
+        assert_eq!(Some(h.line.minor), req.version);
+        assert_eq!(h.bare_lf, reference_bare_lf(&data[..n]));
+        same_fields(data, &fields, req.headers);
+    });
 }
 
 /// As [`check_request_lexer`], for a response head.
@@ -68,24 +78,18 @@ pub fn check_response_lexer(data: &[u8]) {
     let mut slots = vec![httparse::EMPTY_HEADER; lex::MAX_FIELDS];
     let mut res = httparse::Response::new(&mut slots);
     let theirs = res.parse(data);
-    match (ours, theirs) {
-        (Ok(Lexed::Partial), Ok(httparse::Status::Partial)) => assert!(fields.is_empty()),
-        (Err(LexError::TooMany), Err(httparse::Error::TooManyHeaders)) => {}
-        (Err(LexError::Malformed), Err(e)) if e != httparse::Error::TooManyHeaders => {}
-        (Ok(Lexed::Complete(h)), Ok(httparse::Status::Complete(n))) => {
-            assert_eq!(h.len, n);
-            assert_eq!(Some(h.line.minor), res.version);
-            assert_eq!(Some(h.line.code), res.code);
-            // httparse hands back "" for a reason with obs-text; ours keeps its bytes.
-            let reason = res.reason.unwrap();
-            if !reason.is_empty() {
-                assert_eq!(h.line.reason, at(data, reason.as_bytes()));
-            }
-            assert_eq!(h.bare_lf, reference_bare_lf(&data[..n]));
-            same_fields(data, &fields, res.headers);
+    same_answer(&fields, ours, theirs, |h, n| {
+        assert_eq!(h.len, n);
+        assert_eq!(Some(h.line.minor), res.version);
+        assert_eq!(Some(h.line.code), res.code);
+        // httparse hands back "" for a reason with obs-text; ours keeps its bytes.
+        let reason = res.reason.unwrap();
+        if !reason.is_empty() {
+            assert_eq!(h.line.reason, at(data, reason.as_bytes()));
         }
-        (o, t) => panic!("h1_lex says {o:?}, httparse {t:?}"),
-    }
+        assert_eq!(h.bare_lf, reference_bare_lf(&data[..n]));
+        same_fields(data, &fields, res.headers);
+    });
 }
 
 /// Request head parser: no panic; on success every range lies inside the head; parsing the

@@ -10,8 +10,8 @@
 use std::ops::Range;
 
 pub use super::h1_lex as lex;
+use lex::{is_tchar, LexError, Lexed};
 pub use lex::{Field, Known};
-use lex::{LexError, Lexed};
 
 /// Header lines accepted in one head by default: HAProxy's `tune.http.maxhdr` is 101 slots, one
 /// of them taken by the end of the head, so its 101st header line gets 400 (request) or 502
@@ -693,28 +693,6 @@ enum ChunkState {
     TrailerLf,
     FinalLf,
     Done,
-}
-
-/// RFC 9110 5.6.2 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
 }
 
 /// Longest chunk-size line or trailer line accepted.

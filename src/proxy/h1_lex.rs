@@ -173,26 +173,18 @@ pub struct Head<L> {
 pub fn request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<RequestLine>>, LexError> {
     start(fields);
     let r = (|| {
-        let mut c = Cursor {
-            buf,
-            at: 0,
-            bare_lf: false,
-        };
+        let mut c = Cursor::new(buf);
         c.skip_empty_lines()?;
         let method = c.method()?;
         let target = c.target()?;
         let minor = c.version()?;
         c.line_end()?;
         c.fields(fields)?;
-        Ok(Head {
-            line: RequestLine {
-                method,
-                target,
-                minor,
-            },
-            len: c.at,
-            bare_lf: c.bare_lf,
-        })
+        Ok(c.head(RequestLine {
+            method,
+            target,
+            minor,
+        }))
     })();
     settle(r, fields)
 }
@@ -201,11 +193,7 @@ pub fn request(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<Request
 pub fn response(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<StatusLine>>, LexError> {
     start(fields);
     let r = (|| {
-        let mut c = Cursor {
-            buf,
-            at: 0,
-            bare_lf: false,
-        };
+        let mut c = Cursor::new(buf);
         c.skip_empty_lines()?;
         let minor = c.version()?;
         c.expect(b' ')?;
@@ -229,15 +217,11 @@ pub fn response(buf: &[u8], fields: &mut Vec<Field>) -> Result<Lexed<Head<Status
             _ => return Err(Stop::Malformed),
         };
         c.fields(fields)?;
-        Ok(Head {
-            line: StatusLine {
-                minor,
-                code,
-                reason,
-            },
-            len: c.at,
-            bare_lf: c.bare_lf,
-        })
+        Ok(c.head(StatusLine {
+            minor,
+            code,
+            reason,
+        }))
     })();
     settle(r, fields)
 }
@@ -274,7 +258,24 @@ struct Cursor<'a> {
     bare_lf: bool,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Cursor {
+            buf,
+            at: 0,
+            bare_lf: false,
+        }
+    }
+
+    /// The head lexed so far, ending here.
+    fn head<L>(&self, line: L) -> Head<L> {
+        Head {
+            line,
+            len: self.at,
+            bare_lf: self.bare_lf,
+        }
+    }
+
     fn next(&mut self) -> Result<u8, Stop> {
         let b = *self.buf.get(self.at).ok_or(Stop::Partial)?;
         self.at += 1;
@@ -476,29 +477,33 @@ fn uri_end(buf: &[u8], mut at: usize) -> usize {
 }
 
 /// RFC 9110 5.6.2 token characters.
+pub const fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// [`is_tchar`] as a table: the lexer looks each name byte up.
 static TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        t[i] = is_tchar(i as u8);
         i += 1;
     }
     t
