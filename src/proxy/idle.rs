@@ -20,7 +20,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::clock::Tick;
 use super::session::ClientIo;
@@ -56,7 +55,7 @@ const REAP_GRAIN: Duration = Duration::from_millis(10);
 /// One sleeping idle wait.
 struct Idle {
     waker: Waker,
-    deadline: Instant,
+    deadline: Tick,
     /// The reaper found the deadline passed and woke the wait.
     expired: bool,
     /// A keep-alive wait (not a first request's): the graceful stop ends it.
@@ -70,7 +69,7 @@ struct Wakers {
     free: Vec<u32>,
     /// When the reaper will sweep next; `None` while it is not running or parked (nothing
     /// listed). An insert with an earlier deadline, or into a parked list, wakes it.
-    next_sweep: Option<Instant>,
+    next_sweep: Option<Tick>,
     /// A reaper task exists for this list (it clears this when it ends).
     reaping: bool,
 }
@@ -98,8 +97,8 @@ impl Wakers {
     }
 
     /// Wakes the waits whose deadline has passed; returns the earliest deadline still ahead.
-    fn sweep(&mut self, now: Instant) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
+    fn sweep(&mut self, now: Tick) -> Option<Tick> {
+        let mut next: Option<Tick> = None;
         for w in self.slots.iter_mut().flatten() {
             if w.expired {
                 continue;
@@ -133,17 +132,17 @@ async fn reap(stop: Arc<StopInner>, i: usize) {
     loop {
         // Created before the sweep: an insert after it still wakes this one.
         let poked = list.reaper.notified();
-        let now = Instant::now();
+        let now = Tick::now();
         let next = {
             let mut l = list.waits.lock().unwrap_or_else(|p| p.into_inner());
-            let next = l.sweep(now).map(|d| d.max(now + REAP_GRAIN));
+            let next = l.sweep(now).map(|d| d.max(now.after(REAP_GRAIN)));
             l.next_sweep = next;
             next
         };
         match next {
             Some(at) => {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
+                    _ = tokio::time::sleep_until(at.instant()) => {}
                     _ = poked => {}
                 }
             }
@@ -332,7 +331,7 @@ impl<'a> Listing<'a> {
     /// found the deadline passed. A slot a stop emptied is listed again. Only `unlist` (or the
     /// drop) frees the slot.
     fn keep(&mut self, waker: &Waker) -> bool {
-        let deadline = self.deadline.instant();
+        let deadline = self.deadline;
         let poke = {
             let mut l = self.stop.idle(self.list);
             match l.slots.get_mut(self.slot as usize) {
@@ -471,6 +470,7 @@ impl<F: Future> Future for Deadline<'_, F> {
 mod tests {
     use super::*;
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::Instant;
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
