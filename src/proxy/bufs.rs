@@ -2,6 +2,12 @@
 //! spare sets while a request is in progress and given back while the connection is idle, so an
 //! idle keep-alive connection holds no buffer (HAProxy likewise) and a busy one does not pay
 //! malloc/free of its buffers per request.
+//!
+//! A request also gives its set back while it waits for its server's answer (`park`), keeping
+//! only its upstream head and request line (`Kept`), and takes the pool's top set when the
+//! answer arrives (`unpark`). With many requests in flight each set is thus reused within
+//! microseconds and stays in the cache, instead of one set per request going cold over a
+//! round trip (benches/README.md, ninth pass).
 
 use std::net::IpAddr;
 
@@ -103,26 +109,106 @@ impl Bufs {
 /// (benches/README.md: 19 % of the CPU at 500 connections went to page faults and madvise).
 const SPARE_MAX: usize = 64;
 
-thread_local! {
-    /// Buffer sets of connections that are between requests, reused by the next request on
-    /// this thread (LIFO, so usually the same set). An idle keep-alive connection holds no
-    /// buffer at all (HAProxy likewise), and a busy one does not pay malloc/free of ~10 KiB of
-    /// buffers per request.
+/// A thread's spare buffers (one thread-local, so each take or give-back reaches it once).
+struct Pool {
+    /// Buffer sets no request holds, reused by the next request on this thread (LIFO, so the
+    /// one most recently given back, still in the cache). An idle keep-alive connection holds
+    /// no buffer at all (HAProxy likewise), and a busy one does not pay malloc/free of ~10 KiB
+    /// of buffers per request.
     // Boxed: a connection holds its set as one pointer, moved in and out without copying.
     #[allow(clippy::vec_box)]
-    static SPARE: std::cell::RefCell<Vec<Box<Bufs>>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Sets this thread's connections hold now (taken from `SPARE` or allocated).
-    static IN_USE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    sets: Vec<Box<Bufs>>,
+    /// Head buffers parked requests gave back (`head_out` when the request ended, `reqline`
+    /// given up by the set it resumed in): a set parked away from its own takes one of each
+    /// here, so every set stays whole and no request allocates its head buffers.
+    outs: Vec<Vec<u8>>,
+    lines: Vec<Vec<u8>>,
+    /// Sets this thread's requests hold now (taken from `sets` or allocated).
+    in_use: usize,
 }
 
-/// How many spare sets the thread may keep while `in_use` sets are held.
-fn spare_cap(in_use: usize) -> usize {
-    SPARE_MAX + in_use
+impl Pool {
+    /// How many spare sets (and head buffers) the thread may keep while `in_use` sets are held.
+    fn cap(&self) -> usize {
+        SPARE_MAX + self.in_use
+    }
+
+    /// A spare set (or a new one), counted in use.
+    fn take(&mut self) -> Box<Bufs> {
+        self.in_use += 1;
+        self.sets.pop().unwrap_or_else(Bufs::empty)
+    }
+
+    /// Takes back a set already reset.
+    fn give(&mut self, b: Box<Bufs>) {
+        self.in_use = self.in_use.saturating_sub(1);
+        let cap = self.cap();
+        if self.sets.len() < cap {
+            self.sets.push(b);
+        }
+        // The cap falls by one per give-back: the pool follows the load back down.
+        self.sets.truncate(cap);
+        self.outs.truncate(cap);
+        self.lines.truncate(cap);
+    }
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<Pool> = const {
+        std::cell::RefCell::new(Pool {
+            sets: Vec::new(),
+            outs: Vec::new(),
+            lines: Vec::new(),
+            in_use: 0,
+        })
+    };
+}
+
+/// Runs `f` on this thread's pool; `None` once the thread is being torn down.
+fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> Option<R> {
+    POOL.try_with(|p| f(&mut p.borrow_mut())).ok()
+}
+
+/// What a request keeps of its set while the set is parked ([`ConnBufs::park`]): its upstream
+/// head (written again if a reused server connection dies before answering: [`Kept::replay`])
+/// and its request line (for the log line, back in the set at [`ConnBufs::unpark`]). The head
+/// goes back to the thread's spare head buffers when the request is done with it (dropped).
+#[derive(Default)]
+pub(super) struct Kept {
+    head_out: Vec<u8>,
+    reqline: Vec<u8>,
+    method_len: usize,
+    parked: bool,
+}
+
+impl Kept {
+    /// Puts the request's upstream head back into `b` to be written again (the set's own
+    /// head buffer takes its place here).
+    pub(super) fn replay(&mut self, b: &mut Bufs) {
+        if self.head_out.capacity() > 0 {
+            std::mem::swap(&mut self.head_out, &mut b.head_out);
+            self.head_out.clear();
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if self.head_out.capacity() > 0 {
+            let mut out = std::mem::take(&mut self.head_out);
+            out.clear();
+            with_pool(|p| {
+                if p.outs.len() < p.cap() {
+                    p.outs.push(out);
+                }
+            });
+        }
+    }
 }
 
 /// A connection's buffers: `Some` while a request is in progress, `None` (a spare set went back
-/// to the thread's pool) while the connection waits for the next request. Dropping it gives the
-/// set back too, whatever ends the connection.
+/// to the thread's pool) while the connection waits for the next request or its server's
+/// answer. Dropping it gives the set back too, whatever ends the connection.
 #[derive(Default)]
 pub(super) struct ConnBufs {
     bufs: Option<Box<Bufs>>,
@@ -131,14 +217,8 @@ pub(super) struct ConnBufs {
 impl ConnBufs {
     /// The buffers, taken from the thread's spare sets (or allocated) if the connection had none.
     pub(super) fn get(&mut self) -> &mut Bufs {
-        self.bufs.get_or_insert_with(|| {
-            let _ = IN_USE.try_with(|n| n.set(n.get() + 1));
-            SPARE
-                .try_with(|s| s.borrow_mut().pop())
-                .ok()
-                .flatten()
-                .unwrap_or_else(Bufs::empty)
-        })
+        self.bufs
+            .get_or_insert_with(|| with_pool(Pool::take).unwrap_or_else(Bufs::empty))
     }
 
     /// Bytes of the next request already buffered (pipelined)?
@@ -150,25 +230,54 @@ impl ConnBufs {
     /// pending input.
     pub(super) fn release(&mut self) {
         if let Some(mut b) = self.bufs.take() {
-            let in_use = IN_USE
-                .try_with(|n| {
-                    n.set(n.get().saturating_sub(1));
-                    n.get()
-                })
-                .unwrap_or(0);
-            let cap = spare_cap(in_use);
             b.reset();
-            let _ = SPARE.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < cap {
-                    s.push(b);
-                }
-                // The cap falls by one per release: the pool follows the load back down.
-                while s.len() > cap {
-                    s.pop();
-                }
-            });
+            with_pool(|p| p.give(b));
         }
+    }
+
+    /// Gives the set back while the request waits for its server, keeping the request's
+    /// upstream head and request line in `kept` (the set gets a spare pair in their place).
+    /// Only called with no pending input and no body to upload: nothing else of the set
+    /// outlives the wait.
+    pub(super) fn park(&mut self, kept: &mut Kept) {
+        let Some(mut b) = self.bufs.take() else {
+            return;
+        };
+        with_pool(|p| {
+            let out = p.outs.pop().unwrap_or_default();
+            let line = p.lines.pop().unwrap_or_default();
+            kept.head_out = std::mem::replace(&mut b.head_out, out);
+            kept.reqline = std::mem::replace(&mut b.reqline, line);
+            kept.method_len = b.method_len;
+            kept.parked = true;
+            b.reset();
+            p.give(b);
+        });
+    }
+
+    /// The buffers again after [`ConnBufs::park`] (the thread's most recently freed set, still
+    /// in the cache), with the request line back in place (the set's own goes to the spare
+    /// head buffers). The upstream head stays in `kept` ([`Kept::replay`]): the set's own head
+    /// buffer, in the cache, takes the response head. Without a park, [`ConnBufs::get`].
+    pub(super) fn unpark(&mut self, kept: &mut Kept) -> &mut Bufs {
+        if !std::mem::take(&mut kept.parked) {
+            return self.get();
+        }
+        let b = with_pool(|p| {
+            let mut b = p.take();
+            let line = std::mem::replace(&mut b.reqline, std::mem::take(&mut kept.reqline));
+            if p.lines.len() < p.cap() {
+                p.lines.push(line);
+            }
+            b
+        });
+        let b = self.bufs.insert(b.unwrap_or_else(|| {
+            let mut b = Bufs::empty();
+            b.reqline = std::mem::take(&mut kept.reqline);
+            b
+        }));
+        b.method_len = kept.method_len;
+        b
     }
 }
 
@@ -184,7 +293,7 @@ mod tests {
     use bytes::Buf;
 
     fn spare() -> usize {
-        SPARE.with(|s| s.borrow().len())
+        POOL.with(|p| p.borrow().sets.len())
     }
 
     /// A read buffer's consumed front comes back at each reset, in place: its capacity does
@@ -203,6 +312,62 @@ mod tests {
         }
     }
 
+    /// A parked request holds no set: its set is back in the pool, counted free, with spare
+    /// head buffers in place of the request's. Unparked, the request gets the pool's top set
+    /// with its request line back; its upstream head comes back only for a replay. Every head
+    /// buffer returns to the pool's spares, so none is allocated per request.
+    #[test]
+    fn a_parked_request_holds_no_set_and_resumes_in_the_pool_top() {
+        let in_use = || POOL.with(|p| p.borrow().in_use);
+        let spares = || POOL.with(|p| (p.borrow().outs.len(), p.borrow().lines.len()));
+        let (mut one, mut other) = (ConnBufs::default(), ConnBufs::default());
+        let b = one.get();
+        b.head_out.extend_from_slice(b"GET /a HTTP/1.1\r\n\r\n");
+        b.reqline.extend_from_slice(b"GET/a");
+        b.method_len = 3;
+        let set = &*b as *const Bufs;
+        let mut kept = Kept::default();
+        one.park(&mut kept);
+        assert!(one.bufs.is_none());
+        assert_eq!(in_use(), 0);
+        // Another request takes the parked request's set, clean, and gives it back.
+        let b = other.get();
+        assert_eq!(&*b as *const Bufs, set);
+        assert!(b.head_out.is_empty() && b.reqline.is_empty() && b.client.is_empty());
+        b.head_out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        b.reqline.extend_from_slice(b"GET/b");
+        let own_out = b.head_out.as_ptr();
+        other.release();
+        let b = one.unpark(&mut kept);
+        assert_eq!(&*b as *const Bufs, set, "the pool's top set");
+        assert_eq!(&b.reqline[..b.method_len], b"GET");
+        assert_eq!(&b.reqline[b.method_len..], b"/a");
+        assert_eq!(b.head_out.as_ptr(), own_out, "the set's own head buffer");
+        assert!(b.head_out.is_empty());
+        assert_eq!(in_use(), 1);
+        assert_eq!(spares(), (0, 1), "the set's own request line is a spare");
+        // A replay puts the request's upstream head back.
+        kept.replay(b);
+        assert_eq!(b.head_out, b"GET /a HTTP/1.1\r\n\r\n");
+        drop(kept);
+        assert_eq!(
+            spares(),
+            (1, 1),
+            "the head buffer a request is done with is a spare"
+        );
+        // The next park puts those spares into the set it gives back: no allocation.
+        let mut kept2 = Kept::default();
+        other.get();
+        other.park(&mut kept2);
+        assert_eq!(spares(), (0, 0));
+        // A request that never parked: unpark is get.
+        let mut none = Kept::default();
+        let p = &*one.unpark(&mut none) as *const Bufs;
+        assert_eq!(p, &*one.get() as *const Bufs);
+        drop((one, other));
+        assert_eq!(in_use(), 0);
+    }
+
     /// Under load the pool keeps as many sets as were in use at once (no free and re-allocate
     /// per request); when the load ends it shrinks back to SPARE_MAX.
     #[test]
@@ -212,7 +377,7 @@ mod tests {
         conns.iter_mut().for_each(|c| {
             c.get();
         });
-        assert_eq!(IN_USE.with(|u| u.get()), n);
+        assert_eq!(POOL.with(|p| p.borrow().in_use), n);
         // Half of them go idle and come back, as under a closed-loop load: every set is kept.
         for c in conns.iter_mut().take(n / 2) {
             c.release();
@@ -226,7 +391,7 @@ mod tests {
         for c in conns.iter_mut() {
             c.release();
         }
-        assert_eq!(IN_USE.with(|u| u.get()), 0);
+        assert_eq!(POOL.with(|p| p.borrow().in_use), 0);
         assert!(spare() <= SPARE_MAX, "{} spare sets kept at rest", spare());
         drop(conns);
         assert!(spare() <= SPARE_MAX);

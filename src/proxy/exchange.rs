@@ -12,13 +12,15 @@ use std::time::Duration;
 use bytes::Buf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::bufs::Kept;
 use super::clock::Tick;
 use super::cookie;
 use super::error_pages::ProxyError;
 use super::h1::{ChunkedDecoder, Framing, Known, Method};
+use super::idle::deadline;
 use super::request::{upload_body, UploadErr};
 use super::response::{read_final_head, relay_body, write_client_head, ClientHead, HeadErr};
-use super::session::{within, Bufs, ClientIo, Conn};
+use super::session::{within, Bufs, ClientIo, Conn, ConnBufs};
 use super::tunnel::tunnel;
 use super::upstream;
 use crate::runtime::{unix_ms, ListenRt, ServerRt};
@@ -141,9 +143,10 @@ impl Conn {
         &mut self,
         stream: &mut S,
         listen: &Arc<ListenRt>,
-        b: &mut Bufs,
+        cb: &mut ConnBufs,
         max_head: usize,
     ) -> (Outcome, u8) {
+        let b = cb.get();
         // ACME HTTP-01 validation of a token this cluster holds: answered before anything else.
         if let Some(key_auth) = super::acme_http01::lookup(b, &self.rt.challenges) {
             let t = listen.settings.timeout_client;
@@ -308,7 +311,7 @@ impl Conn {
                 .fetch_add(1, Ordering::Relaxed);
             let reused = conn.reused;
             let result = self
-                .relay(stream, listen, &srv, conn, b, info, ck_now)
+                .relay(stream, listen, &srv, conn, cb, info, ck_now)
                 .await;
             drop(srv_session);
             drop(be_session);
@@ -355,7 +358,7 @@ impl Conn {
         listen: &ListenRt,
         srv: &Arc<ServerRt>,
         conn: upstream::Connected,
-        b: &mut Bufs,
+        cb: &mut ConnBufs,
         info: ReqInfo,
         ck: ClientCookie,
     ) -> Result<Outcome, RelayErr> {
@@ -383,38 +386,54 @@ impl Conn {
             info.framing
         };
         let sent_at = Tick::now();
+        let b = cb.get();
         b.upstream.clear();
 
         // Phase 1: head out, body up, response head back (concurrently, for 100-continue and
         // servers that answer before reading the whole body).
-        let phase1 = {
+        if within(s.timeout_server, up.write_all(&b.head_out))
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true)
+        {
+            if replayable {
+                return Err(RelayErr::RetryFresh);
+            }
+            // The server reset the connection while we were sending the request.
+            srv.live.counters.eresp.fetch_add(1, Ordering::Relaxed);
+            listen.shared.backend.eresp.fetch_add(1, Ordering::Relaxed);
+            let e = ProxyError::BadGateway;
+            send_error(client, s.timeout_client, e, false).await;
+            o.answered(e, *b"SH");
+            o.keep_client = false;
+            return Err(RelayErr::Done(o));
+        }
+        // Nothing to upload and nothing pipelined behind the request: the set goes back to the
+        // thread's pool for the round trip (other requests reuse it while it is in the cache)
+        // and the pool's top set takes the answer (`bufs`: only the upstream head, for a
+        // replay, and the request line, for the log, stay with the request in `kept`).
+        let mut kept = Kept::default();
+        let mut timed_out = false;
+        if upload_framing == Framing::None && b.client.is_empty() {
+            cb.park(&mut kept);
+            let at = Tick::now().after(s.timeout_server);
+            let ready = std::future::poll_fn(|cx| up.poll_read_ready(cx));
+            // Readiness or an error: the read below takes it (an error or EOF it reports).
+            timed_out = deadline(&self.shutdown, at, ready).await.is_err();
+        }
+        let b = cb.unpark(&mut kept);
+        let phase1 = if timed_out {
+            (Err(HeadErr::Timeout), Some(Ok(0)))
+        } else {
             let Bufs {
                 client: cbuf,
                 upstream: ubuf,
-                head_out,
                 scratch,
                 res,
                 ..
             } = b;
             let (mut crd, mut cwr) = client.split_io();
             let (mut urd, mut uwr) = up.split();
-            if within(s.timeout_server, uwr.write_all(head_out))
-                .await
-                .map(|r| r.is_err())
-                .unwrap_or(true)
-            {
-                if replayable {
-                    return Err(RelayErr::RetryFresh);
-                }
-                // The server reset the connection while we were sending the request.
-                srv.live.counters.eresp.fetch_add(1, Ordering::Relaxed);
-                listen.shared.backend.eresp.fetch_add(1, Ordering::Relaxed);
-                let e = ProxyError::BadGateway;
-                send_error(&mut cwr, s.timeout_client, e, false).await;
-                o.answered(e, *b"SH");
-                o.keep_client = false;
-                return Err(RelayErr::Done(o));
-            }
             // A body that stalls leaves the server waiting: like HAProxy, the exchange ends with
             // a 504 when the server side has been idle for `timeout server`. Boxed, and only
             // for a body: a request without one (the usual GET) keeps this request's state
@@ -497,7 +516,10 @@ impl Conn {
                 o.keep_client = false;
                 return Err(RelayErr::Done(o));
             }
-            Err(HeadErr::Empty) if replayable => return Err(RelayErr::RetryFresh),
+            Err(HeadErr::Empty) if replayable => {
+                kept.replay(b);
+                return Err(RelayErr::RetryFresh);
+            }
             Err(e) => {
                 srv.live.counters.eresp.fetch_add(1, Ordering::Relaxed);
                 listen.shared.backend.eresp.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,8 @@
 //! connection takes (process `maxconn` permit, `actconn`, frontend session, and in `exchange` the
 //! backend and server sessions) is held by a guard and released when it drops, whatever ends the
 //! connection: a return, an error, a timeout or a panic (the task and its slot:
-//! `conn_task`). Between requests a connection waits in `idle` holding no buffer (`bufs`).
+//! `conn_task`). Between requests a connection waits in `idle` holding no buffer (`bufs`), and
+//! a request without a body waits for its server's answer holding none either (`exchange`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -407,9 +408,17 @@ impl Conn {
         b.reqline
             .extend_from_slice(&b.client[b.req.target_r.clone()]);
 
+        // The set may be another after the exchange (`ConnBufs::park`): what the log needs of
+        // the request is read now, or kept with it (the request line).
+        let minor = if S::HTTP2 {
+            access_log::HTTP2
+        } else {
+            b.req.minor
+        };
         let (mut o, ck) = self
-            .exchange(stream, listen, b, snap.global.max_header_bytes)
+            .exchange(stream, listen, cb, snap.global.max_header_bytes)
             .await;
+        let b = cb.get();
         // With a cookie configured HAProxy logs its server-cookie flag `N` on its own errors
         // too (`SCNN` when no server is available).
         if o.server_cookie == b'-' && listen.cookie.is_some() {
@@ -439,11 +448,6 @@ impl Conn {
             );
             c.time_samples.fetch_add(1, Ordering::Relaxed);
         }
-        let minor = if S::HTTP2 {
-            access_log::HTTP2
-        } else {
-            b.req.minor
-        };
         self.log(
             snap,
             listen,
