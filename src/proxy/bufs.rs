@@ -236,23 +236,20 @@ impl ConnBufs {
     }
 
     /// Gives the set back while the request waits for its server, keeping the request's
-    /// upstream head and request line in `kept` (the set gets a spare pair in their place).
-    /// Only called with no pending input and no body to upload: nothing else of the set
-    /// outlives the wait.
+    /// upstream head and request line in `kept` (the set gets spare head buffers in their
+    /// place). Only called with no pending input and no body to upload: nothing else of the
+    /// set outlives the wait.
     pub(super) fn park(&mut self, kept: &mut Kept) {
         let Some(mut b) = self.bufs.take() else {
             return;
         };
-        with_pool(|p| {
-            let out = p.outs.pop().unwrap_or_default();
-            let line = p.lines.pop().unwrap_or_default();
-            kept.head_out = std::mem::replace(&mut b.head_out, out);
-            kept.reqline = std::mem::replace(&mut b.reqline, line);
-            kept.method_len = b.method_len;
-            kept.parked = true;
-            b.reset();
-            p.give(b);
-        });
+        let (out, line) = with_pool(|p| (p.outs.pop(), p.lines.pop())).unwrap_or_default();
+        kept.head_out = std::mem::replace(&mut b.head_out, out.unwrap_or_default());
+        kept.reqline = std::mem::replace(&mut b.reqline, line.unwrap_or_default());
+        kept.method_len = b.method_len;
+        kept.parked = true;
+        b.reset();
+        with_pool(|p| p.give(b));
     }
 
     /// The buffers again after [`ConnBufs::park`] (the thread's most recently freed set, still
