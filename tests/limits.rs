@@ -46,11 +46,15 @@ async fn max_header_lines_is_configurable_for_requests_and_responses() {
         before
     );
     // A response with five lines passes (Connection: close does not count), six give 502.
+    // Several times: a request may resume on the other worker thread, in another buffer set,
+    // and the limit goes with it.
     let e2 = Proxy::start(&cfg(too_many.addr)).await;
-    assert_eq!(
-        status_of(&raw_exchange(e2.addr, &head_with_lines(1), wait).await),
-        502
-    );
+    for _ in 0..20 {
+        assert_eq!(
+            status_of(&raw_exchange(e2.addr, &head_with_lines(1), wait).await),
+            502
+        );
+    }
     assert_eq!(
         status_of(&raw_exchange(e.addr, &head_with_lines(1), wait).await),
         200

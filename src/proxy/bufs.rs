@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use bytes::BytesMut;
 
 use super::forwarded;
-use super::h1::{RequestHead, ResponseHead};
+use super::h1::{MaxLines, RequestHead, ResponseHead};
 use super::session::FIRST_CHUNK;
 
 /// Per-connection buffers, reused for every request on the connection.
@@ -170,14 +170,17 @@ fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> Option<R> {
 }
 
 /// What a request keeps of its set while the set is parked ([`ConnBufs::park`]): its upstream
-/// head (written again if a reused server connection dies before answering: [`Kept::replay`])
-/// and its request line (for the log line, back in the set at [`ConnBufs::unpark`]). The head
-/// goes back to the thread's spare head buffers when the request is done with it (dropped).
+/// head (written again if a reused server connection dies before answering: [`Kept::replay`]),
+/// its request line (for the log line, back in the set at [`ConnBufs::unpark`]) and its
+/// header-line limit (the set that takes the answer may come from another thread's pool, or be
+/// new, and the response head is held to the limit the request was read under). The head goes back to
+/// the thread's spare head buffers when the request is done with it (dropped).
 #[derive(Default)]
 pub(super) struct Kept {
     head_out: Vec<u8>,
     reqline: Vec<u8>,
     method_len: usize,
+    max_lines: MaxLines,
     parked: bool,
 }
 
@@ -247,14 +250,15 @@ impl ConnBufs {
         kept.head_out = std::mem::replace(&mut b.head_out, out.unwrap_or_default());
         kept.reqline = std::mem::replace(&mut b.reqline, line.unwrap_or_default());
         kept.method_len = b.method_len;
+        kept.max_lines = b.res.max_lines;
         kept.parked = true;
         b.reset();
         with_pool(|p| p.give(b));
     }
 
     /// The buffers again after [`ConnBufs::park`] (the thread's most recently freed set, still
-    /// in the cache), with the request line back in place (the set's own goes to the spare
-    /// head buffers). The upstream head stays in `kept` ([`Kept::replay`]): the set's own head
+    /// in the cache), with the request line and the header-line limit back in place (the set's
+    /// own line goes to the spare head buffers). The upstream head stays in `kept` ([`Kept::replay`]): the set's own head
     /// buffer, in the cache, takes the response head. Without a park, [`ConnBufs::get`].
     pub(super) fn unpark(&mut self, kept: &mut Kept) -> &mut Bufs {
         if !std::mem::take(&mut kept.parked) {
@@ -274,6 +278,8 @@ impl ConnBufs {
             b
         }));
         b.method_len = kept.method_len;
+        b.req.max_lines = kept.max_lines;
+        b.res.max_lines = kept.max_lines;
         b
     }
 }
@@ -363,6 +369,30 @@ mod tests {
         assert_eq!(p, &*one.get() as *const Bufs);
         drop((one, other));
         assert_eq!(in_use(), 0);
+    }
+
+    /// The set that takes the answer holds the response head to the limit the request was read
+    /// under, whichever set it is (CI caught a response with too many lines passing when the
+    /// answer resumed on the other worker thread, in a new set with the default limit).
+    #[test]
+    fn an_unparked_set_keeps_the_request_header_line_limit() {
+        let (mut one, mut other) = (ConnBufs::default(), ConnBufs::default());
+        let b = one.get();
+        b.req.max_lines = MaxLines(5);
+        b.res.max_lines = MaxLines(5);
+        let mut kept = Kept::default();
+        one.park(&mut kept);
+        // Another request holds the parked set, with another limit: the unpark gets another set.
+        let held = other.get();
+        held.res.max_lines = MaxLines(7);
+        let held = &*held as *const Bufs;
+        let b = one.unpark(&mut kept);
+        assert_ne!(&*b as *const Bufs, held);
+        assert_eq!(
+            (b.req.max_lines, b.res.max_lines),
+            (MaxLines(5), MaxLines(5))
+        );
+        drop((one, other));
     }
 
     /// Under load the pool keeps as many sets as were in use at once (no free and re-allocate
