@@ -397,6 +397,53 @@ async fn a_stuck_access_log_never_blocks_requests() {
     );
 }
 
+/// The daemon's proxy workers batch their access-log lines and hand them over when idle: the
+/// file gets every request's line, whole and in order, with no further traffic to push them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_logs_every_request_in_order_without_more_traffic() {
+    let a = Backend::start("app1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let (port, sport) = (free_port(), free_port());
+    let text = config_text(port, sport, &[(&a, 1)], "workers = 2").replace(
+        "access = \"off\"",
+        &format!("access = \"{}\"", log.display()),
+    );
+    let path = write_file(dir.path(), "e.toml", &text);
+    let _d = Daemon::start(&path, None);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    let mut c = Client::connect(addr).await;
+    for i in 0..50 {
+        c.send(&get(&format!("/req-{i}"), "")).await;
+        assert_eq!(c.read(false).await.expect("response").status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= 50 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 50, "{lines:?}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(
+            l.contains(" webapp webapp/app1 ")
+                && l.ends_with(&format!("\"GET /req-{i} HTTP/1.1\"")),
+            "line {i}: {l}"
+        );
+    }
+    let j = stats_json(sport).await;
+    assert_eq!(
+        j["process"]["log_lines_written"].as_u64(),
+        Some(50),
+        "{}",
+        j["process"]
+    );
+}
+
 /// SIGTERM, wait for the exit, and return everything the daemon logged on stderr.
 fn stop_and_read_log(d: &mut Daemon) -> String {
     use std::io::Read;

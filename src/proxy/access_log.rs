@@ -1,11 +1,19 @@
 //! Access logging in HAProxy's `option httplog` format, off the request path.
 //!
-//! A request formats its line into a buffer and hands it to a bounded queue with `try_send`;
-//! a dedicated OS thread drains the queue into the target (stdout/stderr, a file, the local
-//! syslog socket or remote syslog over UDP). The queue is bounded in bytes (`log.queue_bytes`)
-//! and each line is cut at `log.max_line_len` like HAProxy's `log ... len`: when the target is
-//! slow and the queue is full, lines are dropped and counted rather than ever blocking a request
-//! or growing memory.
+//! A request formats its line ([`log`]) into its thread's batch, and a batch goes to a bounded
+//! queue with `try_send`; a dedicated OS thread drains the queue into the target (stdout/stderr,
+//! a file, the local syslog socket or remote syslog over UDP). The queue is bounded in bytes
+//! (`log.queue_bytes`) and each line is cut at `log.max_line_len` like HAProxy's `log ... len`:
+//! when the target is slow and the queue is full, lines are dropped and counted rather than ever
+//! blocking a request or growing memory.
+//!
+//! A proxy worker ([`hold_lines_on_this_thread`]) hands its batch over when it holds
+//! `BATCH_BYTES`, when the worker goes idle (its runtime's park hook calls [`flush_this_thread`])
+//! and at least once a second, so a line waits no longer than the worker's current burst of
+//! work; a few buffers go round between the worker and the writer. Any other thread hands each
+//! line over at once. Batching spares each request an allocation (freed on the writer thread),
+//! a queue slot and three shared counters (benches/README.md, issue 16, tenth pass). A batch
+//! that finds the queue full is dropped whole, its lines counted.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,8 +22,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendE
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Most lines buffered between the request path and the writer thread (the byte bound below is
-/// the one that matters; this caps the channel's slots).
+/// Most batches (or single lines) buffered between the request path and the writer thread
+/// (the byte bound below is the one that matters; this caps the channel's slots).
 const QUEUE_LINES: usize = 65_536;
 /// Default `log.max_line_len`: HAProxy's `log ... len` default, 1024 bytes per message with its
 /// syslog header and final newline.
@@ -87,7 +95,7 @@ pub fn facility_code(name: &str) -> u8 {
 pub struct AccessLog {
     pub target: Target,
     pub facility: String,
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<Lines>>,
     /// Bytes of the lines in the queue (the writer subtracts what it took).
     queued: Arc<AtomicUsize>,
     max_line_len: AtomicUsize,
@@ -107,7 +115,7 @@ impl AccessLog {
         let tx = if target == Target::Off {
             None
         } else {
-            let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
+            let (tx, rx) = sync_channel::<Lines>(QUEUE_LINES);
             let sink = Sink::open(&target, fac)?;
             let q = queued.clone();
             std::thread::Builder::new()
@@ -145,34 +153,53 @@ impl AccessLog {
         self.tx.is_some()
     }
 
-    /// Queues one line (without newline). Never blocks: a line longer than `max_line_len`
-    /// (counting the syslog header and a final newline, as HAProxy's `len` does) is cut and
-    /// counted in `truncated`; a line that would take the queue past `queue_bytes` is dropped
-    /// and counted in `dropped`.
-    pub fn send(&self, mut line: Vec<u8>) {
-        let Some(tx) = &self.tx else { return };
+    /// Queues one line (without newline), at once, on any thread (the request path uses
+    /// [`log`]). Never blocks; cut and counted as [`log`] says.
+    pub fn send(&self, line: Vec<u8>) {
+        let mut batch = Vec::with_capacity(line.len() + 1);
+        let cut = self.push_line(&mut batch, |b| b.extend_from_slice(&line));
+        self.send_batch(batch, 1, cut as u64, None);
+    }
+
+    /// Appends one line, formatted by `f`, and its newline to `batch`, cut to `max_line_len`
+    /// (counting the syslog header and the newline, as HAProxy's `len` does). Whether it was cut.
+    fn push_line(&self, batch: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> bool {
         let keep = self
             .max_line_len
             .load(Ordering::Relaxed)
             .saturating_sub(self.frame_overhead + 1);
-        if line.len() > keep {
-            line.truncate(keep);
-            self.truncated.fetch_add(1, Ordering::Relaxed);
+        let start = batch.len();
+        f(batch);
+        let cut = batch.len() - start > keep;
+        if cut {
+            batch.truncate(start + keep);
         }
-        let n = line.len();
+        batch.push(b'\n');
+        cut
+    }
+
+    /// Queues `lines` newline-terminated lines (`cut` of them cut); the writer sends the emptied
+    /// buffer `back`. A batch that would take the queue past `queue_bytes` is dropped and its
+    /// lines counted in `dropped`.
+    fn send_batch(&self, batch: Vec<u8>, lines: u64, cut: u64, back: Option<SyncSender<Vec<u8>>>) {
+        let Some(tx) = &self.tx else { return };
+        if cut > 0 {
+            self.truncated.fetch_add(cut, Ordering::Relaxed);
+        }
+        let n = batch.len();
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.queue_bytes.load(Ordering::Relaxed) {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(lines, Ordering::Relaxed);
             return;
         }
-        match tx.try_send(line) {
+        match tx.try_send(Lines { bytes: batch, back }) {
             Ok(()) => {
-                self.written.fetch_add(1, Ordering::Relaxed);
+                self.written.fetch_add(lines, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(n, Ordering::AcqRel);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(lines, Ordering::Relaxed);
             }
         }
     }
@@ -181,6 +208,118 @@ impl AccessLog {
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
+}
+
+/// Bytes a proxy worker's batch holds before it goes to the writer (about 80 lines).
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// Newline-terminated lines on their way to the writer, and where their emptied buffer goes.
+struct Lines {
+    bytes: Vec<u8>,
+    back: Option<SyncSender<Vec<u8>>>,
+}
+
+/// A thread's lines not yet handed to the writer, all for one log.
+struct Batch {
+    log: Option<Arc<AccessLog>>,
+    bytes: Vec<u8>,
+    lines: u64,
+    cut: u64,
+    /// This thread is a proxy worker that flushes when idle: lines wait for `BATCH_BYTES`.
+    hold: bool,
+    /// Buffers the writer has emptied, for this thread's next batches: a few buffers go round,
+    /// still in the cache, instead of a new one per batch (whose every line was a cache miss).
+    back: Option<(SyncSender<Vec<u8>>, BackRx)>,
+}
+
+/// Where a thread's emptied buffers come back.
+type BackRx = Receiver<Vec<u8>>;
+
+/// Emptied buffers waiting to be reused by their thread (beyond, the writer frees them).
+const BACK_BUFFERS: usize = 8;
+
+impl Batch {
+    fn flush(&mut self) {
+        if let Some(log) = self.log.take() {
+            let next = match &self.back {
+                Some((_, rx)) => rx.try_recv().unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let bytes = std::mem::replace(&mut self.bytes, next);
+            let back = self.back.as_ref().map(|(tx, _)| tx.clone());
+            log.send_batch(bytes, self.lines, self.cut, back);
+        }
+        (self.lines, self.cut) = (0, 0);
+    }
+}
+
+thread_local! {
+    static BATCH: std::cell::RefCell<Batch> = const {
+        std::cell::RefCell::new(Batch {
+            log: None,
+            bytes: Vec::new(),
+            lines: 0,
+            cut: 0,
+            hold: false,
+            back: None,
+        })
+    };
+}
+
+/// Logs one request's line to `log` (nothing when the log is off). On a proxy worker the line
+/// joins the thread's batch (module doc); elsewhere it is queued at once.
+pub fn log(log: &Arc<AccessLog>, r: &Record<'_>) {
+    if !log.enabled() {
+        return;
+    }
+    let queued = BATCH.try_with(|b| {
+        let Ok(mut b) = b.try_borrow_mut() else {
+            return false;
+        };
+        if b.log.as_ref().is_some_and(|l| !Arc::ptr_eq(l, log)) {
+            // A reload changed the log target: the old log gets its lines first.
+            b.flush();
+        }
+        if b.log.is_none() {
+            b.log = Some(log.clone());
+            if b.bytes.capacity() == 0 {
+                let first = if b.hold { BATCH_BYTES + 1024 } else { 256 };
+                b.bytes.reserve(first);
+            }
+        }
+        let cut = log.push_line(&mut b.bytes, |out| format(r, out));
+        b.lines += 1;
+        b.cut += cut as u64;
+        if !b.hold || b.bytes.len() >= BATCH_BYTES {
+            b.flush();
+        }
+        true
+    });
+    if !matches!(queued, Ok(true)) {
+        // The thread is ending (or, impossibly, logging from within a flush): no batch.
+        let mut line = Vec::with_capacity(256);
+        format(r, &mut line);
+        log.send(line);
+    }
+}
+
+/// Makes this thread batch its lines (a proxy worker: its runtime's park hook and a timer call
+/// [`flush_this_thread`]).
+pub fn hold_lines_on_this_thread() {
+    BATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        b.hold = true;
+        b.back = Some(sync_channel(BACK_BUFFERS));
+    });
+}
+
+/// Hands this thread's batch to the writer.
+pub fn flush_this_thread() {
+    let _ = BATCH.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            b.flush();
+        }
+    });
 }
 
 enum Sink {
@@ -234,16 +373,19 @@ fn syslog_frame(facility: u8, line: &[u8]) -> Vec<u8> {
 
 /// How long the writer thread sleeps between batches while lines are flowing.
 const BATCH_PAUSE: Duration = Duration::from_millis(10);
+/// Bytes the writer gathers for one write to a file or stream.
+const WRITE_MAX: usize = 64 * 1024;
 /// Empty rounds (of `BATCH_PAUSE`) after which the writer parks until the next line.
 const IDLE_ROUNDS: u32 = 100;
 
 /// Drains the queue in batches. Under traffic the thread wakes every `BATCH_PAUSE` and writes
-/// everything queued at once, so a request never pays a thread wake-up (a futex call and a
-/// context switch per line, measured at ~40 % of the proxy's CPU when the writer blocked on
-/// `recv` per line). After ~1 s without lines it parks on `recv` so an idle proxy sleeps.
-fn writer(rx: Receiver<Vec<u8>>, mut sink: Sink, queued: Arc<AtomicUsize>) {
+/// everything queued (a worker's batch as it is, single lines gathered up to `WRITE_MAX`), so a
+/// request never pays a thread wake-up (a futex call and a context switch per line, measured at
+/// ~40 % of the proxy's CPU when the writer blocked on `recv` per line). A worker's emptied
+/// buffer goes back to it. After ~1 s without lines it parks on `recv` so an idle proxy sleeps.
+fn writer(rx: Receiver<Lines>, mut sink: Sink, queued: Arc<AtomicUsize>) {
     let mut idle_rounds = 0u32;
-    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_MAX + BATCH_BYTES + 1024);
     loop {
         let first = if idle_rounds >= IDLE_ROUNDS {
             match rx.recv() {
@@ -262,23 +404,44 @@ fn writer(rx: Receiver<Vec<u8>>, mut sink: Sink, queued: Arc<AtomicUsize>) {
             }
         };
         idle_rounds = 0;
-        let mut line = first;
+        let mut lines = first;
         loop {
-            queued.fetch_sub(line.len(), Ordering::AcqRel);
+            queued.fetch_sub(lines.bytes.len(), Ordering::AcqRel);
             match &mut sink {
-                Sink::Stream(_) => {
-                    batch.extend_from_slice(&line);
-                    batch.push(b'\n');
+                Sink::Stream(w) => {
+                    if lines.bytes.len() >= BATCH_BYTES / 2 {
+                        // A worker's batch: written as it is, not copied.
+                        let _ = w.write_all(&batch);
+                        batch.clear();
+                        let _ = w.write_all(&lines.bytes);
+                    } else {
+                        batch.extend_from_slice(&lines.bytes);
+                        // Written once it holds WRITE_MAX: the writer's own copy is bounded too
+                        // (a stalled target stops it here; the queue's byte bound holds the rest).
+                        if batch.len() >= WRITE_MAX {
+                            let _ = w.write_all(&batch);
+                            batch.clear();
+                        }
+                    }
                 }
                 Sink::Unix(s, fac) => {
-                    let _ = s.send(&syslog_frame(*fac, &line));
+                    for line in lines.bytes.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                        let _ = s.send(&syslog_frame(*fac, line));
+                    }
                 }
                 Sink::Udp(s, addr, fac) => {
-                    let _ = s.send_to(&syslog_frame(*fac, &line), *addr);
+                    for line in lines.bytes.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                        let _ = s.send_to(&syslog_frame(*fac, line), *addr);
+                    }
                 }
             }
+            if let Some(back) = lines.back.take() {
+                let mut bytes = std::mem::take(&mut lines.bytes);
+                bytes.clear();
+                let _ = back.try_send(bytes);
+            }
             match rx.try_recv() {
-                Ok(next) => line = next,
+                Ok(next) => lines = next,
                 Err(_) => break,
             }
         }
@@ -286,9 +449,6 @@ fn writer(rx: Receiver<Vec<u8>>, mut sink: Sink, queued: Arc<AtomicUsize>) {
             let _ = w.write_all(&batch);
             let _ = w.flush();
             batch.clear();
-            if batch.capacity() > 1024 * 1024 {
-                batch = Vec::with_capacity(64 * 1024);
-            }
         }
         std::thread::sleep(BATCH_PAUSE);
     }
@@ -575,6 +735,102 @@ mod tests {
         // The pipe (64 KiB) plus the queue (64 KiB) plus one writer batch hold what was kept.
         assert!(written < 1000, "written {written}, dropped {dropped}");
         assert_eq!(log.truncated.load(Ordering::Relaxed), 0);
+    }
+
+    /// A record for `/n` (the batch tests tell lines apart by path).
+    fn record(path: &[u8]) -> Record<'_> {
+        Record {
+            client: "127.0.0.1:48116".parse().unwrap(),
+            date: SystemTime::now(),
+            frontend: "webapp",
+            backend: "webapp",
+            server: Some("app1"),
+            tr: 0,
+            tw: 0,
+            tc: 0,
+            tres: 0,
+            ta: 0,
+            status: 200,
+            bytes: 257,
+            term: *b"--NI",
+            actconn: 1,
+            feconn: 1,
+            beconn: 0,
+            srv_conn: 0,
+            retries: 0,
+            redispatched: false,
+            request_line: Some((b"GET", path, 1)),
+        }
+    }
+
+    /// Reads `path` until it holds `n` lines.
+    fn lines_of(path: &std::path::Path, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// On a proxy worker lines wait in the thread's batch until it is flushed (the worker goes
+    /// idle) or holds `BATCH_BYTES`; a reload's new log first sends the old log its lines; each
+    /// line is cut and counted as a single one would be; every line arrives whole, in order.
+    #[test]
+    fn a_worker_batches_its_lines_and_hands_them_over_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pa, pb) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let open = |p: &std::path::Path, max_line_len| {
+            let t = Target::File(p.to_string_lossy().into_owned());
+            let limits = Limits {
+                max_line_len,
+                queue_bytes: DEFAULT_QUEUE_BYTES,
+            };
+            Arc::new(AccessLog::start(t, "local0", limits).unwrap())
+        };
+        let (a, b) = (open(&pa, 1024), open(&pb, 60));
+        hold_lines_on_this_thread();
+        for i in 0..3 {
+            log(&a, &record(format!("/{i}").as_bytes()));
+        }
+        assert_eq!(a.written.load(Ordering::Relaxed), 0, "held in the batch");
+        assert_eq!(a.queued_bytes(), 0);
+        flush_this_thread();
+        let got = lines_of(&pa, 3);
+        assert_eq!(got.len(), 3);
+        for (i, l) in got.iter().enumerate() {
+            assert!(l.ends_with(&format!("\"GET /{i} HTTP/1.1\"")), "{l}");
+        }
+        assert_eq!(a.written.load(Ordering::Relaxed), 3);
+        // A batch that reaches BATCH_BYTES goes by itself.
+        let long = vec![b'x'; 900];
+        let n = BATCH_BYTES / 900 + 1;
+        for _ in 0..n {
+            log(&a, &record(&long));
+        }
+        let sent = a.written.load(Ordering::Relaxed) - 3;
+        assert!(
+            sent > 0 && sent < n as u64,
+            "{sent} of {n} went by themselves"
+        );
+        // The log changes (a reload): the old one gets its line first; the new one cuts.
+        log(&a, &record(b"/last-of-a"));
+        log(&b, &record(b"/first-of-b"));
+        assert_eq!(a.written.load(Ordering::Relaxed), 4 + n as u64);
+        assert_eq!(b.written.load(Ordering::Relaxed), 0);
+        flush_this_thread();
+        assert_eq!(b.written.load(Ordering::Relaxed), 1);
+        assert_eq!(b.truncated.load(Ordering::Relaxed), 1);
+        let got = lines_of(&pa, 4 + n);
+        assert_eq!(got.len(), 4 + n);
+        assert!(got[3..3 + n].iter().all(|l| l.len() > 900));
+        assert!(got[3 + n].contains("/last-of-a"));
+        let got = lines_of(&pb, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), 59, "cut to max_line_len with its newline");
     }
 
     /// The hand-rolled formatting matches what `write!` + chrono produced before.

@@ -479,7 +479,6 @@ impl Conn {
             return;
         }
         let server = o.server.and_then(|i| listen.servers.get(i));
-        let mut line = Vec::with_capacity(192 + b.reqline.len());
         let rec = Record {
             client: self.peer,
             date,
@@ -505,8 +504,7 @@ impl Conn {
             request_line: minor
                 .map(|m| (&b.reqline[..b.method_len], &b.reqline[b.method_len..], m)),
         };
-        access_log::format(&rec, &mut line);
-        snap.access_log.send(line);
+        access_log::log(&snap.access_log, &rec);
     }
 }
 

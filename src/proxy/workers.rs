@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 
 use tokio::runtime::Handle;
 
+use super::access_log;
+
 /// The proxy workers' runtime handles, set once by `install`.
 static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
 
@@ -25,7 +27,8 @@ thread_local! {
     static INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// How often each worker runs the `tidy` hook of `install`.
+/// How often each worker runs the `tidy` hook of `install` and hands over its access-log lines
+/// (at least: also whenever it goes idle).
 const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Starts `n` worker threads (each a current-thread runtime that runs until the process
@@ -44,8 +47,12 @@ pub fn install(n: usize, tidy: Option<fn()>) -> std::io::Result<()> {
             .name(format!("edgelb-w{i}"))
             .spawn(move || {
                 INDEX.with(|c| c.set(i));
+                // Access-log lines go to the writer in batches, handed over when the worker
+                // goes idle (and by the timer below while it is busy).
+                access_log::hold_lines_on_this_thread();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(access_log::flush_this_thread)
                     .build()
                 {
                     Ok(rt) => rt,
@@ -57,15 +64,15 @@ pub fn install(n: usize, tidy: Option<fn()>) -> std::io::Result<()> {
                 let _ = tx.send(Ok(rt.handle().clone()));
                 // Runs the worker's tasks (accept loops, connections) for the process lifetime.
                 rt.block_on(async move {
-                    if let Some(tidy) = tidy {
-                        let mut every = tokio::time::interval(TIDY_EVERY);
-                        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                        loop {
-                            every.tick().await;
+                    let mut every = tokio::time::interval(TIDY_EVERY);
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    loop {
+                        every.tick().await;
+                        access_log::flush_this_thread();
+                        if let Some(tidy) = tidy {
                             tidy();
                         }
                     }
-                    std::future::pending::<()>().await
                 });
             })?;
         let handle = rx
