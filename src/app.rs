@@ -364,6 +364,26 @@ impl App {
         if let Some(h) = self.health.take() {
             h.shutdown();
         }
+        self.settle_access_log().await;
+    }
+
+    /// Before the process exits: the proxy workers hand over the log lines they hold, and the
+    /// writer gets up to `LOG_SETTLE` to write them, so the last requests are logged too.
+    async fn settle_access_log(&self) {
+        const LOG_SETTLE: Duration = Duration::from_secs(2);
+        let deadline = Instant::now() + LOG_SETTLE;
+        let flushes: Vec<_> = crate::proxy::workers::handles()
+            .unwrap_or(&[])
+            .iter()
+            .map(|h| h.spawn(async { crate::proxy::access_log::flush_this_thread() }))
+            .collect();
+        for f in flushes {
+            let _ = tokio::time::timeout_at(deadline.into(), f).await;
+        }
+        let log = self.rt.load().access_log.clone();
+        while !log.all_written() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub fn config_path(&self) -> Option<&Path> {

@@ -444,6 +444,46 @@ async fn a_daemon_logs_every_request_in_order_without_more_traffic() {
     );
 }
 
+/// A graceful stop logs every request, the last ones too: requests in flight when SIGTERM
+/// arrives finish, and their lines (held in the workers' batches, then queued for the writer)
+/// are in the file when the process has exited. Three stops, since a lost line is a race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_logs_the_requests_it_finished() {
+    let a = Backend::start("app1").await;
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let (port, sport) = (free_port(), free_port());
+        let text = config_text(port, sport, &[(&a, 1)], "workers = 2").replace(
+            "access = \"off\"",
+            &format!("access = \"{}\"", log.display()),
+        );
+        let path = write_file(dir.path(), "e.toml", &text);
+        let mut d = Daemon::start(&path, None);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr).await;
+        let mut clients = Vec::new();
+        for i in 0..6 {
+            let mut c = Client::connect(addr).await;
+            c.send(&get(&format!("/slow/{}", 300 + 10 * i), "")).await;
+            clients.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        d.signal("TERM");
+        for c in &mut clients {
+            assert_eq!(c.read(false).await.expect("response").status, 200);
+        }
+        tokio::task::spawn_blocking(move || {
+            d.wait_exit(Duration::from_secs(10)).expect("edgelb stops");
+        })
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let n = text.lines().filter(|l| l.contains("\"GET /slow/")).count();
+        assert_eq!(n, 6, "round {round}: {text}");
+    }
+}
+
 /// SIGTERM, wait for the exit, and return everything the daemon logged on stderr.
 fn stop_and_read_log(d: &mut Daemon) -> String {
     use std::io::Read;

@@ -105,22 +105,26 @@ pub struct AccessLog {
     pub written: AtomicU64,
     pub dropped: AtomicU64,
     pub truncated: AtomicU64,
+    /// Items (lines or batches) handed to the writer, and those it has written.
+    handed: AtomicU64,
+    done: Arc<AtomicU64>,
 }
 
 impl AccessLog {
     /// Starts the writer thread for `target`.
     pub fn start(target: Target, facility: &str, limits: Limits) -> std::io::Result<AccessLog> {
         let queued = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicU64::new(0));
         let fac = facility_code(facility);
         let tx = if target == Target::Off {
             None
         } else {
             let (tx, rx) = sync_channel::<Lines>(QUEUE_LINES);
             let sink = Sink::open(&target, fac)?;
-            let q = queued.clone();
+            let (q, d) = (queued.clone(), done.clone());
             std::thread::Builder::new()
                 .name("edgelb-accesslog".into())
-                .spawn(move || writer(rx, sink, q))?;
+                .spawn(move || writer(rx, sink, q, d))?;
             Some(tx)
         };
         let frame_overhead = match target {
@@ -138,6 +142,8 @@ impl AccessLog {
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
+            handed: AtomicU64::new(0),
+            done,
         };
         log.set_limits(limits);
         Ok(log)
@@ -196,6 +202,7 @@ impl AccessLog {
         match tx.try_send(Lines { bytes: batch, back }) {
             Ok(()) => {
                 self.written.fetch_add(lines, Ordering::Relaxed);
+                self.handed.fetch_add(1, Ordering::Release);
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(n, Ordering::AcqRel);
@@ -207,6 +214,12 @@ impl AccessLog {
     /// Bytes waiting for the writer thread.
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer has written everything handed to it so far (a graceful stop waits
+    /// for this, after the workers' [`flush_this_thread`], so no request goes unlogged).
+    pub fn all_written(&self) -> bool {
+        self.done.load(Ordering::Acquire) >= self.handed.load(Ordering::Acquire)
     }
 }
 
@@ -383,7 +396,7 @@ const IDLE_ROUNDS: u32 = 100;
 /// request never pays a thread wake-up (a futex call and a context switch per line, measured at
 /// ~40 % of the proxy's CPU when the writer blocked on `recv` per line). A worker's emptied
 /// buffer goes back to it. After ~1 s without lines it parks on `recv` so an idle proxy sleeps.
-fn writer(rx: Receiver<Lines>, mut sink: Sink, queued: Arc<AtomicUsize>) {
+fn writer(rx: Receiver<Lines>, mut sink: Sink, queued: Arc<AtomicUsize>, done: Arc<AtomicU64>) {
     let mut idle_rounds = 0u32;
     let mut batch: Vec<u8> = Vec::with_capacity(WRITE_MAX + BATCH_BYTES + 1024);
     loop {
@@ -405,7 +418,9 @@ fn writer(rx: Receiver<Lines>, mut sink: Sink, queued: Arc<AtomicUsize>) {
         };
         idle_rounds = 0;
         let mut lines = first;
+        let mut items = 0u64;
         loop {
+            items += 1;
             queued.fetch_sub(lines.bytes.len(), Ordering::AcqRel);
             match &mut sink {
                 Sink::Stream(w) => {
@@ -450,6 +465,7 @@ fn writer(rx: Receiver<Lines>, mut sink: Sink, queued: Arc<AtomicUsize>) {
             let _ = w.flush();
             batch.clear();
         }
+        done.fetch_add(items, Ordering::Release);
         std::thread::sleep(BATCH_PAUSE);
     }
 }
