@@ -397,22 +397,32 @@ async fn a_stuck_access_log_never_blocks_requests() {
     );
 }
 
+/// A daemon with two workers, one backend and its access log in `dir/access.log`, listening:
+/// the daemon, the log's path, the proxy's address and the stats port.
+async fn start_logging_to_a_file(
+    dir: &std::path::Path,
+    a: &Backend,
+) -> (Daemon, std::path::PathBuf, std::net::SocketAddr, u16) {
+    let log = dir.join("access.log");
+    let (port, sport) = (free_port(), free_port());
+    let text = config_text(port, sport, &[(a, 1)], "workers = 2").replace(
+        "access = \"off\"",
+        &format!("access = \"{}\"", log.display()),
+    );
+    let path = write_file(dir, "e.toml", &text);
+    let d = Daemon::start(&path, None);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    (d, log, addr, sport)
+}
+
 /// The daemon's proxy workers batch their access-log lines and hand them over when idle: the
 /// file gets every request's line, whole and in order, with no further traffic to push them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_logs_every_request_in_order_without_more_traffic() {
     let a = Backend::start("app1").await;
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let (port, sport) = (free_port(), free_port());
-    let text = config_text(port, sport, &[(&a, 1)], "workers = 2").replace(
-        "access = \"off\"",
-        &format!("access = \"{}\"", log.display()),
-    );
-    let path = write_file(dir.path(), "e.toml", &text);
-    let _d = Daemon::start(&path, None);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr).await;
+    let (_d, log, addr, sport) = start_logging_to_a_file(dir.path(), &a).await;
     let mut c = Client::connect(addr).await;
     for i in 0..50 {
         c.send(&get(&format!("/req-{i}"), "")).await;
@@ -452,16 +462,7 @@ async fn a_graceful_stop_logs_the_requests_it_finished() {
     let a = Backend::start("app1").await;
     for round in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("access.log");
-        let (port, sport) = (free_port(), free_port());
-        let text = config_text(port, sport, &[(&a, 1)], "workers = 2").replace(
-            "access = \"off\"",
-            &format!("access = \"{}\"", log.display()),
-        );
-        let path = write_file(dir.path(), "e.toml", &text);
-        let mut d = Daemon::start(&path, None);
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr).await;
+        let (mut d, log, addr, _) = start_logging_to_a_file(dir.path(), &a).await;
         let mut clients = Vec::new();
         for i in 0..6 {
             let mut c = Client::connect(addr).await;

@@ -651,28 +651,7 @@ mod tests {
 
     #[test]
     fn line_has_haproxy_field_order() {
-        let r = Record {
-            client: "127.0.0.1:48116".parse().unwrap(),
-            date: SystemTime::now(),
-            frontend: "webapp",
-            backend: "webapp",
-            server: Some("app1"),
-            tr: 0,
-            tw: 0,
-            tc: 0,
-            tres: 0,
-            ta: 0,
-            status: 200,
-            bytes: 257,
-            term: *b"--NI",
-            actconn: 1,
-            feconn: 1,
-            beconn: 0,
-            srv_conn: 0,
-            retries: 0,
-            redispatched: false,
-            request_line: Some((b"GET", b"/a\"b", 1)),
-        };
+        let r = record(b"/a\"b");
         let mut out = Vec::new();
         format(&r, &mut out);
         let s = String::from_utf8(out).unwrap();
