@@ -13,7 +13,8 @@
 //! work; a few buffers go round between the worker and the writer. Any other thread hands each
 //! line over at once. Batching spares each request an allocation (freed on the writer thread),
 //! a queue slot and three shared counters (benches/README.md, issue 16, tenth pass). A batch
-//! that finds the queue full is dropped whole, its lines counted.
+//! that finds the queue full is dropped whole, its lines counted. A graceful stop has the
+//! workers hand over their batches and waits for [`AccessLog::all_written`] (`App::drain`).
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -173,8 +173,8 @@ fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> Option<R> {
 /// head (written again if a reused server connection dies before answering: [`Kept::replay`]),
 /// its request line (for the log line, back in the set at [`ConnBufs::unpark`]) and its
 /// header-line limit (the set that takes the answer may come from another thread's pool, or be
-/// new, and the response head is held to the limit the request was read under). The head goes back to
-/// the thread's spare head buffers when the request is done with it (dropped).
+/// new, and the response head is held to the limit the request was read under). The head goes
+/// back to the thread's spare head buffers when the request is done with it (dropped).
 #[derive(Default)]
 pub(super) struct Kept {
     head_out: Vec<u8>,
@@ -258,8 +258,9 @@ impl ConnBufs {
 
     /// The buffers again after [`ConnBufs::park`] (the thread's most recently freed set, still
     /// in the cache), with the request line and the header-line limit back in place (the set's
-    /// own line goes to the spare head buffers). The upstream head stays in `kept` ([`Kept::replay`]): the set's own head
-    /// buffer, in the cache, takes the response head. Without a park, [`ConnBufs::get`].
+    /// own line goes to the spare head buffers). The upstream head stays in `kept`
+    /// ([`Kept::replay`]): the set's own head buffer, in the cache, takes the response head.
+    /// Without a park, [`ConnBufs::get`].
     pub(super) fn unpark(&mut self, kept: &mut Kept) -> &mut Bufs {
         if !std::mem::take(&mut kept.parked) {
             return self.get();
