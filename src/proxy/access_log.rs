@@ -106,8 +106,7 @@ pub struct AccessLog {
     pub written: AtomicU64,
     pub dropped: AtomicU64,
     pub truncated: AtomicU64,
-    /// Items (lines or batches) handed to the writer, and those it has written.
-    handed: AtomicU64,
+    /// Lines the writer has written out (of the `written` ones queued for it).
     done: Arc<AtomicU64>,
 }
 
@@ -143,7 +142,6 @@ impl AccessLog {
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
-            handed: AtomicU64::new(0),
             done,
         };
         log.set_limits(limits);
@@ -200,10 +198,13 @@ impl AccessLog {
             self.dropped.fetch_add(lines, Ordering::Relaxed);
             return;
         }
-        match tx.try_send(Lines { bytes: batch, back }) {
+        match tx.try_send(Lines {
+            bytes: batch,
+            lines,
+            back,
+        }) {
             Ok(()) => {
                 self.written.fetch_add(lines, Ordering::Relaxed);
-                self.handed.fetch_add(1, Ordering::Release);
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(n, Ordering::AcqRel);
@@ -220,7 +221,7 @@ impl AccessLog {
     /// Whether the writer has written everything handed to it so far (a graceful stop waits
     /// for this, after the workers' [`flush_this_thread`], so no request goes unlogged).
     pub fn all_written(&self) -> bool {
-        self.done.load(Ordering::Acquire) >= self.handed.load(Ordering::Acquire)
+        self.done.load(Ordering::Acquire) >= self.written.load(Ordering::Acquire)
     }
 }
 
@@ -230,6 +231,8 @@ const BATCH_BYTES: usize = 16 * 1024;
 /// Newline-terminated lines on their way to the writer, and where their emptied buffer goes.
 struct Lines {
     bytes: Vec<u8>,
+    /// How many lines `bytes` holds.
+    lines: u64,
     back: Option<SyncSender<Vec<u8>>>,
 }
 
@@ -239,9 +242,8 @@ struct Batch {
     bytes: Vec<u8>,
     lines: u64,
     cut: u64,
-    /// This thread is a proxy worker that flushes when idle: lines wait for `BATCH_BYTES`.
-    hold: bool,
-    /// Buffers the writer has emptied, for this thread's next batches: a few buffers go round,
+    /// Set on a proxy worker, whose lines wait for `BATCH_BYTES` (or a flush): where the writer
+    /// sends the buffers it has emptied, for this thread's next batches. A few buffers go round,
     /// still in the cache, instead of a new one per batch (whose every line was a cache miss).
     back: Option<(SyncSender<Vec<u8>>, BackRx)>,
 }
@@ -274,7 +276,6 @@ thread_local! {
             bytes: Vec::new(),
             lines: 0,
             cut: 0,
-            hold: false,
             back: None,
         })
     };
@@ -297,14 +298,18 @@ pub fn log(log: &Arc<AccessLog>, r: &Record<'_>) {
         if b.log.is_none() {
             b.log = Some(log.clone());
             if b.bytes.capacity() == 0 {
-                let first = if b.hold { BATCH_BYTES + 1024 } else { 256 };
+                let first = if b.back.is_some() {
+                    BATCH_BYTES + 1024
+                } else {
+                    256
+                };
                 b.bytes.reserve(first);
             }
         }
         let cut = log.push_line(&mut b.bytes, |out| format(r, out));
         b.lines += 1;
         b.cut += cut as u64;
-        if !b.hold || b.bytes.len() >= BATCH_BYTES {
+        if b.back.is_none() || b.bytes.len() >= BATCH_BYTES {
             b.flush();
         }
         true
@@ -322,7 +327,6 @@ pub fn log(log: &Arc<AccessLog>, r: &Record<'_>) {
 pub fn hold_lines_on_this_thread() {
     BATCH.with(|b| {
         let mut b = b.borrow_mut();
-        b.hold = true;
         b.back = Some(sync_channel(BACK_BUFFERS));
     });
 }
@@ -419,9 +423,9 @@ fn writer(rx: Receiver<Lines>, mut sink: Sink, queued: Arc<AtomicUsize>, done: A
         };
         idle_rounds = 0;
         let mut lines = first;
-        let mut items = 0u64;
+        let mut written = 0u64;
         loop {
-            items += 1;
+            written += lines.lines;
             queued.fetch_sub(lines.bytes.len(), Ordering::AcqRel);
             match &mut sink {
                 Sink::Stream(w) => {
@@ -466,7 +470,7 @@ fn writer(rx: Receiver<Lines>, mut sink: Sink, queued: Arc<AtomicUsize>, done: A
             let _ = w.flush();
             batch.clear();
         }
-        done.fetch_add(items, Ordering::Release);
+        done.fetch_add(written, Ordering::Release);
         std::thread::sleep(BATCH_PAUSE);
     }
 }
