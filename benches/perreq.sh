@@ -6,6 +6,8 @@
 #   benches/perreq.sh callgrind [edgelb|floor]          # instructions and malloc calls per request
 #                                     (CACHE=1: and data cache misses per request)
 #   benches/perreq.sh idle      [edgelb|haproxy]   # bytes of RSS per idle keep-alive connection
+#   benches/perreq.sh segments  [edgelb|haproxy|floor] # TCP segments per request (nstat; counts
+#                                     the whole machine's TCP, so run it on a quiet machine)
 #
 # N requests (default 20000; callgrind 5000) over C keep-alive connections (default 50), sent by
 # `loadgen count` with the same browser-like request as benches/run.sh's wrk, through the same
@@ -15,7 +17,7 @@
 # (default 5000: RSS delta between 0 and IDLE idle connections, divided by IDLE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODE=${1:?strace|callgrind|idle}
+MODE=${1:?strace|callgrind|idle|segments}
 TARGET=${2:-edgelb}
 WORK=${WORK:-/tmp/edgelb-bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/edgelb-perf}
@@ -111,6 +113,19 @@ case $MODE in
         END { print c + 0 }' "$f")
       echo "$fn calls per request: $(awk -v c="$calls" -v n="$N" 'BEGIN {printf "%.2f", c / n}')"
     done
+    ;;
+  segments)
+    # Segments sent and received on all four legs of a request (client->proxy, proxy->server
+    # and back), and how many of them are bare ACKs: a proxy that answers at once sends none.
+    N=${N:-50000}
+    "${CMD[@]}" >/dev/null 2>"$WORK/perreq.err" &
+    PIDS+=($!)
+    wait_port "$PORT"
+    "$LOADGEN" count "127.0.0.1:$PORT" 2000 "$C" >/dev/null
+    nstat -n
+    "$LOADGEN" count "127.0.0.1:$PORT" "$N" "$C" >&2
+    nstat | awk -v n="$N" '$1 ~ /^(TcpOutSegs|TcpExtTCPPureAcks|TcpExtDelayedACKs|TcpRetransSegs)$/ {
+        printf "%-20s %8.3f per request\n", $1, $2 / n }'
     ;;
   idle)
     IDLE=${IDLE:-5000}
