@@ -161,8 +161,13 @@ impl AccessLog {
     /// Queues one line (without newline), at once, on any thread (the request path uses
     /// [`log`]). Never blocks; cut and counted as [`log`] says.
     pub fn send(&self, line: Vec<u8>) {
-        let mut batch = Vec::with_capacity(line.len() + 1);
-        let cut = self.push_line(&mut batch, |b| b.extend_from_slice(&line));
+        self.send_one(line.len(), |b| b.extend_from_slice(&line));
+    }
+
+    /// Queues the one line `f` formats (about `len` bytes) at once, in a buffer of its own.
+    fn send_one(&self, len: usize, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut batch = Vec::with_capacity(len + 1);
+        let cut = self.push_line(&mut batch, f);
         self.send_batch(batch, 1, cut as u64, None);
     }
 
@@ -316,9 +321,7 @@ pub fn log(log: &Arc<AccessLog>, r: &Record<'_>) {
     });
     if !matches!(queued, Ok(true)) {
         // The thread is ending (or, impossibly, logging from within a flush): no batch.
-        let mut line = Vec::with_capacity(256);
-        format(r, &mut line);
-        log.send(line);
+        log.send_one(256, |out| format(r, out));
     }
 }
 
