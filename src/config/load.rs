@@ -376,6 +376,25 @@ mod tests {
         assert!(p[1].starts_with("e.toml:6: `retries`"), "{p:#?}");
     }
 
+    /// A name goes into every access-log line: a control character in it is an error at its
+    /// line (a space is not: HAProxy's quoted `server 'web 1'` imports as it is).
+    #[test]
+    fn control_characters_in_listen_and_server_names_are_errors() {
+        let text = "[[listen]]\nname = \"web\\nx\"\nbind = [\"127.0.0.1:8080\"]\n\
+                    [[listen.server]]\nname = \"a\\u0007\"\naddress = \"127.0.0.1:1\"\n\
+                    [[listen.server]]\nname = \"web 1\"\naddress = \"127.0.0.1:2\"\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].starts_with("e.toml:2: ") && p[0].contains("control characters"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("e.toml:5: ") && p[1].contains("control characters"),
+            "{p:#?}"
+        );
+    }
+
     #[test]
     fn a_missing_file_names_the_file_without_a_line() {
         let e = load_file(Path::new("/nonexistent/edgelb.toml")).unwrap_err();

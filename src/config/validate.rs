@@ -21,6 +21,14 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Listen and server names are written into each access-log line, whose framing (one line, one
+/// syslog message) a newline or another control character would break.
+fn control_char(name: &str) -> Option<String> {
+    name.chars()
+        .any(char::is_control)
+        .then(|| format!("{name:?}: control characters are not allowed in a name"))
+}
+
 /// Cookie values may not contain separators or blanks (RFC 6265 `cookie-octet`).
 fn is_cookie_value(s: &str) -> bool {
     !s.is_empty()
@@ -178,6 +186,8 @@ pub fn validate(c: &Config) -> Problems {
         };
         if l.name.trim().is_empty() {
             out.push((at("name"), "must not be empty".into()));
+        } else if let Some(e) = control_char(&l.name) {
+            out.push((at("name"), e));
         } else if !listen_names.insert(l.name.clone()) {
             out.push((at("name"), format!("duplicate listen name {:?}", l.name)));
         }
@@ -300,6 +310,8 @@ pub fn validate(c: &Config) -> Problems {
             };
             if s.name.trim().is_empty() {
                 out.push((sat("name"), "must not be empty".into()));
+            } else if let Some(e) = control_char(&s.name) {
+                out.push((sat("name"), e));
             } else if !names.insert(s.name.clone()) {
                 out.push((
                     sat("name"),
