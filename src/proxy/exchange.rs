@@ -364,6 +364,9 @@ impl Conn {
     ) -> Result<Outcome, RelayErr> {
         let s = &listen.settings;
         let mut up = conn.stream;
+        // Released once the server has answered (or failed) on this connection, so the next
+        // new connection to it may open (`pool`'s module doc).
+        let opening = conn.opening;
         let mut o = Outcome {
             status: -1,
             bytes_out: 0,
@@ -488,6 +491,7 @@ impl Conn {
             }
         };
         let (head, uploaded) = phase1;
+        drop(opening);
         let upload_complete = matches!(uploaded, Some(Ok(_))) || upload_framing == Framing::None;
         if let Some(Ok(n)) = &uploaded {
             o.bytes_in += n;

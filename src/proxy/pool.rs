@@ -10,18 +10,51 @@
 //! A connection is only reused while younger than the idle timeout (4 s by default, below
 //! node.js's 5 s keep-alive) and only if the socket shows no EOF or stray bytes when taken, so a
 //! request is never written onto a connection the backend is closing.
+//!
+//! Opening is paced per server ([`Pool::take_or_open`]): at most [`OPENING_MAX`] new connections
+//! may wait for their first answer at once. A request that finds the stack empty and no slot free
+//! waits for whichever comes first, a connection coming back to its worker's stack or a slot, and
+//! opens one anyway after `min(timeout_connect, 1 s)`. The reason is node.js: the kernel completes
+//! a connection at once, but node accepts one per turn of its event loop, so a busy node process
+//! leaves new connections, and the requests written on them, in its accept queue for as long as
+//! its turns take. Opened freely, the requests a busy server falls behind on each open another
+//! connection, its turns grow with its backlog, and the two feed each other: with 500 clients
+//! through three node.js servers one server ended up holding ~400 of the requests and ~200
+//! unaccepted connections, p99 1.3 s and ~300 requests over 2 s per 10 s run (benches/README.md,
+//! issue 16, twelfth pass). Paced, the requests wait here in turn for connections that are
+//! already answering.
 
 use std::time::Duration;
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::clock::Tick;
 
 /// Idle connections kept per server.
 const POOL_CAPACITY: usize = 256;
+
+/// New connections to one server that may wait for their first answer at once (module doc).
+pub const OPENING_MAX: usize = 8;
+
+/// Longest a request waits for an opening slot or a returned connection before it opens a
+/// connection anyway (bounded by `timeout_connect` too), so that a server that holds its slots
+/// (long polls on new connections, a black hole) delays requests, never blocks them.
+pub const OPENING_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// What [`Pool::take_or_open`] found.
+#[derive(Debug)]
+pub enum Got {
+    /// An idle connection to reuse.
+    Pooled(TcpStream),
+    /// Open a new connection, holding this opening slot until the server's first answer on it
+    /// (none when the wait ran out).
+    Open(Option<OwnedSemaphorePermit>),
+}
 
 #[derive(Debug)]
 struct Idle {
@@ -33,7 +66,33 @@ struct Idle {
 pub struct Pool {
     /// One stack per proxy worker (`workers::index()`): newest at the back.
     idle: Box<[Mutex<VecDeque<Idle>>]>,
+    /// Per worker: its requests waiting in `take_or_open`, and how `put` wakes one of them.
+    waiters: Box<[Waiters]>,
+    /// Opening slots (`OPENING_MAX`), shared by the workers.
+    opening: Arc<Semaphore>,
     idle_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    count: AtomicUsize,
+    returned: Notify,
+}
+
+/// One request counted in `Waiters::count` while it waits, however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pool {
@@ -42,16 +101,65 @@ impl Pool {
             idle: (0..super::workers::count())
                 .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
+            waiters: (0..super::workers::count())
+                .map(|_| Waiters::default())
+                .collect(),
+            opening: Arc::new(Semaphore::new(OPENING_MAX)),
             idle_timeout,
+        }
+    }
+
+    /// This worker's index into `idle` and `waiters`.
+    fn me(&self) -> usize {
+        let i = super::workers::index();
+        if i < self.idle.len() {
+            i
+        } else {
+            0
         }
     }
 
     /// This worker's stack.
     fn mine(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        let i = super::workers::index();
-        self.idle[if i < self.idle.len() { i } else { 0 }]
+        self.idle[self.me()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for a request: an idle one (when `pooled` allows), else leave to open one,
+    /// paced as the module doc says. The wait is at most `max_wait`; the time waited is returned
+    /// (it counts in the log's Tw, as HAProxy's queue time does).
+    pub async fn take_or_open(&self, pooled: bool, max_wait: Duration) -> (Got, Duration) {
+        if pooled {
+            if let Some(c) = self.take() {
+                return (Got::Pooled(c), Duration::ZERO);
+            }
+        }
+        if let Ok(p) = self.opening.clone().try_acquire_owned() {
+            return (Got::Open(Some(p)), Duration::ZERO);
+        }
+        let t0 = super::clock::Tick::now();
+        let w = &self.waiters[self.me()];
+        let _waiting = Waiting::new(&w.count);
+        let give_up = tokio::time::sleep(max_wait);
+        tokio::pin!(give_up);
+        let got = loop {
+            // Registered before the stack is looked at, so a `put` after the look wakes it.
+            let returned = w.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if pooled {
+                if let Some(c) = self.take() {
+                    break Got::Pooled(c);
+                }
+            }
+            tokio::select! {
+                p = self.opening.clone().acquire_owned() => break Got::Open(p.ok()),
+                _ = &mut returned => continue,
+                _ = &mut give_up => break Got::Open(None),
+            }
+        };
+        (got, t0.elapsed())
     }
 
     /// A live idle connection, if any: the most recently used one.
@@ -88,6 +196,10 @@ impl Pool {
         };
         // Closed outside the lock.
         drop(stale);
+        let w = &self.waiters[self.me()];
+        if w.count.load(Ordering::SeqCst) > 0 {
+            w.returned.notify_one();
+        }
     }
 
     /// Drops expired connections so their sockets are closed promptly.
@@ -161,5 +273,45 @@ mod tests {
         assert_ne!(pool.take().and_then(|s| s.local_addr().ok()), a_port);
         pool.sweep();
         assert_eq!(pool.idle_count(), 0, "sweep closes the other expired ones");
+    }
+
+    /// With every opening slot taken, a request waits; a connection put back goes to it (not
+    /// to a new connection), and the wait leaves no count behind.
+    #[tokio::test]
+    async fn a_waiting_request_takes_the_connection_put_back() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let pool = std::sync::Arc::new(Pool::new(Duration::from_secs(30)));
+        let mut slots = Vec::new();
+        for _ in 0..OPENING_MAX {
+            match pool.take_or_open(true, Duration::from_secs(30)).await {
+                (Got::Open(Some(p)), _) => slots.push(p),
+                other => panic!("expected a free slot, got {other:?}"),
+            }
+        }
+        let p2 = pool.clone();
+        let waiter =
+            tokio::spawn(async move { p2.take_or_open(true, Duration::from_secs(30)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "no slot and no connection: it waits");
+        assert_eq!(pool.waiters[0].count.load(Ordering::SeqCst), 1);
+        let (c, _c_srv) = pair(&l).await;
+        let port = c.local_addr().ok();
+        pool.put(c);
+        let (got, waited) = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken by the put")
+            .expect("task");
+        match got {
+            Got::Pooled(s) => assert_eq!(s.local_addr().ok(), port),
+            other => panic!("expected the pooled connection, got {other:?}"),
+        }
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert_eq!(pool.waiters[0].count.load(Ordering::SeqCst), 0);
+        // A freed slot goes to the next request that needs one.
+        drop(slots.pop());
+        assert!(matches!(
+            pool.take_or_open(true, Duration::from_secs(30)).await,
+            (Got::Open(Some(_)), _)
+        ));
     }
 }

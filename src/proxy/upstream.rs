@@ -14,6 +14,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::pool::{Got, OPENING_WAIT_MAX};
 
 use crate::runtime::ListenRt;
 
@@ -27,10 +30,14 @@ pub struct Connected {
     pub reused: bool,
     pub retries: u32,
     pub redispatched: bool,
-    /// Time spent in retry turn-arounds (HAProxy counts it in Tw).
+    /// Time spent waiting for a connection to the server (`pool::Pool::take_or_open`) and in
+    /// retry turn-arounds (HAProxy counts both in Tw).
     pub wait: Duration,
     /// Connect time of the last attempt (zero for a reused connection).
     pub connect: Duration,
+    /// The opening slot of a new connection, held until the server's first answer on it
+    /// (`pool`'s module doc); the relay drops it then.
+    pub opening: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Debug)]
@@ -91,17 +98,27 @@ pub async fn connect(
                 timed_out: false,
             });
         };
-        if allow_pooled && !srv.send_proxy_v2 {
-            if let Some(stream) = srv.pool.take() {
-                return Ok(Connected {
-                    stream,
-                    server,
-                    reused: true,
-                    retries,
-                    redispatched,
-                    wait,
-                    connect: Duration::ZERO,
-                });
+        // A PROXY v2 server's connections carry one client each and are never pooled, so
+        // there is nothing to wait for: they open unpaced.
+        let mut opening = None;
+        if !srv.send_proxy_v2 {
+            let max_wait = settings.timeout_connect.min(OPENING_WAIT_MAX);
+            let (got, waited) = srv.pool.take_or_open(allow_pooled, max_wait).await;
+            wait += waited;
+            match got {
+                Got::Pooled(stream) => {
+                    return Ok(Connected {
+                        stream,
+                        server,
+                        reused: true,
+                        retries,
+                        redispatched,
+                        wait,
+                        connect: Duration::ZERO,
+                        opening: None,
+                    });
+                }
+                Got::Open(slot) => opening = slot,
             }
         }
         let t0 = super::clock::Tick::now();
@@ -128,6 +145,7 @@ pub async fn connect(
                     redispatched,
                     wait,
                     connect: t0.elapsed(),
+                    opening,
                 });
             }
             Ok(Err(_)) => false,
