@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use common::*;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Requests the flooding client pipelines.
 const FLOOD: usize = 20_000;
@@ -43,26 +33,8 @@ async fn a_pipelining_client_cannot_starve_the_others() {
         backend.addr
     );
     let path = write_file(dir.path(), "e.toml", &cfg);
-    let _d = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_edgelb"))
-            .arg("run")
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn edgelb"),
-    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut up = false;
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "edgelb did not start listening on {addr}");
+    let _d = spawn_daemon(&path, addr).await;
 
     // The flooder: one connection, FLOOD pipelined GETs written as fast as the proxy takes them.
     let flood = TcpStream::connect(addr).await.unwrap();

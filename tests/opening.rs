@@ -8,22 +8,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use common::*;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Requests sent at once, each on its own client connection.
 const CLIENTS: usize = 20;
@@ -97,27 +87,8 @@ async fn new_connections_to_a_server_that_has_not_answered_are_paced_never_block
         "[global]\nworkers = 1\n[log]\naccess = \"off\"\n[defaults]\ntimeout_connect = \"10s\"\ntimeout_server = \"30s\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:{port}\"]\n[[listen.server]]\nname = \"app1\"\naddress = \"{backend_addr}\"\ncheck = false\n"
     );
     let path = write_file(dir.path(), "e.toml", &cfg);
-    let _d = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_edgelb"))
-            .arg("run")
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn edgelb"),
-    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut up = false;
-    for _ in 0..200 {
-        // A bare connect, closed at once: edgelb opens nothing for it.
-        if TcpStream::connect(addr).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "edgelb did not start listening");
+    let _d = spawn_daemon(&path, addr).await;
 
     let mut clients = Vec::new();
     for i in 0..CLIENTS {

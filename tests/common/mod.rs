@@ -717,3 +717,35 @@ pub async fn start_haproxy_cfg(dir: &std::path::Path, port: u16, cfg: &str) -> H
     }
     Haproxy(child)
 }
+
+/// A real `edgelb run -c <config>` process (output discarded), killed when dropped.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary on `config` and waits (10 s at most) until `addr`, one of its binds,
+/// accepts connections (a bare connect, closed at once: edgelb opens nothing for it).
+pub async fn spawn_daemon(config: &std::path::Path, addr: SocketAddr) -> Daemon {
+    let d = Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_edgelb"))
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn edgelb"),
+    );
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("edgelb did not start listening on {addr}");
+}
