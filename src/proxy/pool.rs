@@ -135,6 +135,11 @@ impl Pool {
                 return (Got::Pooled(c), Duration::ZERO);
             }
         }
+        if self.idle_timeout.is_zero() {
+            // Pooling is off: no connection ever comes back, so pacing would only cap how many
+            // requests the server gets at once (as for PROXY v2 servers, `upstream::connect`).
+            return (Got::Open(None), Duration::ZERO);
+        }
         if let Ok(p) = self.opening.clone().try_acquire_owned() {
             return (Got::Open(Some(p)), Duration::ZERO);
         }
@@ -313,5 +318,16 @@ mod tests {
             pool.take_or_open(true, Duration::from_secs(30)).await,
             (Got::Open(Some(_)), _)
         ));
+    }
+
+    /// With pooling off nothing comes back to wait for: every request opens at once.
+    #[tokio::test]
+    async fn without_pooling_opening_is_not_paced() {
+        let pool = Pool::new(Duration::ZERO);
+        for _ in 0..OPENING_MAX * 3 {
+            let (got, waited) = pool.take_or_open(true, Duration::from_secs(30)).await;
+            assert!(matches!(got, Got::Open(None)), "{got:?}");
+            assert_eq!(waited, Duration::ZERO);
+        }
     }
 }
