@@ -187,8 +187,9 @@ impl Pool {
             return;
         }
         let since = Tick::now();
+        let me = self.me();
         let stale = {
-            let mut q = self.mine();
+            let mut q = self.idle[me].lock().unwrap_or_else(|p| p.into_inner());
             // The oldest connection goes once it has expired (one per put: a stack that is
             // never emptied still closes what it no longer uses), or when the stack is full.
             let stale = match q.front() {
@@ -201,7 +202,7 @@ impl Pool {
         };
         // Closed outside the lock.
         drop(stale);
-        let w = &self.waiters[self.me()];
+        let w = &self.waiters[me];
         if w.count.load(Ordering::SeqCst) > 0 {
             w.returned.notify_one();
         }
