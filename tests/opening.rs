@@ -25,6 +25,8 @@ const OPENING_MAX: usize = 8;
 struct Seen {
     arrivals: Vec<Duration>,
     all_arrived: bool,
+    /// The answered connections, open (keep-alive) until the test ends.
+    _conns: Vec<std::net::TcpStream>,
 }
 
 /// Accepts connections without answering until it holds `CLIENTS` of them (or 6 s pass), then
@@ -54,7 +56,7 @@ fn backend(l: TcpListener) -> Seen {
         }
     }
     let all_arrived = conns.len() == CLIENTS;
-    for mut s in conns {
+    for s in &mut conns {
         s.set_nonblocking(false).expect("blocking");
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let mut head = Vec::new();
@@ -66,12 +68,11 @@ fn backend(l: TcpListener) -> Seen {
             }
         }
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-        // Kept open (keep-alive) until the thread ends.
-        std::mem::forget(s);
     }
     Seen {
         arrivals,
         all_arrived,
+        _conns: conns,
     }
 }
 
