@@ -1,28 +1,168 @@
 //! Opening new connections to a server is paced (`proxy::pool`'s module doc): at most
-//! `OPENING_MAX` (8) new connections may wait for the server's first answer at once; the other
-//! requests wait for a connection to come back or a slot to free, and open one anyway after
-//! `min(timeout_connect, 1 s)`. On the real binary against a real TCP backend that, like a busy
-//! node.js process, answers none of the connections it is given until it has them all.
+//! `OPENING_MAX` (8) new connections wait for their first answer at once, and the other
+//! requests wait for a connection to come back, for as long as connections keep coming back,
+//! and at most `min(timeout_connect, 1 s)`. On the real binary against real TCP backends:
+//! - one that, like a busy node.js process, takes new connections late but answers on the ones
+//!   it has at once: a burst is served on the connections already answering;
+//! - one whose long polls hold every connection: quick requests have nothing to wait for and
+//!   open at once;
+//! - one not measured yet, that answers none of its connections until it has them all: eight
+//!   at once, the rest after the 1 s wait, and every request answered.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use common::*;
 
-/// Requests sent at once, each on its own client connection.
-const CLIENTS: usize = 20;
 /// `proxy::pool::OPENING_MAX`.
 const OPENING_MAX: usize = 8;
+/// Requests sent at once to the holding backend, each on its own client connection.
+const CLIENTS: usize = 20;
+
+/// What a backend saw.
+#[derive(Default)]
+struct Seen {
+    /// Connections accepted.
+    connections: AtomicUsize,
+}
+
+/// A keep-alive backend on its own threads: the first request on each connection is answered
+/// `first_delay` late (the connection's wait in a busy server's accept queue), one for `/poll`
+/// 3 s late (a long poll), the others at once.
+fn backend(first_delay: Duration) -> (SocketAddr, Arc<Seen>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let addr = l.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            s2.connections.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut first = true;
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let poll = buf.starts_with(b"GET /poll");
+                    buf.clear();
+                    if first {
+                        std::thread::sleep(first_delay);
+                        first = false;
+                    }
+                    if poll {
+                        std::thread::sleep(Duration::from_secs(3));
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The real binary, one worker, in front of `backend`.
+async fn edgelb(dir: &std::path::Path, backend: SocketAddr) -> (Daemon, SocketAddr) {
+    let port = free_port();
+    let cfg = format!(
+        "[global]\nworkers = 1\n[log]\naccess = \"off\"\n[defaults]\ntimeout_connect = \"10s\"\ntimeout_server = \"30s\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:{port}\"]\n[[listen.server]]\nname = \"app1\"\naddress = \"{backend}\"\ncheck = false\n"
+    );
+    let path = write_file(dir, "e.toml", &cfg);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    (spawn_daemon(&path, addr).await, addr)
+}
+
+/// `clients` client connections at once, each sending `each` requests for `path` one after
+/// the other; every answer must be a 200. Returns the longest a client took.
+async fn burst_to(addr: SocketAddr, path: &'static str, clients: usize, each: usize) -> Duration {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut cl = Client::connect(addr).await;
+            for i in 0..each {
+                cl.send(format!("GET {path}/{c}/{i} HTTP/1.1\r\nHost: example\r\n\r\n").as_bytes())
+                    .await;
+                let r = cl.read(false).await.expect("a response");
+                assert_eq!(r.status, 200, "client {c} request {i}: {:?}", r.text());
+            }
+            t0.elapsed()
+        }));
+    }
+    let mut longest = Duration::ZERO;
+    for t in tasks {
+        longest = longest.max(t.await.expect("client task"));
+    }
+    longest
+}
+
+async fn burst(addr: SocketAddr, clients: usize, each: usize) -> Duration {
+    burst_to(addr, "", clients, each).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_slow_to_take_new_connections_gets_the_burst_on_those_it_answers() {
+    // New connections answered 300 ms late, reused ones at once.
+    let (backend, seen) = backend(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_d, addr) = edgelb(dir.path(), backend).await;
+    // One connection, answered late once and then at once: edgelb has measured the answers.
+    burst(addr, 1, 5).await;
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+
+    // 20 clients at once, 5 requests each. Opened freely, every client's first request would
+    // open a connection (20) and wait 300 ms on it; paced, the one connection already
+    // answering serves the requests that find no slot (it comes back every few hundred
+    // microseconds), and only the slots open.
+    burst(addr, 20, 5).await;
+    let opened = seen.connections.load(Ordering::SeqCst);
+    assert!(
+        opened <= 1 + OPENING_MAX + 4,
+        "{opened} connections for 20 clients: opening was not paced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_polls_holding_new_connections_do_not_hold_back_other_requests() {
+    // Quick answers on any connection; `/poll` held 3 s.
+    let (backend, _seen) = backend(Duration::ZERO);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_d, addr) = edgelb(dir.path(), backend).await;
+    burst(addr, 1, 5).await;
+
+    // Ten long polls, each holding a connection (eight of them the opening slots: their first
+    // answer is 3 s away), and no idle connection left.
+    let polls = tokio::spawn(burst_to(addr, "/poll", 10, 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Five quick requests: no connection comes back, so they open at once. A fixed wait kept
+    // each of them the full second (`timeout_connect` 10 s).
+    let quick = burst(addr, 5, 1).await;
+    assert!(
+        quick < Duration::from_millis(700),
+        "quick requests took {quick:?} behind the long polls"
+    );
+    assert!(polls.await.expect("polls") >= Duration::from_secs(3));
+}
 
 /// What the backend saw: when each connection arrived (after the first), and whether all
 /// `CLIENTS` arrived before it gave up waiting and answered what it had.
-struct Seen {
+struct Held {
     arrivals: Vec<Duration>,
     all_arrived: bool,
     /// The answered connections, open (keep-alive) until the test ends.
@@ -30,8 +170,8 @@ struct Seen {
 }
 
 /// Accepts connections without answering until it holds `CLIENTS` of them (or 6 s pass), then
-/// answers one request on each with `200 ok`.
-fn backend(l: TcpListener) -> Seen {
+/// answers one request on each with `200 ok`: a busy node.js process, as edgelb first meets it.
+fn holding_backend(l: TcpListener) -> Held {
     l.set_nonblocking(true).expect("nonblocking");
     let mut conns = Vec::new();
     let mut arrivals = Vec::new();
@@ -69,7 +209,7 @@ fn backend(l: TcpListener) -> Seen {
         }
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     }
-    Seen {
+    Held {
         arrivals,
         all_arrived,
         _conns: conns,
@@ -77,24 +217,18 @@ fn backend(l: TcpListener) -> Seen {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn new_connections_to_a_server_that_has_not_answered_are_paced_never_blocked() {
+async fn a_server_not_measured_yet_is_paced_never_blocked() {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
     let backend_addr = l.local_addr().expect("addr");
-    let seen = std::thread::spawn(move || backend(l));
+    let seen = std::thread::spawn(move || holding_backend(l));
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = format!(
-        "[global]\nworkers = 1\n[log]\naccess = \"off\"\n[defaults]\ntimeout_connect = \"10s\"\ntimeout_server = \"30s\"\n[[listen]]\nname = \"webapp\"\nbind = [\"127.0.0.1:{port}\"]\n[[listen.server]]\nname = \"app1\"\naddress = \"{backend_addr}\"\ncheck = false\n"
-    );
-    let path = write_file(dir.path(), "e.toml", &cfg);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _d = spawn_daemon(&path, addr).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_d, addr) = edgelb(dir.path(), backend_addr).await;
 
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         clients.push(tokio::spawn(async move {
-            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
             let req = format!("GET /{i} HTTP/1.1\r\nHost: example\r\n\r\n");
             s.write_all(req.as_bytes()).await.expect("write");
             let mut got = Vec::new();

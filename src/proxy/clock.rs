@@ -61,6 +61,16 @@ impl Tick {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
+    /// Nanoseconds after the epoch, for keeping a tick in an atomic.
+    pub fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The tick [`Tick::as_nanos`] gave.
+    pub fn from_nanos(n: u64) -> Tick {
+        Tick(n)
+    }
+
     /// The same time for tokio's timers (one too far to represent: 30 years on, tokio's own
     /// "far future").
     pub fn instant(self) -> tokio::time::Instant {

@@ -492,6 +492,10 @@ impl Conn {
         };
         let (head, uploaded) = phase1;
         drop(opening);
+        if conn.reused && head.is_ok() {
+            // How long a wait for a connection to come back may go quiet (`pool`).
+            srv.pool.observe_reused(sent_at.elapsed());
+        }
         let upload_complete = matches!(uploaded, Some(Ok(_))) || upload_framing == Framing::None;
         if let Some(Ok(n)) = &uploaded {
             o.bytes_in += n;

@@ -11,23 +11,40 @@
 //! node.js's 5 s keep-alive) and only if the socket shows no EOF or stray bytes when taken, so a
 //! request is never written onto a connection the backend is closing.
 //!
-//! Opening is paced per server ([`Pool::take_or_open`]): at most [`OPENING_MAX`] new connections
-//! may wait for their first answer at once. A request that finds the stack empty and no slot free
-//! waits for whichever comes first, a connection coming back to its worker's stack or a slot, and
-//! opens one anyway after `min(timeout_connect, 1 s)`. The reason is node.js: the kernel completes
-//! a connection at once, but node accepts one per turn of its event loop, so a busy node process
-//! leaves new connections, and the requests written on them, in its accept queue for as long as
-//! its turns take. Opened freely, the requests a busy server falls behind on each open another
-//! connection, its turns grow with its backlog, and the two feed each other: with 500 clients
-//! through three node.js servers one server ended up holding ~400 of the requests and ~200
-//! unaccepted connections, p99 1.3 s and ~300 requests over 2 s per 10 s run (benches/README.md,
-//! issue 16, twelfth pass). Paced, the requests wait here in turn for connections that are
-//! already answering.
+//! Opening is paced per server ([`Pool::take_or_open`]). The reason is node.js: the kernel
+//! completes a connection at once, but node accepts one per turn of its event loop, so a busy
+//! node process leaves new connections, and the requests written on them, in its accept queue
+//! for as long as its turns take. Opened freely, the requests a busy server falls behind on each
+//! open another connection, its turns grow with its backlog, and the two feed each other: with
+//! 500 clients through three node.js servers one server ended up holding ~400 of the requests
+//! and ~200 unaccepted connections, p99 1.3 s and ~300 requests over 2 s per 10 s run
+//! (benches/README.md, issue 16, twelfth pass).
+//!
+//! At most [`OPENING_MAX`] new connections may wait for their first answer at once. A request
+//! that finds the stack empty and no slot free waits for whichever comes first, a connection
+//! coming back to its worker's stack or a slot, for as long as connections keep coming back to
+//! that stack: it opens one anyway once none has come back for twice the server's running
+//! median answer time on a reused connection plus 5 ms (scheduling jitter), and at the latest
+//! after `min(timeout_connect, 1 s)`. Paced, requests to a busy server wait in turn for the
+//! connections already answering, which come back every few hundred microseconds; requests
+//! that would wait for nothing (every connection held by long polls, a chat's polling
+//! transport held up to `timeout_server`) open at once, where a fixed one-second wait kept each
+//! of them the full second. Until a reused connection has answered (a fresh start, a server
+//! just added) the wait is the full bound: a fresh start under full load is when a flood of
+//! opens is likeliest.
+//!
+//! Tried and dropped (benches/README.md, issue 16, thirteenth pass): pacing only a server whose
+//! new connections are answered later than reused ones. Paced, the accept queue is short and
+//! the lag hides itself; unpaced, a step from 50 to 500 clients flooded node's accept queue
+//! before any lag showed (Tr up to 1.5 s; p99 0.30-0.33 s in two probes of eight, where the
+//! fixed wait stayed at 44-95 ms in all eight). Waiting only as long as the lag was worse
+//! still (p99 0.1-0.6 s, a fifth less throughput): each new connection also costs a busy
+//! server an accept and a socket on every turn.
 
 use std::time::Duration;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpStream;
@@ -42,8 +59,8 @@ const POOL_CAPACITY: usize = 256;
 pub const OPENING_MAX: usize = 8;
 
 /// Longest a request waits for an opening slot or a returned connection before it opens a
-/// connection anyway (bounded by `timeout_connect` too), so that a server that holds its slots
-/// (long polls on new connections, a black hole) delays requests, never blocks them.
+/// connection anyway, however often connections come back (bounded by `timeout_connect` too),
+/// so that a server that holds its slots (a black hole) delays requests, never blocks them.
 pub const OPENING_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What [`Pool::take_or_open`] found.
@@ -73,10 +90,51 @@ pub struct Pool {
     idle_timeout: Duration,
 }
 
+/// One worker's waiting requests, and what tells how long they may wait. Aligned to a cache
+/// line so that a worker writing here does not invalidate its neighbour's.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct Waiters {
     count: AtomicUsize,
     returned: Notify,
+    /// When a connection last came back to this worker's stack ([`Tick::as_nanos`]).
+    last_return: AtomicU64,
+    /// Answer time on a reused connection.
+    reused: Median,
+}
+
+/// A wait goes on while a connection has come back within twice the median answer time plus
+/// this (module doc).
+const QUIET_SLACK: Duration = Duration::from_millis(5);
+
+/// A running median of answer times in microseconds (0: no sample yet), by frugal streaming:
+/// a sample above it moves it up an eighth, one below moves it down an eighth. A long poll or
+/// a stalled request among quick ones moves it one step, not by its length. Written only by
+/// its own worker, so a load and a store suffice.
+#[derive(Debug, Default)]
+struct Median(AtomicU32);
+
+impl Median {
+    fn observe(&self, sample: Duration) {
+        let x = u32::try_from(sample.as_micros()).unwrap_or(u32::MAX).max(1);
+        let m = self.0.load(Ordering::Relaxed);
+        let next = if m == 0 {
+            x
+        } else if x > m {
+            m.saturating_add((m / 8).max(1))
+        } else if x < m {
+            (m - (m / 8).max(1)).max(1)
+        } else {
+            m
+        };
+        if next != m {
+            self.0.store(next, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_micros(u64::from(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 /// One request counted in `Waiters::count` while it waits, however the wait ends.
@@ -126,6 +184,19 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records how long the server took to answer a request on a reused connection (from the
+    /// request sent to the response head).
+    pub fn observe_reused(&self, took: Duration) {
+        self.waiters[self.me()].reused.observe(took);
+    }
+
+    /// How long a wait goes on without a connection coming back: twice the median answer time
+    /// plus [`QUIET_SLACK`]; `None` until a reused connection has answered.
+    fn quiet(&self, w: &Waiters) -> Option<Duration> {
+        let m = w.reused.get();
+        (!m.is_zero()).then(|| m * 2 + QUIET_SLACK)
+    }
+
     /// A connection for a request: an idle one (when `pooled` allows), else leave to open one,
     /// paced as the module doc says. The wait is at most `max_wait`; the time waited is returned
     /// (it counts in the log's Tw, as HAProxy's queue time does).
@@ -146,7 +217,17 @@ impl Pool {
         let t0 = super::clock::Tick::now();
         let w = &self.waiters[self.me()];
         let _waiting = Waiting::new(&w.count);
-        let give_up = tokio::time::sleep(max_wait);
+        let deadline = t0.after(max_wait);
+        // Until connections stop coming back, or the deadline.
+        let quiet = self.quiet(w);
+        let quiet_end = |w: &Waiters| match quiet {
+            Some(q) => Tick::from_nanos(w.last_return.load(Ordering::Relaxed))
+                .max(t0)
+                .after(q)
+                .min(deadline),
+            None => deadline,
+        };
+        let give_up = tokio::time::sleep_until(quiet_end(w).instant());
         tokio::pin!(give_up);
         let got = loop {
             // Registered before the stack is looked at, so a `put` after the look wakes it.
@@ -161,7 +242,15 @@ impl Pool {
             tokio::select! {
                 p = self.opening.clone().acquire_owned() => break Got::Open(p.ok()),
                 _ = &mut returned => continue,
-                _ = &mut give_up => break Got::Open(None),
+                _ = &mut give_up => {
+                    // Connections came back meanwhile (to other waiters): wait on.
+                    let end = quiet_end(w);
+                    if end > Tick::now() {
+                        give_up.as_mut().reset(end.instant());
+                        continue;
+                    }
+                    break Got::Open(None);
+                }
             }
         };
         (got, t0.elapsed())
@@ -203,6 +292,7 @@ impl Pool {
         // Closed outside the lock.
         drop(stale);
         let w = &self.waiters[me];
+        w.last_return.store(since.as_nanos(), Ordering::Relaxed);
         if w.count.load(Ordering::SeqCst) > 0 {
             w.returned.notify_one();
         }
@@ -287,6 +377,7 @@ mod tests {
     async fn a_waiting_request_takes_the_connection_put_back() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let pool = std::sync::Arc::new(Pool::new(Duration::from_secs(30)));
+        // Nothing answered on a reused connection yet: the wait is the full bound.
         let mut slots = Vec::new();
         for _ in 0..OPENING_MAX {
             match pool.take_or_open(true, Duration::from_secs(30)).await {
@@ -312,6 +403,7 @@ mod tests {
             other => panic!("expected the pooled connection, got {other:?}"),
         }
         assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
         assert_eq!(pool.waiters[0].count.load(Ordering::SeqCst), 0);
         // A freed slot goes to the next request that needs one.
         drop(slots.pop());
@@ -319,6 +411,72 @@ mod tests {
             pool.take_or_open(true, Duration::from_secs(30)).await,
             (Got::Open(Some(_)), _)
         ));
+    }
+
+    /// A wait goes on while connections keep coming back to the worker's stack (to other
+    /// waiters), and ends soon after they stop.
+    #[tokio::test]
+    async fn a_wait_lasts_while_connections_keep_coming_back() {
+        let pool = std::sync::Arc::new(Pool::new(Duration::from_secs(30)));
+        let _slots: Vec<_> = (0..OPENING_MAX)
+            .map(|_| pool.opening.clone().try_acquire_owned().expect("slot"))
+            .collect();
+        // Nothing measured: the full bound.
+        let (got, waited) = pool.take_or_open(true, Duration::from_millis(100)).await;
+        assert!(matches!(got, Got::Open(None)), "{got:?}");
+        assert!(waited >= Duration::from_millis(90), "{waited:?}");
+        // Answers in 1 ms and nothing coming back: the wait ends after 2 ms + 5 ms of quiet.
+        pool.observe_reused(Duration::from_millis(1));
+        let (got, waited) = pool.take_or_open(true, Duration::from_secs(1)).await;
+        assert!(matches!(got, Got::Open(None)), "{got:?}");
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        // Connections coming back every 2 ms (taken by others): it waits out the bound.
+        let p2 = pool.clone();
+        let returns = tokio::spawn(async move {
+            loop {
+                let w = &p2.waiters[0];
+                w.last_return
+                    .store(Tick::now().as_nanos(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        let (got, waited) = pool.take_or_open(true, Duration::from_millis(300)).await;
+        returns.abort();
+        assert!(matches!(got, Got::Open(None)), "{got:?}");
+        assert!(waited >= Duration::from_millis(290), "{waited:?}");
+    }
+
+    /// The running median follows the bulk of the samples, one step per outlier.
+    #[test]
+    fn the_median_moves_an_eighth_per_sample() {
+        let m = Median::default();
+        assert_eq!(m.get(), Duration::ZERO);
+        m.observe(Duration::from_millis(1));
+        assert_eq!(
+            m.get(),
+            Duration::from_millis(1),
+            "the first sample sets it"
+        );
+        for _ in 0..100 {
+            m.observe(Duration::from_millis(40));
+        }
+        let settled = m.get();
+        assert!(
+            settled >= Duration::from_millis(35) && settled <= Duration::from_millis(46),
+            "{settled:?}"
+        );
+        // One 30 s long poll moves it by an eighth, not to 30 s.
+        m.observe(Duration::from_secs(30));
+        assert!(
+            m.get() <= settled * 9 / 8 + Duration::from_micros(1),
+            "{:?}",
+            m.get()
+        );
+        // Never back to "no sample".
+        for _ in 0..200 {
+            m.observe(Duration::ZERO);
+        }
+        assert_eq!(m.get(), Duration::from_micros(1));
     }
 
     /// With pooling off nothing comes back to wait for: every request opens at once.
