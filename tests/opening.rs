@@ -26,25 +26,19 @@ const OPENING_MAX: usize = 8;
 /// Requests sent at once to the holding backend, each on its own client connection.
 const CLIENTS: usize = 20;
 
-/// What a backend saw.
-#[derive(Default)]
-struct Seen {
-    /// Connections accepted.
-    connections: AtomicUsize,
-}
-
 /// A keep-alive backend on its own threads: the first request on each connection is answered
 /// `first_delay` late (the connection's wait in a busy server's accept queue), one for `/poll`
-/// 3 s late (a long poll), the others at once.
-fn backend(first_delay: Duration) -> (SocketAddr, Arc<Seen>) {
+/// 3 s late (a long poll), the others at once. Returns its address and how many connections
+/// it has accepted.
+fn backend(first_delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
     let addr = l.local_addr().expect("addr");
-    let seen = Arc::new(Seen::default());
-    let s2 = seen.clone();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
-            s2.connections.fetch_add(1, Ordering::SeqCst);
+            count.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
                 let mut first = true;
                 let mut buf = Vec::new();
@@ -74,7 +68,7 @@ fn backend(first_delay: Duration) -> (SocketAddr, Arc<Seen>) {
             });
         }
     });
-    (addr, seen)
+    (addr, accepted)
 }
 
 /// The real binary, one worker, in front of `backend`.
@@ -119,19 +113,19 @@ async fn burst(addr: SocketAddr, clients: usize, each: usize) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_slow_to_take_new_connections_gets_the_burst_on_those_it_answers() {
     // New connections answered 300 ms late, reused ones at once.
-    let (backend, seen) = backend(Duration::from_millis(300));
+    let (backend, accepted) = backend(Duration::from_millis(300));
     let dir = tempfile::tempdir().expect("tempdir");
     let (_d, addr) = edgelb(dir.path(), backend).await;
     // One connection, answered late once and then at once: edgelb has measured the answers.
     burst(addr, 1, 5).await;
-    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
     // 20 clients at once, 5 requests each. Opened freely, every client's first request would
     // open a connection (20) and wait 300 ms on it; paced, the one connection already
     // answering serves the requests that find no slot (it comes back every few hundred
     // microseconds), and only the slots open.
     burst(addr, 20, 5).await;
-    let opened = seen.connections.load(Ordering::SeqCst);
+    let opened = accepted.load(Ordering::SeqCst);
     assert!(
         opened <= 1 + OPENING_MAX + 4,
         "{opened} connections for 20 clients: opening was not paced"
@@ -141,7 +135,7 @@ async fn a_server_slow_to_take_new_connections_gets_the_burst_on_those_it_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn long_polls_holding_new_connections_do_not_hold_back_other_requests() {
     // Quick answers on any connection; `/poll` held 3 s.
-    let (backend, _seen) = backend(Duration::ZERO);
+    let (backend, _accepted) = backend(Duration::ZERO);
     let dir = tempfile::tempdir().expect("tempdir");
     let (_d, addr) = edgelb(dir.path(), backend).await;
     burst(addr, 1, 5).await;

@@ -107,6 +107,22 @@ struct Waiters {
 /// this (module doc).
 const QUIET_SLACK: Duration = Duration::from_millis(5);
 
+impl Waiters {
+    /// When a wait that began at `t0` ends, as things stand: once no connection has come back
+    /// for twice the median answer time plus [`QUIET_SLACK`], and by `deadline` at the latest
+    /// (at `deadline` until a reused connection has answered).
+    fn wait_end(&self, t0: Tick, deadline: Tick) -> Tick {
+        let m = self.reused.get();
+        if m.is_zero() {
+            return deadline;
+        }
+        Tick::from_nanos(self.last_return.load(Ordering::Relaxed))
+            .max(t0)
+            .after(m * 2 + QUIET_SLACK)
+            .min(deadline)
+    }
+}
+
 /// A running median of answer times in microseconds (0: no sample yet), by frugal streaming:
 /// a sample above it moves it up an eighth, one below moves it down an eighth. A long poll or
 /// a stalled request among quick ones moves it one step, not by its length. Written only by
@@ -190,13 +206,6 @@ impl Pool {
         self.waiters[self.me()].reused.observe(took);
     }
 
-    /// How long a wait goes on without a connection coming back: twice the median answer time
-    /// plus [`QUIET_SLACK`]; `None` until a reused connection has answered.
-    fn quiet(&self, w: &Waiters) -> Option<Duration> {
-        let m = w.reused.get();
-        (!m.is_zero()).then(|| m * 2 + QUIET_SLACK)
-    }
-
     /// A connection for a request: an idle one (when `pooled` allows), else leave to open one,
     /// paced as the module doc says. The wait is at most `max_wait`; the time waited is returned
     /// (it counts in the log's Tw, as HAProxy's queue time does).
@@ -214,20 +223,11 @@ impl Pool {
         if let Ok(p) = self.opening.clone().try_acquire_owned() {
             return (Got::Open(Some(p)), Duration::ZERO);
         }
-        let t0 = super::clock::Tick::now();
+        let t0 = Tick::now();
         let w = &self.waiters[self.me()];
         let _waiting = Waiting::new(&w.count);
         let deadline = t0.after(max_wait);
-        // Until connections stop coming back, or the deadline.
-        let quiet = self.quiet(w);
-        let quiet_end = |w: &Waiters| match quiet {
-            Some(q) => Tick::from_nanos(w.last_return.load(Ordering::Relaxed))
-                .max(t0)
-                .after(q)
-                .min(deadline),
-            None => deadline,
-        };
-        let give_up = tokio::time::sleep_until(quiet_end(w).instant());
+        let give_up = tokio::time::sleep_until(w.wait_end(t0, deadline).instant());
         tokio::pin!(give_up);
         let got = loop {
             // Registered before the stack is looked at, so a `put` after the look wakes it.
@@ -244,7 +244,7 @@ impl Pool {
                 _ = &mut returned => continue,
                 _ = &mut give_up => {
                     // Connections came back meanwhile (to other waiters): wait on.
-                    let end = quiet_end(w);
+                    let end = w.wait_end(t0, deadline);
                     if end > Tick::now() {
                         give_up.as_mut().reset(end.instant());
                         continue;
