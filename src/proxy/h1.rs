@@ -389,7 +389,7 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
                 websocket |= tokens(v).any(|t| t.eq_ignore_ascii_case(b"websocket"));
             }
             Known::SecWebsocketKey => ws_key = true,
-            Known::Expect if trim_ows(v).eq_ignore_ascii_case(b"100-continue") => {
+            Known::Expect if v.eq_ignore_ascii_case(b"100-continue") => {
                 out.expect_continue = true;
             }
             _ => {}
@@ -556,7 +556,8 @@ pub fn parse_response(
     // each header as its H1 parser keeps it.
     let mut htx = 20 + b"HTTP/1.1".len() as u64 + 3 + out.reason_r.len() as u64 + 1;
     let mut first_cl_htx = 0u64;
-    // Control bytes in values: refused by the lexer already (see `parse_request`).
+    // Control bytes in values: refused by the lexer already (see `parse_request`). Values come
+    // from the lexer without their leading and trailing blanks.
     for f in &out.headers {
         let v = &buf[f.value()];
         let name = f.name();
@@ -579,16 +580,16 @@ pub fn parse_response(
                     te_codings += 1;
                     chunked = tok.eq_ignore_ascii_case(b"chunked");
                 }
-                htx += (name.len() + trim_ows(v).len()) as u64;
+                htx += (name.len() + v.len()) as u64;
             }
             Known::Connection => {
                 conn.read(buf, v, &mut out.conn_listed);
-                match cleaned_connection_len(trim_ows(v)) {
+                match cleaned_connection_len(v) {
                     0 => {}
                     n => htx += (name.len() + n) as u64,
                 }
             }
-            _ => htx += (name.len() + trim_ows(v).len()) as u64,
+            _ => htx += (name.len() + v.len()) as u64,
         }
     }
     if !chunked {
