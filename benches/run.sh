@@ -91,9 +91,14 @@ for p in "${BPORTS[@]}" $HA_PORT $EL_PORT $NG_PORT $FL_PORT; do
     exit 1
   fi
 done
+# The backends stop by themselves once a run this long is surely over (a forgotten one ends);
+# counted from the rounds, so a long run does not outlive them: per round at most ten
+# closed-loop and six fixed-rate runs per rate, each DUR plus start-up.
+npcts=$(wc -w <<<"$RATE_PCTS")
+BACKEND_SECS=$(( 300 + ROUNDS * (10 + 6 * npcts) * (DUR + 5) ))
 case $BACKENDS in
   fast)
-    BENCH_BACKEND_SECS=900 "${LOAD_CPU[@]}" "$BACKEND" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 \
+    BENCH_BACKEND_SECS=$BACKEND_SECS "${LOAD_CPU[@]}" "$BACKEND" 127.0.0.1:18181 127.0.0.1:18182 127.0.0.1:18183 \
       2>"$WORK/backend.log" &
     BACKEND_PID=$!
     PIDS+=($!)
@@ -102,7 +107,7 @@ case $BACKENDS in
     command -v node >/dev/null || { echo "node is not installed" >&2; exit 1; }
     : >"$WORK/backend.log"
     for i in 1 2 3; do
-      BENCH_BACKEND_SECS=900 "${LOAD_CPU[@]}" node benches/tools/backend.js "1818$i" "app$i" \
+      BENCH_BACKEND_SECS=$BACKEND_SECS "${LOAD_CPU[@]}" node benches/tools/backend.js "1818$i" "app$i" \
         2>>"$WORK/backend.log" &
       PIDS+=($!)
     done
@@ -417,8 +422,8 @@ done
           }
           ratio[x] = m ? sprintf("%.2f", med(b, m)) : "-"
         }
-        # CPU above the floor's in the same round: what the proxy adds to a byte relay, with
-        # the kernel's share (and the VM's phase, which moves both) taken out.
+        # CPU above the floor in the same round: what the proxy adds to a byte relay, with the
+        # kernel part taken out.
         m = 0
         for (r = 1; r <= n; r++) {
           e = byround[t, c, r]; f = byround["floor", c, r]
