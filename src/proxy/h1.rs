@@ -154,7 +154,6 @@ pub struct RequestHead {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub upgrade: bool,
-    pub expect_continue: bool,
     /// Header names listed in `Connection` (to drop), as ranges.
     pub conn_listed: Vec<Range<usize>>,
     /// Set by the caller from `global.max_header_lines`.
@@ -303,7 +302,6 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
     out.abs_path_r = None;
     out.abs_authority_r = None;
     out.upgrade = false;
-    out.expect_continue = false;
 
     if out.method() == Method::Connect {
         return Err(Reject::Method);
@@ -389,9 +387,6 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Reject
                 websocket |= tokens(v).any(|t| t.eq_ignore_ascii_case(b"websocket"));
             }
             Known::SecWebsocketKey => ws_key = true,
-            Known::Expect if v.eq_ignore_ascii_case(b"100-continue") => {
-                out.expect_continue = true;
-            }
             _ => {}
         }
     }
