@@ -6,6 +6,8 @@
 //!   cargo run --release --example bench_backend -- 127.0.0.1:18081 127.0.0.1:18082 ...
 //!
 //! It stops by itself after `BENCH_BACKEND_SECS` seconds (default 900), so a forgotten run ends.
+//! With `BENCH_BACKEND_DELAY_MS` set, each answer waits that long first, without holding the
+//! thread: a handler waiting on its database (benches/burst.sh).
 
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ fn head(buf: &[u8]) -> Option<(usize, usize)> {
     Some((end, cl))
 }
 
-async fn conn(mut s: TcpStream, resp: &'static [u8]) {
+async fn conn(mut s: TcpStream, resp: &'static [u8], delay: Duration) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::with_capacity(8192);
     let mut out = Vec::with_capacity(4096);
@@ -57,7 +59,13 @@ async fn conn(mut s: TcpStream, resp: &'static [u8]) {
             buf.drain(..h + cl);
             out.extend_from_slice(resp);
         }
-        if !out.is_empty() && s.write_all(&out).await.is_err() {
+        if out.is_empty() {
+            continue;
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if s.write_all(&out).await.is_err() {
             return;
         }
     }
@@ -73,6 +81,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(900);
+    let delay = Duration::from_millis(
+        std::env::var("BENCH_BACKEND_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -85,7 +99,7 @@ fn main() {
             tokio::spawn(async move {
                 loop {
                     if let Ok((s, _)) = l.accept().await {
-                        tokio::spawn(conn(s, resp));
+                        tokio::spawn(conn(s, resp, delay));
                     }
                 }
             });

@@ -16,6 +16,12 @@
 //! load-independent per-request counts (`strace -c`, callgrind) over a known number of requests.
 //! Prints `done=… errors=… secs=…`.
 //!
+//! `loadgen burst ADDR CLIENTS EACH [WARM [IDLE_SECS]]` — optionally WARM clients at once, one
+//! request each, then IDLE_SECS of quiet; then CLIENTS new connections at once, each sending EACH
+//! requests one after the other: a burst as a proxy meets it after a start, a step of load or an
+//! idle spell (benches/burst.sh). Latency per request, from its send.
+//! Prints `clients=… each=… ok=… errors=… p50_ms=… p90_ms=… max_ms=… secs=…`.
+//!
 //! Everything is bounded: SECS is capped at 120, connections at 20 000.
 
 use std::net::SocketAddr;
@@ -208,6 +214,61 @@ async fn count(addr: SocketAddr, n: u64, conns: usize) {
     );
 }
 
+/// One client of a burst: a new connection, `each` requests in turn; latencies in µs, or None
+/// on an error.
+async fn burst_client(addr: SocketAddr, each: usize) -> Option<Vec<u32>> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let _ = s.set_nodelay(true);
+    let mut buf = Vec::with_capacity(4096);
+    let mut lat = Vec::with_capacity(each);
+    for _ in 0..each {
+        let t = Instant::now();
+        s.write_all(REQ).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(30), read_response(&mut s, &mut buf))
+            .await
+            .ok()?
+            .then_some(())?;
+        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    Some(lat)
+}
+
+/// `clients` clients at once, `each` requests each: (latencies sorted, errors).
+async fn burst_of(addr: SocketAddr, clients: usize, each: usize) -> (Vec<u32>, u64) {
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| tokio::spawn(burst_client(addr, each)))
+        .collect();
+    let (mut lat, mut errors) = (Vec::new(), 0u64);
+    for t in tasks {
+        match t.await {
+            Ok(Some(l)) => lat.extend(l),
+            _ => errors += 1,
+        }
+    }
+    lat.sort_unstable();
+    (lat, errors)
+}
+
+async fn burst(addr: SocketAddr, clients: usize, each: usize, warm: usize, idle_secs: f64) {
+    let clients = clients.clamp(1, 20_000);
+    let each = each.clamp(1, 1_000);
+    if warm > 0 {
+        burst_of(addr, warm.min(20_000), 1).await;
+        tokio::time::sleep(Duration::from_secs_f64(idle_secs.clamp(0.0, 120.0))).await;
+    }
+    let t0 = Instant::now();
+    let (lat, errors) = burst_of(addr, clients, each).await;
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    println!(
+        "clients={clients} each={each} ok={} errors={errors} p50_ms={:.1} p90_ms={:.1} max_ms={:.1} secs={:.3}",
+        lat.len(),
+        ms(pct(&lat, 0.50)),
+        ms(pct(&lat, 0.90)),
+        ms(lat.last().copied().unwrap_or(0)),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 async fn idle(addr: SocketAddr, n: usize, secs: u64) {
     let n = n.min(20_000);
     let secs = secs.min(120);
@@ -243,7 +304,7 @@ async fn idle(addr: SocketAddr, n: usize, secs: u64) {
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let usage = || -> ! {
-        eprintln!("usage: loadgen rate ADDR RATE CONNS SECS | loadgen idle ADDR N SECS | loadgen count ADDR N CONNS");
+        eprintln!("usage: loadgen rate ADDR RATE CONNS SECS | loadgen idle ADDR N SECS | loadgen count ADDR N CONNS | loadgen burst ADDR CLIENTS EACH [WARM [IDLE_SECS]]");
         std::process::exit(2)
     };
     if a.len() < 4 {
@@ -270,6 +331,19 @@ fn main() {
             let n: u64 = a[2].parse().unwrap_or_else(|_| usage());
             let c: usize = a[3].parse().unwrap_or_else(|_| usage());
             rt.block_on(count(addr, n, c));
+        }
+        "burst" if a.len() <= 6 => {
+            let c: usize = a[2].parse().unwrap_or_else(|_| usage());
+            let e: usize = a[3].parse().unwrap_or_else(|_| usage());
+            let w: usize = a
+                .get(4)
+                .map_or(Ok(0), |v| v.parse())
+                .unwrap_or_else(|_| usage());
+            let i: f64 = a
+                .get(5)
+                .map_or(Ok(0.0), |v| v.parse())
+                .unwrap_or_else(|_| usage());
+            rt.block_on(burst(addr, c, e, w, i));
         }
         _ => usage(),
     }

@@ -492,9 +492,13 @@ impl Conn {
         };
         let (head, uploaded) = phase1;
         drop(opening);
-        if conn.reused && head.is_ok() {
-            // How long a wait for a connection to come back may go quiet (`pool`).
-            srv.pool.observe_reused(sent_at.elapsed());
+        if head.is_ok() {
+            // How long a request should wait for a connection to come back (`pool`).
+            if conn.reused {
+                srv.pool.observe_reused(sent_at.elapsed());
+            } else {
+                srv.pool.observe_fresh(sent_at.elapsed());
+            }
         }
         let upload_complete = matches!(uploaded, Some(Ok(_))) || upload_framing == Framing::None;
         if let Some(Ok(n)) = &uploaded {

@@ -21,17 +21,38 @@
 //! (benches/README.md, issue 16, twelfth pass).
 //!
 //! At most [`OPENING_MAX`] new connections may wait for their first answer at once. A request
-//! that finds the stack empty and no slot free waits for whichever comes first, a connection
-//! coming back to its worker's stack or a slot, for as long as connections keep coming back to
-//! that stack: it opens one anyway once none has come back for twice the server's running
-//! median answer time on a reused connection plus 5 ms (scheduling jitter), and at the latest
-//! after `min(timeout_connect, 1 s)`. Paced, requests to a busy server wait in turn for the
-//! connections already answering, which come back every few hundred microseconds; requests
-//! that would wait for nothing (every connection held by long polls, a chat's polling
-//! transport held up to `timeout_server`) open at once, where a fixed one-second wait kept each
-//! of them the full second. Until a reused connection has answered (a fresh start, a server
-//! just added) the wait is the full bound: a fresh start under full load is when a flood of
-//! opens is likeliest.
+//! that finds the stack empty and no slot free may wait for whichever comes first, a connection
+//! coming back to its worker's stack or a slot, but only while waiting looks quicker than
+//! opening. An opening is taken to cost the server's running median time to the first answer
+//! on a new connection (its handler's time plus however long new connections wait to be
+//! accepted), and never less than [`OPENING_COST_MIN`] (50 ms): a shorter wait is worth more
+//! than a connection that a busy server must also accept, once per turn.
+//! - It opens at once when no connection has come back for longer than an opening costs (an
+//!   idle spell), or when the requests already waiting, and it, would take longer than that to
+//!   be served at the mean interval between returns. (Until eight are in, the mean is pulled
+//!   towards one answer time, as if one connection were in service: two connections back at
+//!   one tick are not a rate of infinity.) A server whose handler takes 300 ms (node.js
+//!   waiting on its database) answers a new connection as fast as a reused one, and returns
+//!   connections tens of milliseconds apart: a burst opens its connections at once, but for
+//!   the first few waiting requests, as through HAProxy.
+//! - Else it opens once it has waited as long as an opening costs (so at most twice what the
+//!   better choice would have taken), once no connection has come back for twice the median
+//!   answer time on a reused connection (on a new one until that is measured) plus 5 ms (a
+//!   stalled server, or long polls holding every connection: a chat's polling transport), and
+//!   at the latest after `min(timeout_connect, 1 s)`, so a server that holds its slots (a black
+//!   hole) delays requests, never blocks them.
+//!
+//! Until a new connection has answered (a fresh start, a server just added) a request waits at
+//! most [`OPENING_COST_MIN`]. A busy node.js server answers within milliseconds on the
+//! connections it has and returns one every few hundred microseconds: a burst of hundreds
+//! waits for them (queued in edgelb, where node's accept queue would serve them last), and a
+//! server that new connections reach late raises its own first-answer time, and with it how
+//! long requests wait instead of opening.
+//!
+//! The wait was a fixed second at first (twelfth pass), then "while connections keep coming
+//! back" (thirteenth): both kept a burst to a slow handler queued behind eight connections,
+//! 1.2 s at the median for 300 clients to three 300 ms servers where HAProxy took 0.34 s
+//! (benches/README.md, issue 16, fifteenth pass).
 //!
 //! Tried and dropped (benches/README.md, issue 16, thirteenth pass): pacing only a server whose
 //! new connections are answered later than reused ones. Paced, the accept queue is short and
@@ -39,7 +60,16 @@
 //! before any lag showed (Tr up to 1.5 s; p99 0.30-0.33 s in two probes of eight, where the
 //! fixed wait stayed at 44-95 ms in all eight). Waiting only as long as the lag was worse
 //! still (p99 0.1-0.6 s, a fifth less throughput): each new connection also costs a busy
-//! server an accept and a socket on every turn.
+//! server an accept and a socket on every turn. And in the fifteenth pass: taking an opening
+//! to cost just the first-answer time, without the 50 ms floor (a busy node answers in a few
+//! milliseconds, so a step from 50 to 500 clients opened ~150 connections per server at once:
+//! p99 0.55 and 0.70 s in two probes of three, one server holding ~390 requests), and
+//! counting the time since the last return once per request ahead (a stall of a few
+//! milliseconds then opened the whole queue: p99 0.68 and 0.72 s, 62 and 14 wrk timeouts).
+//! Little's law for the interval (the median answer time over the server's requests in
+//! service) assumes answers spread out; a burst's come back together, and with forty
+//! requests just sent it predicted a return every 7 ms where none came for 300: a sixth of a
+//! burst waited 300 ms.
 
 use std::time::Duration;
 
@@ -62,6 +92,11 @@ pub const OPENING_MAX: usize = 8;
 /// connection anyway, however often connections come back (bounded by `timeout_connect` too),
 /// so that a server that holds its slots (a black hole) delays requests, never blocks them.
 pub const OPENING_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// The least an opening is taken to cost, however fast the server answers a new connection:
+/// a wait shorter than this is worth more than a connection a busy server must also accept
+/// (module doc). Until a new connection has answered, what an opening is taken to cost.
+pub const OPENING_COST_MIN: Duration = Duration::from_millis(50);
 
 /// What [`Pool::take_or_open`] found.
 #[derive(Debug)]
@@ -101,6 +136,10 @@ struct Waiters {
     last_return: AtomicU64,
     /// Answer time on a reused connection.
     reused: Median,
+    /// Time to the first answer on a new connection: what opening one costs.
+    fresh: Median,
+    /// Mean interval between connections coming back to this worker's stack.
+    gap: Mean,
 }
 
 /// A wait goes on while a connection has come back within twice the median answer time plus
@@ -108,18 +147,108 @@ struct Waiters {
 const QUIET_SLACK: Duration = Duration::from_millis(5);
 
 impl Waiters {
-    /// When a wait that began at `t0` ends, as things stand: once no connection has come back
-    /// for twice the median answer time plus [`QUIET_SLACK`], and by `deadline` at the latest
-    /// (at `deadline` until a reused connection has answered).
-    fn wait_end(&self, t0: Tick, deadline: Tick) -> Tick {
-        let m = self.reused.get();
-        if m.is_zero() {
-            return deadline;
+    /// Whether a request with `ahead` others already waiting should open at once: their
+    /// connections and its own would take longer to come back, at the mean interval between
+    /// returns, than opening costs; or none has come back for longer than that (an idle spell).
+    fn open_at_once(&self, ahead: usize) -> bool {
+        let last = self.last_return.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
         }
-        Tick::from_nanos(self.last_return.load(Ordering::Relaxed))
-            .max(t0)
-            .after(m * 2 + QUIET_SLACK)
-            .min(deadline)
+        let cost = self.opening_cost();
+        if Tick::now().since(Tick::from_nanos(last)) > cost {
+            return true;
+        }
+        let returns = u32::try_from(ahead.saturating_add(1)).unwrap_or(u32::MAX);
+        self.interval().saturating_mul(returns) > cost
+    }
+
+    /// The interval between returns a waiting request can count on: the mean measured, pulled
+    /// towards one answer time (as if one connection were in service) until eight intervals
+    /// are in, so that two connections back at one tick do not make it zero.
+    fn interval(&self) -> Duration {
+        let (mean, n) = (self.gap.get(), self.gap.samples());
+        if n >= 8 {
+            return mean;
+        }
+        (self.answer_time() + mean * n) / (n + 1)
+    }
+
+    /// The answer time on a reused connection, or on a new one until that is measured.
+    fn answer_time(&self) -> Duration {
+        match self.reused.get() {
+            m if m.is_zero() => self.fresh.get(),
+            m => m,
+        }
+    }
+
+    /// What opening a connection costs a request: the server's median time to a first answer
+    /// on a new connection, and at least [`OPENING_COST_MIN`].
+    fn opening_cost(&self) -> Duration {
+        self.fresh.get().max(OPENING_COST_MIN)
+    }
+
+    /// When a wait that began at `t0` ends, as things stand: after as long as an opening costs
+    /// (at least [`OPENING_COST_MIN`]), once no connection has come back for twice the
+    /// median answer time plus [`QUIET_SLACK`], and by `deadline` at the latest.
+    fn wait_end(&self, t0: Tick, deadline: Tick) -> Tick {
+        let mut end = deadline.min(t0.after(self.opening_cost()));
+        let m = self.answer_time();
+        if !m.is_zero() {
+            let quiet = Tick::from_nanos(self.last_return.load(Ordering::Relaxed))
+                .max(t0)
+                .after(m * 2 + QUIET_SLACK);
+            end = end.min(quiet);
+        }
+        end
+    }
+}
+
+/// A running mean of intervals in nanoseconds (0: no sample yet): the plain mean of the first
+/// eight samples, then each sample, capped at a second, moves it an eighth of the way. A mean,
+/// not a median: connections come back in batches (several in one poll, at one tick), and what
+/// a waiting request needs is their rate. Written only by its own worker, so loads and stores
+/// suffice.
+#[derive(Debug, Default)]
+struct Mean {
+    mean: AtomicU64,
+    samples: AtomicU32,
+}
+
+impl Mean {
+    fn observe(&self, sample: Duration) {
+        let x = u64::try_from(sample.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(1_000_000_000);
+        let n = self.samples.load(Ordering::Relaxed);
+        let m = self.mean.load(Ordering::Relaxed);
+        // m + (x - m) / weight, in unsigned arithmetic, with weight n + 1 up to 8 (a shift
+        // then: this runs for every connection put back); at least 1 once sampled.
+        let step = |d: u64| {
+            if n >= 7 {
+                d >> 3
+            } else {
+                d / u64::from(n + 1)
+            }
+        };
+        let next = if x >= m {
+            m + step(x - m)
+        } else {
+            m - step(m - x)
+        };
+        self.mean.store(next.max(1), Ordering::Relaxed);
+        if n < 8 {
+            self.samples.store(n + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_nanos(self.mean.load(Ordering::Relaxed))
+    }
+
+    /// Samples taken, up to eight.
+    fn samples(&self) -> u32 {
+        self.samples.load(Ordering::Relaxed)
     }
 }
 
@@ -206,6 +335,12 @@ impl Pool {
         self.waiters[self.me()].reused.observe(took);
     }
 
+    /// Records how long the server took to answer the first request on a new connection (from
+    /// the request sent to the response head): what opening costs.
+    pub fn observe_fresh(&self, took: Duration) {
+        self.waiters[self.me()].fresh.observe(took);
+    }
+
     /// A connection for a request: an idle one (when `pooled` allows), else leave to open one,
     /// paced as the module doc says. The wait is at most `max_wait`; the time waited is returned
     /// (it counts in the log's Tw, as HAProxy's queue time does).
@@ -223,8 +358,11 @@ impl Pool {
         if let Ok(p) = self.opening.clone().try_acquire_owned() {
             return (Got::Open(Some(p)), Duration::ZERO);
         }
-        let t0 = Tick::now();
         let w = &self.waiters[self.me()];
+        if w.open_at_once(w.count.load(Ordering::SeqCst)) {
+            return (Got::Open(None), Duration::ZERO);
+        }
+        let t0 = Tick::now();
         let _waiting = Waiting::new(&w.count);
         let deadline = t0.after(max_wait);
         let give_up = tokio::time::sleep_until(w.wait_end(t0, deadline).instant());
@@ -292,7 +430,12 @@ impl Pool {
         // Closed outside the lock.
         drop(stale);
         let w = &self.waiters[me];
+        // Only this worker writes it (`Median`): a load and a store.
+        let last = w.last_return.load(Ordering::Relaxed);
         w.last_return.store(since.as_nanos(), Ordering::Relaxed);
+        if last != 0 {
+            w.gap.observe(since.since(Tick::from_nanos(last)));
+        }
         if w.count.load(Ordering::SeqCst) > 0 {
             w.returned.notify_one();
         }
@@ -377,7 +520,8 @@ mod tests {
     async fn a_waiting_request_takes_the_connection_put_back() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let pool = std::sync::Arc::new(Pool::new(Duration::from_secs(30)));
-        // Nothing answered on a reused connection yet: the wait is the full bound.
+        // A new connection takes 20 s to answer: waiting for one to come back is better.
+        pool.observe_fresh(Duration::from_secs(20));
         let mut slots = Vec::new();
         for _ in 0..OPENING_MAX {
             match pool.take_or_open(true, Duration::from_secs(30)).await {
@@ -413,19 +557,26 @@ mod tests {
         ));
     }
 
-    /// A wait goes on while connections keep coming back to the worker's stack (to other
-    /// waiters), and ends soon after they stop.
+    /// A wait lasts no longer than opening would: `OPENING_COST_MIN` until a new connection has
+    /// answered, then as long as one takes to answer, and less once connections stop coming
+    /// back; and none at all when the queue ahead would take longer than that.
     #[tokio::test]
-    async fn a_wait_lasts_while_connections_keep_coming_back() {
+    async fn a_wait_lasts_no_longer_than_opening_would() {
         let pool = std::sync::Arc::new(Pool::new(Duration::from_secs(30)));
         let _slots: Vec<_> = (0..OPENING_MAX)
             .map(|_| pool.opening.clone().try_acquire_owned().expect("slot"))
             .collect();
-        // Nothing measured: the full bound.
-        let (got, waited) = pool.take_or_open(true, Duration::from_millis(100)).await;
+        // Nothing measured: `OPENING_COST_MIN`.
+        let (got, waited) = pool.take_or_open(true, Duration::from_secs(1)).await;
         assert!(matches!(got, Got::Open(None)), "{got:?}");
-        assert!(waited >= Duration::from_millis(90), "{waited:?}");
-        // Answers in 1 ms and nothing coming back: the wait ends after 2 ms + 5 ms of quiet.
+        assert!(
+            waited >= OPENING_COST_MIN - Duration::from_millis(5),
+            "{waited:?}"
+        );
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        // New connections answer in 10 s, reused ones in 1 ms, and nothing comes back: the wait
+        // ends after 2 ms + 5 ms of quiet.
+        pool.observe_fresh(Duration::from_secs(10));
         pool.observe_reused(Duration::from_millis(1));
         let (got, waited) = pool.take_or_open(true, Duration::from_secs(1)).await;
         assert!(matches!(got, Got::Open(None)), "{got:?}");
@@ -441,9 +592,119 @@ mod tests {
             }
         });
         let (got, waited) = pool.take_or_open(true, Duration::from_millis(300)).await;
-        returns.abort();
         assert!(matches!(got, Got::Open(None)), "{got:?}");
         assert!(waited >= Duration::from_millis(290), "{waited:?}");
+        // A new connection answers in 100 ms: having waited that long, it opens.
+        let p3 = Pool::new(Duration::from_secs(30));
+        let _slots3: Vec<_> = (0..OPENING_MAX)
+            .map(|_| p3.opening.clone().try_acquire_owned().expect("slot"))
+            .collect();
+        p3.observe_fresh(Duration::from_millis(100));
+        p3.observe_reused(Duration::from_millis(100));
+        p3.waiters[0]
+            .last_return
+            .store(Tick::now().as_nanos(), Ordering::Relaxed);
+        let (got, waited) = p3.take_or_open(true, Duration::from_secs(1)).await;
+        returns.abort();
+        assert!(matches!(got, Got::Open(None)), "{got:?}");
+        assert!(waited >= Duration::from_millis(95), "{waited:?}");
+        assert!(waited < Duration::from_millis(600), "{waited:?}");
+        // Connections come back every 10 ms and a new one answers in 50 ms: with nobody ahead
+        // a request waits; with five ahead (60 ms of returns) it opens at once.
+        p3.observe_fresh(Duration::from_millis(50));
+        for _ in 0..100 {
+            p3.observe_fresh(Duration::from_millis(50));
+        }
+        for _ in 0..8 {
+            p3.waiters[0].gap.observe(Duration::from_millis(10));
+        }
+        p3.waiters[0]
+            .last_return
+            .store(Tick::now().as_nanos(), Ordering::Relaxed);
+        assert!(!p3.waiters[0].open_at_once(0));
+        p3.waiters[0].count.store(5, Ordering::SeqCst);
+        let (got, waited) = p3.take_or_open(true, Duration::from_secs(1)).await;
+        assert!(matches!(got, Got::Open(None)), "{got:?}");
+        assert_eq!(waited, Duration::ZERO);
+        // Nobody ahead, but nothing has come back for 200 ms (an idle spell): at once too. (The
+        // clock's epoch is this process's start, more than 400 ms of waits ago.)
+        p3.waiters[0].count.store(0, Ordering::SeqCst);
+        let now = Tick::now().as_nanos();
+        assert!(now > 300_000_000, "{now}");
+        p3.waiters[0]
+            .last_return
+            .store(now - 200_000_000, Ordering::Relaxed);
+        assert!(p3.waiters[0].open_at_once(0));
+
+        // Two connections come back at one tick from a server that answers in 300 ms: an
+        // interval of zero, pulled towards one answer time, makes 150 ms, not zero: the first
+        // request waiting waits, the third would wait longer than an opening costs.
+        let pool = Pool::new(Duration::from_secs(30));
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        pool.observe_fresh(Duration::from_millis(300));
+        let (a, _a_srv) = pair(&l).await;
+        let (b, _b_srv) = pair(&l).await;
+        pool.put(a);
+        pool.put(b);
+        let w = &pool.waiters[0];
+        let interval = w.interval();
+        assert!(
+            interval >= Duration::from_millis(140) && interval <= Duration::from_millis(160),
+            "{interval:?}"
+        );
+        assert!(!w.open_at_once(0));
+        assert!(w.open_at_once(2));
+        // Answers on reused connections in 100 µs, four more returns 100 µs apart: the prior
+        // is that answer time now, and a queue of ten waits.
+        pool.observe_reused(Duration::from_micros(100));
+        for _ in 0..4 {
+            w.gap.observe(Duration::from_micros(100));
+        }
+        assert!(
+            w.interval() < Duration::from_millis(1),
+            "{:?}",
+            w.interval()
+        );
+        assert!(!w.open_at_once(10));
+    }
+
+    /// The running mean of intervals follows their rate: batches at one tick count as zero.
+    #[test]
+    fn the_mean_interval_follows_the_rate() {
+        let m = Mean::default();
+        assert_eq!(m.get(), Duration::ZERO);
+        m.observe(Duration::from_millis(8));
+        assert_eq!(
+            m.get(),
+            Duration::from_millis(8),
+            "the first sample sets it"
+        );
+        m.observe(Duration::ZERO);
+        m.observe(Duration::from_millis(1));
+        assert_eq!(
+            m.get(),
+            Duration::from_millis(3),
+            "the plain mean of the first few"
+        );
+        // Batches of four, 4 ms apart: a mean interval of 1 ms.
+        for _ in 0..200 {
+            m.observe(Duration::from_millis(4));
+            for _ in 0..3 {
+                m.observe(Duration::ZERO);
+            }
+        }
+        let got = m.get();
+        assert!(
+            got >= Duration::from_micros(500) && got <= Duration::from_millis(2),
+            "{got:?}"
+        );
+        // An idle hour counts as a second, and the rate is back within a few dozen returns.
+        m.observe(Duration::from_secs(3600));
+        assert!(m.get() <= Duration::from_millis(130), "{:?}", m.get());
+        for _ in 0..60 {
+            m.observe(Duration::from_millis(1));
+        }
+        assert!(m.get() <= Duration::from_millis(2), "{:?}", m.get());
     }
 
     /// The running median follows the bulk of the samples, one step per outlier.
