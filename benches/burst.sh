@@ -6,7 +6,7 @@
 # Three keep-alive backends (benches/tools/backend.rs with BENCH_BACKEND_DELAY_MS: every answer
 # waits DELAY_MS without holding the thread, a node.js app waiting on its database) behind each
 # proxy, with the seed settings of benches/run.sh (roundrobin, cookie insert, forwardfor,
-# health checks) and one worker. Each scenario starts a fresh proxy and runs
+# httplog, health checks) and one worker. Each scenario starts a fresh proxy and runs
 # `loadgen burst` (benches/tools/loadgen.rs) against it; targets alternate, ROUNDS times:
 # - cold: 300 clients at once, one request each, on a proxy that has sent nothing yet;
 # - step: 6 clients one request each, then 150 clients at once, 4 requests each;
@@ -37,63 +37,8 @@ BENCH_BACKEND_SECS=$((120 + ROUNDS * 60)) BENCH_BACKEND_DELAY_MS=$DELAY_MS \
 PIDS+=($!)
 for p in 18281 18282 18283; do wait_port $p; done
 
-cat >"$WORK/haproxy.cfg" <<CFG
-global
-  maxconn 4000
-defaults
-  mode http
-  option forwardfor except 10.0.0.0/8
-  option redispatch
-  retries 3
-  timeout connect 10s
-  timeout client 30s
-  timeout server 30s
-listen webapp
-  bind 127.0.0.1:18290
-  balance roundrobin
-  cookie SERVERID insert indirect nocache
-  server app1 127.0.0.1:18281 cookie app1 check
-  server app2 127.0.0.1:18282 cookie app2 check
-  server app3 127.0.0.1:18283 cookie app3 check
-CFG
-cat >"$WORK/edgelb.toml" <<CFG
-[global]
-workers = 1
-
-[log]
-access = "off"
-
-[defaults]
-timeout_connect = "10s"
-timeout_client = "30s"
-timeout_server = "30s"
-retries = 3
-redispatch = true
-
-[[listen]]
-name = "webapp"
-bind = ["127.0.0.1:18291"]
-balance = "roundrobin"
-forwardfor = { except = ["10.0.0.0/8"] }
-
-[listen.cookie]
-name = "SERVERID"
-insert = true
-indirect = true
-nocache = true
-
-[[listen.server]]
-name = "app1"
-address = "127.0.0.1:18281"
-
-[[listen.server]]
-name = "app2"
-address = "127.0.0.1:18282"
-
-[[listen.server]]
-name = "app3"
-address = "127.0.0.1:18283"
-CFG
+# The seed's settings as in benches/run.sh, one worker, the access log to stdout (/dev/null).
+seed_configs "$WORK" 18290 18291 1 18281 18282 18283
 
 # scenario NAME -> loadgen burst arguments after ADDR
 args() {

@@ -115,74 +115,7 @@ case $BACKENDS in
   *) echo "BACKENDS must be fast or node" >&2; exit 1 ;;
 esac
 
-cat >"$WORK/haproxy.cfg" <<EOF
-global
-  nbthread $WORKERS
-  maxconn 9900
-  log stdout format raw local0
-defaults
-  mode http
-  log global
-  option httplog
-  option dontlognull
-  option forwardfor except 10.0.0.0/8
-  option tcp-smart-accept
-  option tcp-smart-connect
-  option redispatch
-  retries 3
-  timeout connect 10s
-  timeout client 30s
-  timeout server 30s
-listen webapp
-  bind 127.0.0.1:$HA_PORT
-  balance roundrobin
-  cookie SERVERID insert indirect nocache
-  server app1 127.0.0.1:18181 cookie app1 check
-  server app2 127.0.0.1:18182 cookie app2 check
-  server app3 127.0.0.1:18183 cookie app3 check
-EOF
-
-cat >"$WORK/edgelb.toml" <<EOF
-[global]
-workers = $WORKERS
-maxconn = 20000
-
-[log]
-access = "stdout"
-format = "httplog"
-dontlognull = true
-
-[defaults]
-timeout_connect = "10s"
-timeout_client = "30s"
-timeout_server = "30s"
-retries = 3
-redispatch = true
-
-[[listen]]
-name = "webapp"
-bind = ["127.0.0.1:$EL_PORT"]
-balance = "roundrobin"
-forwardfor = { except = ["10.0.0.0/8"] }
-
-[listen.cookie]
-name = "SERVERID"
-insert = true
-indirect = true
-nocache = true
-
-[[listen.server]]
-name = "app1"
-address = "127.0.0.1:18181"
-
-[[listen.server]]
-name = "app2"
-address = "127.0.0.1:18182"
-
-[[listen.server]]
-name = "app3"
-address = "127.0.0.1:18183"
-EOF
+seed_configs "$WORK" "$HA_PORT" "$EL_PORT" "$WORKERS" "${BPORTS[@]}"
 
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes $WORKERS;

@@ -16,7 +16,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,19 +28,22 @@ const OPENING_MAX: usize = 8;
 /// Requests sent at once to the holding backend, each on its own client connection.
 const CLIENTS: usize = 20;
 
+/// When each connection reached a test backend.
+type Arrivals = Arc<std::sync::Mutex<Vec<Instant>>>;
+
 /// A keep-alive backend on its own threads: the first request on each connection is answered
-/// `first_delay` late (the connection's wait in a busy server's accept queue), one for `/poll`
-/// 3 s late (a long poll), the others at once. Returns its address and how many connections
-/// it has accepted.
-fn backend(first_delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+/// `first_delay` late (the connection's wait in a busy server's accept queue), every request
+/// `each_delay` late (a handler waiting on its database), one for `/poll` 3 s late (a long
+/// poll). Returns its address and when each connection arrived.
+fn backend_with(first_delay: Duration, each_delay: Duration) -> (SocketAddr, Arrivals) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
     let addr = l.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
+    let arrivals = Arrivals::default();
+    let seen = arrivals.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
-            count.fetch_add(1, Ordering::SeqCst);
+            seen.lock().expect("arrivals").push(Instant::now());
             std::thread::spawn(move || {
                 let mut first = true;
                 let mut buf = Vec::new();
@@ -59,6 +61,7 @@ fn backend(first_delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
                         std::thread::sleep(first_delay);
                         first = false;
                     }
+                    std::thread::sleep(each_delay);
                     if poll {
                         std::thread::sleep(Duration::from_secs(3));
                     }
@@ -71,7 +74,12 @@ fn backend(first_delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
             });
         }
     });
-    (addr, accepted)
+    (addr, arrivals)
+}
+
+/// `backend_with` answering at once but for each connection's first request.
+fn backend(first_delay: Duration) -> (SocketAddr, Arrivals) {
+    backend_with(first_delay, Duration::ZERO)
 }
 
 /// The real binary, one worker, in front of `backend`.
@@ -116,19 +124,19 @@ async fn burst(addr: SocketAddr, clients: usize, each: usize) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_slow_to_take_new_connections_gets_the_burst_on_those_it_answers() {
     // New connections answered 300 ms late, reused ones at once.
-    let (backend, accepted) = backend(Duration::from_millis(300));
+    let (backend, arrivals) = backend(Duration::from_millis(300));
     let dir = tempfile::tempdir().expect("tempdir");
     let (_d, addr) = edgelb(dir.path(), backend).await;
     // One connection, answered late once and then at once: edgelb has measured the answers.
     burst(addr, 1, 5).await;
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(arrivals.lock().expect("arrivals").len(), 1);
 
     // 20 clients at once, 5 requests each. Opened freely, every client's first request would
     // open a connection (20) and wait 300 ms on it; paced, the one connection already
     // answering serves the requests that find no slot (it comes back every few hundred
     // microseconds), and only the slots open.
     burst(addr, 20, 5).await;
-    let opened = accepted.load(Ordering::SeqCst);
+    let opened = arrivals.lock().expect("arrivals").len();
     assert!(
         opened <= 1 + OPENING_MAX + 4,
         "{opened} connections for 20 clients: opening was not paced"
@@ -138,7 +146,7 @@ async fn a_server_slow_to_take_new_connections_gets_the_burst_on_those_it_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn long_polls_holding_new_connections_do_not_hold_back_other_requests() {
     // Quick answers on any connection; `/poll` held 3 s.
-    let (backend, _accepted) = backend(Duration::ZERO);
+    let (backend, _arrivals) = backend(Duration::ZERO);
     let dir = tempfile::tempdir().expect("tempdir");
     let (_d, addr) = edgelb(dir.path(), backend).await;
     burst(addr, 1, 5).await;
@@ -281,43 +289,8 @@ async fn a_server_not_measured_yet_is_paced_never_blocked() {
     );
 }
 
-/// A keep-alive backend on its own threads that answers every request `delay` late, on any
-/// connection. Returns its address and when each connection arrived.
-fn slow_backend(delay: Duration) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Instant>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-    let addr = l.local_addr().expect("addr");
-    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = arrivals.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            seen.lock().expect("arrivals").push(Instant::now());
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut b = [0u8; 4096];
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut b) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&b[..n]),
-                        }
-                    }
-                    buf.clear();
-                    std::thread::sleep(delay);
-                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, arrivals)
-}
-
 /// How many connections arrived within `within` after `t0`.
-fn arrived(arrivals: &std::sync::Mutex<Vec<Instant>>, t0: Instant, within: Duration) -> usize {
+fn arrived(arrivals: &Arrivals, t0: Instant, within: Duration) -> usize {
     arrivals
         .lock()
         .expect("arrivals")
@@ -328,7 +301,7 @@ fn arrived(arrivals: &std::sync::Mutex<Vec<Instant>>, t0: Instant, within: Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_handler_gets_its_burst_on_new_connections_at_once() {
-    let (backend, arrivals) = slow_backend(Duration::from_millis(400));
+    let (backend, arrivals) = backend_with(Duration::ZERO, Duration::from_millis(400));
     let dir = tempfile::tempdir().expect("tempdir");
     let (_d, addr) = edgelb(dir.path(), backend).await;
 
