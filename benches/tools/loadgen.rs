@@ -343,6 +343,9 @@ fn main() {
                 .get(5)
                 .map_or(Ok(0.0), |v| v.parse())
                 .unwrap_or_else(|_| usage());
+            if !i.is_finite() {
+                usage();
+            }
             rt.block_on(burst(addr, c, e, w, i));
         }
         _ => usage(),
