@@ -31,6 +31,8 @@
 # per port, like the seed's node.js web apps) instead of the Rust bench backend.
 # WORKERS=2 gives each proxy 2 threads (`nbthread 2`, `workers = 2`, nginx `worker_processes 2`)
 # and both CPUs (wrk and the backends stay on CPU 0, so they share it with one proxy thread).
+# BUSY_POLLING=1 turns busy polling on in both proxies (HAProxy `busy-polling`, edgelb
+# `[global] busy_polling = true`; both off by default, as in the seed).
 # Output: a table on stdout (also saved to $OUT, default /tmp/edgelb-bench/results.txt).
 # nginx is used as a third proxy only if `nginx` is installed.
 set -euo pipefail
@@ -116,6 +118,10 @@ case $BACKENDS in
 esac
 
 seed_configs "$WORK" "$HA_PORT" "$EL_PORT" "$WORKERS" "${BPORTS[@]}"
+if [ "${BUSY_POLLING:-0}" = 1 ]; then
+  sed -i 's/^  nbthread .*/&\n  busy-polling/' "$WORK/haproxy.cfg"
+  sed -i 's/^workers = .*/&\nbusy_polling = true/' "$WORK/edgelb.toml"
+fi
 
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes $WORKERS;
@@ -312,7 +318,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 {
-  echo "# edgelb vs HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk ${DUR}s, $WORKERS proxy worker(s), $BACKENDS backends, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# edgelb vs HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk ${DUR}s, $WORKERS proxy worker(s), $BACKENDS backends,$([ "${BUSY_POLLING:-0}" = 1 ] && echo " busy polling on,") load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   echo "Closed loop (wrk -t1), median of $ROUNDS interleaved rounds; ratios to HAProxy are the median"
   echo "of the per-round ratios (all rounds are in $WORK/wrk.tsv). Backends: $BACKENDS."

@@ -717,6 +717,7 @@ impl Snapshot {
     /// `disabled` win (`disabled = true` -> MAINT, absent/false -> READY), and the change is
     /// logged. A reload that leaves the entry as it was keeps the override.
     pub fn activate(&self) {
+        crate::proxy::busy_poll::set_enabled(self.config.global.busy_polling);
         for l in &self.listens {
             for s in &l.servers {
                 if s.file_changed {

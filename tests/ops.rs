@@ -601,3 +601,114 @@ async fn the_log_names_what_is_bound_the_drain_and_the_stop() {
     );
     assert!(!log.contains("Some("), "{log}");
 }
+
+/// Voluntary context switches of the daemon's proxy worker thread `edgelb-w0` (its sleeps).
+fn worker_sleeps(pid: u32) -> u64 {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let t = t.expect("task").path();
+        if std::fs::read_to_string(t.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            != "edgelb-w0"
+        {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.join("status")).expect("status");
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches");
+    }
+    panic!("no edgelb-w0 thread in {pid}");
+}
+
+/// CPU time of the whole process in clock ticks (user + system, /proc/PID/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Sleeps of the worker per request over `n` requests, one at a time on one connection.
+async fn sleeps_per_request(pid: u32, c: &mut Client, n: usize) -> f64 {
+    let before = worker_sleeps(pid);
+    for _ in 0..n {
+        c.send(&get("/", "")).await;
+        assert_eq!(c.read(false).await.expect("response").status, 200);
+    }
+    (worker_sleeps(pid) - before) as f64 / n as f64
+}
+
+/// `busy_polling = true` (HAProxy `busy-polling`): while requests keep coming, the worker polls
+/// between them instead of sleeping; once they stop, it sleeps (no CPU spent idle) and hands the
+/// access-log lines it held to the writer. Without the option, the same traffic puts the worker
+/// to sleep about once per request or more (waiting for the server, then for the client). The best of
+/// three rounds is compared, as a busy machine can delay a round's requests past the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_polls_between_requests_and_sleeps_when_idle() {
+    let a = Backend::start("app1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut per = Vec::new();
+    for on in [false, true] {
+        let log = dir.path().join(format!("access-{on}.log"));
+        let (port, sport) = (free_port(), free_port());
+        let text = config_text(
+            port,
+            sport,
+            &[(&a, 1)],
+            &format!("workers = 1\nbusy_polling = {on}"),
+        )
+        .replace(
+            "access = \"off\"",
+            &format!("access = \"{}\"", log.display()),
+        );
+        let path = write_file(dir.path(), &format!("e-{on}.toml"), &text);
+        let d = Daemon::start(&path, None);
+        let pid = d.child.id();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_listening(addr).await;
+        // Each worker starts its spinner within a second of the option being on.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let mut c = Client::connect(addr).await;
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            best = best.min(sleeps_per_request(pid, &mut c, 300).await);
+        }
+        per.push(best);
+        if on {
+            // The lines the worker held reach the file with no further traffic, well within the
+            // second after which the worker's timer would hand them over anyway.
+            let deadline = Instant::now() + Duration::from_millis(600);
+            let lines = loop {
+                let n = std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .count();
+                if n >= 900 || Instant::now() > deadline {
+                    break n;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            assert_eq!(lines, 900, "the spinner hands the lines over when it parks");
+            // Idle: the worker sleeps. A spinner that never parked would use the whole second.
+            let (t0, cpu0) = (Instant::now(), cpu_ticks(pid));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let used = (cpu_ticks(pid) - cpu0) as f64 / 100.0;
+            let wall = t0.elapsed().as_secs_f64();
+            assert!(
+                used < 0.25 * wall,
+                "an idle daemon used {used} s of CPU in {wall} s"
+            );
+        }
+        drop(c);
+        drop(d);
+    }
+    eprintln!(
+        "worker sleeps per request: off {:.3}, on {:.3}",
+        per[0], per[1]
+    );
+    assert!(per[0] >= 0.5, "without busy polling: {per:?}");
+    assert!(per[1] < 0.5 * per[0], "busy polling: {per:?}");
+}

@@ -124,6 +124,11 @@ pub struct GlobalSection {
     /// Proxy worker threads, one event loop and one `SO_REUSEPORT` socket per bind each
     /// (HAProxy `nbthread`); default: number of CPUs.
     pub workers: Option<usize>,
+    /// Busy polling (HAProxy `busy-polling`): a worker that has just had work polls its
+    /// sockets for up to 200 µs (an adaptive window) before it sleeps, so the peers that send
+    /// to it need not wake it. Off by default: a busy worker then shows as 100 % busy.
+    #[serde(default)]
+    pub busy_polling: bool,
     /// Process-wide limit of concurrent client connections (HAProxy `maxconn`).
     pub maxconn: Option<u32>,
     /// Seconds in-flight requests may take to finish after SIGTERM.

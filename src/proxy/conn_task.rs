@@ -164,6 +164,7 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for CatchPanic<F> 
             return std::task::Poll::Ready(Ok(()));
         };
         IN_CONN.with(|c| c.set(true));
+        super::busy_poll::note();
         let still = super::clock::hold_still();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx)));
         drop(still);

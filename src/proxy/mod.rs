@@ -19,6 +19,7 @@
 pub mod access_log;
 pub mod acme_http01;
 pub mod bufs;
+pub mod busy_poll;
 pub mod clock;
 pub mod conn_task;
 pub mod cookie;

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use tokio::runtime::Handle;
 
-use super::access_log;
+use super::{access_log, busy_poll};
 
 /// The proxy workers' runtime handles, set once by `install`.
 static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
@@ -27,8 +27,8 @@ thread_local! {
     static INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// How often each worker runs the `tidy` hook of `install` and hands over its access-log lines
-/// (at least: also whenever it goes idle).
+/// How often each worker runs the `tidy` hook of `install`, hands over its access-log lines (at
+/// least: also whenever it goes idle) and starts its busy-polling spinner if the option is on.
 const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Starts `n` worker threads (each a current-thread runtime that runs until the process
@@ -69,6 +69,7 @@ pub fn install(n: usize, tidy: Option<fn()>) -> std::io::Result<()> {
                     loop {
                         every.tick().await;
                         access_log::flush_this_thread();
+                        busy_poll::tick();
                         if let Some(tidy) = tidy {
                             tidy();
                         }

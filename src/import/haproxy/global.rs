@@ -24,6 +24,10 @@ pub(super) fn global_directive(ctx: &mut Ctx<'_>, l: &Line) {
             }
             Err(e) => ctx.rep.error(at, e),
         },
+        "busy-polling" => {
+            ctx.out.global.set("busy_polling", Value::Bool(true), c);
+            ctx.rep.mapped(at, "global.busy_polling = true");
+        }
         "nbproc" => match l.arg(1) {
             Some("1") => ctx.rep.not_needed(at, "edgelb is one process"),
             _ => ctx.rep.warn(
