@@ -83,7 +83,7 @@ pub fn tick() {
 fn start_while(on: fn() -> bool) {
     if on() && !RUNNING.with(|r| r.get()) {
         RUNNING.with(|r| r.set(true));
-        tokio::spawn(spin(on));
+        tokio::spawn(spin(on, Window::default()));
     }
 }
 
@@ -128,9 +128,8 @@ impl Drop for Running {
 
 /// This worker's spinner: polls while work came within the window, then parks until the next
 /// connection poll. Ends when `on` turns false.
-async fn spin(on: fn() -> bool) {
+async fn spin(on: fn() -> bool, mut window: Window) {
     let _running = Running;
-    let mut window = Window::default();
     let mut seen = activity();
     let mut last_work = Instant::now();
     while on() {
@@ -216,6 +215,35 @@ mod tests {
             p.set(w);
             some
         })
+    }
+
+    /// Within the window after work the worker's runtime never sleeps in the kernel (it polls
+    /// the driver without blocking); once the window has passed with no work, it sleeps.
+    #[test]
+    fn within_the_window_the_worker_polls_without_sleeping() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        for (window, sleeps) in [(Duration::from_secs(5), false), (us(100), true)] {
+            let parks = Arc::new(AtomicUsize::new(0));
+            let p = parks.clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(move || {
+                    p.fetch_add(1, Ordering::Relaxed);
+                })
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                RUNNING.with(|r| r.set(true));
+                let spinner = tokio::spawn(spin(|| true, Window(window)));
+                note();
+                let before = parks.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let parked = parks.load(Ordering::Relaxed) - before;
+                assert_eq!(parked > 0, sleeps, "window {window:?}: {parked} sleeps");
+                spinner.abort();
+            });
+        }
     }
 
     #[test]
