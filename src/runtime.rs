@@ -709,8 +709,9 @@ impl Snapshot {
         })
     }
 
-    /// Applies config-owned settings of kept servers to their live state. Called right after
-    /// the snapshot is published, so a failed reload changes nothing.
+    /// Applies config-owned settings of kept servers to their live state, and the process-wide
+    /// `busy_polling` switch (the workers follow it within a second). Called right after the
+    /// snapshot is published, so a failed reload changes nothing.
     ///
     /// The rule: what the admin API sets (state, weight) is a runtime override that lasts until
     /// a reload changes that server's entry in the file; then the file's `weight` and
