@@ -402,10 +402,11 @@ async fn a_stuck_access_log_never_blocks_requests() {
 async fn start_logging_to_a_file(
     dir: &std::path::Path,
     a: &Backend,
+    global: &str,
 ) -> (Daemon, std::path::PathBuf, std::net::SocketAddr, u16) {
     let log = dir.join("access.log");
     let (port, sport) = (free_port(), free_port());
-    let text = config_text(port, sport, &[(a, 1)], "workers = 2").replace(
+    let text = config_text(port, sport, &[(a, 1)], global).replace(
         "access = \"off\"",
         &format!("access = \"{}\"", log.display()),
     );
@@ -416,27 +417,32 @@ async fn start_logging_to_a_file(
     (d, log, addr, sport)
 }
 
+/// The lines of the access log at `log` once it has `n`, or as they are after `within`.
+async fn log_lines(log: &std::path::Path, n: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The daemon's proxy workers batch their access-log lines and hand them over when idle: the
 /// file gets every request's line, whole and in order, with no further traffic to push them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_logs_every_request_in_order_without_more_traffic() {
     let a = Backend::start("app1").await;
     let dir = tempfile::tempdir().unwrap();
-    let (_d, log, addr, sport) = start_logging_to_a_file(dir.path(), &a).await;
+    let (_d, log, addr, sport) = start_logging_to_a_file(dir.path(), &a, "workers = 2").await;
     let mut c = Client::connect(addr).await;
     for i in 0..50 {
         c.send(&get(&format!("/req-{i}"), "")).await;
         assert_eq!(c.read(false).await.expect("response").status, 200);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= 50 || Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let lines = log_lines(&log, 50, Duration::from_secs(10)).await;
     assert_eq!(lines.len(), 50, "{lines:?}");
     for (i, l) in lines.iter().enumerate() {
         assert!(
@@ -462,7 +468,7 @@ async fn a_graceful_stop_logs_the_requests_it_finished() {
     let a = Backend::start("app1").await;
     for round in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let (mut d, log, addr, _) = start_logging_to_a_file(dir.path(), &a).await;
+        let (mut d, log, addr, _) = start_logging_to_a_file(dir.path(), &a, "workers = 2").await;
         let mut clients = Vec::new();
         for i in 0..6 {
             let mut c = Client::connect(addr).await;
@@ -611,17 +617,9 @@ async fn the_log_names_what_is_bound_the_drain_and_the_stop() {
 async fn busy_polling_serves_hands_over_its_log_lines_and_sleeps_when_idle() {
     let a = Backend::start("app1").await;
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let (port, sport) = (free_port(), free_port());
-    let text = config_text(port, sport, &[(&a, 1)], "workers = 1\nbusy_polling = true").replace(
-        "access = \"off\"",
-        &format!("access = \"{}\"", log.display()),
-    );
-    let path = write_file(dir.path(), "e.toml", &text);
-    let d = Daemon::start(&path, None);
+    let (d, log, addr, _) =
+        start_logging_to_a_file(dir.path(), &a, "workers = 1\nbusy_polling = true").await;
     let pid = d.child.id();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr).await;
     // Each worker starts its spinner within a second of the option being on.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut c = Client::connect(addr).await;
@@ -631,15 +629,7 @@ async fn busy_polling_serves_hands_over_its_log_lines_and_sleeps_when_idle() {
     }
     // The lines the worker held reach the file with no further traffic, well within the second
     // after which the worker's timer would hand them over anyway.
-    let deadline = Instant::now() + Duration::from_millis(600);
-    let lines = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 300 || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let lines: Vec<&str> = lines.lines().collect();
+    let lines = log_lines(&log, 300, Duration::from_millis(600)).await;
     assert_eq!(
         lines.len(),
         300,
