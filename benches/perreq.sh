@@ -30,6 +30,9 @@ BACKEND=$CARGO_TARGET_DIR/release/examples/bench_backend
 LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
 C=${C:-50}
 [ -f "$WORK/edgelb.toml" ] || { echo "run benches/run.sh once first (writes $WORK/*.cfg)" >&2; exit 1; }
+if grep -q '^busy_polling = true' "$WORK/edgelb.toml"; then
+  echo "note: the configs have busy polling on (the last run.sh had BUSY_POLLING=1)" >&2
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # shellcheck source=benches/common.sh

@@ -323,8 +323,8 @@ done
   echo "Closed loop (wrk -t1), median of $ROUNDS interleaved rounds; ratios to HAProxy are the median"
   echo "of the per-round ratios (all rounds are in $WORK/wrk.tsv). Backends: $BACKENDS."
   echo
-  echo "| target | conns | req/s | p50 ms | p99 ms | CPU µs/req | of which user | over the floor | proxy CPU % | load core % | req/s vs HAProxy | p99 vs HAProxy | CPU vs HAProxy | notes |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| target | conns | req/s | p50 ms | p99 ms | CPU µs/req | of which user | over the floor | proxy CPU % | load core % | req/s vs HAProxy | p99 vs HAProxy | CPU vs HAProxy | req/s vs the floor | notes |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   awk -F'\t' -v dur="$DUR" '
     function med(a, n,   i, j, x) {
       for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
@@ -369,9 +369,17 @@ done
           if (e && f && R[e, "us"] >= 0 && R[f, "us"] >= 0) b[++m] = R[e, "us"] - R[f, "us"]
         }
         over = (m && t != "floor" && t != "direct") ? sprintf("%.1f", med(b, m)) : "-"
-        printf "| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %.0f | %s | %s | %s | %s |\n", t, c, m_rps, m_p50, m_p99,
+        # req/s against the floor in the same round: near 1, the rig limits the proxy, not its
+        # own work.
+        m = 0
+        for (r = 1; r <= n; r++) {
+          e = byround[t, c, r]; f = byround["floor", c, r]
+          if (e && f && R[f, "rps"] > 0) b[++m] = R[e, "rps"] / R[f, "rps"]
+        }
+        vsfloor = (m && t != "floor" && t != "direct") ? sprintf("%.2f", med(b, m)) : "-"
+        printf "| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n", t, c, m_rps, m_p50, m_p99,
           (m_us < 0 ? "-" : sprintf("%.1f", m_us)), (m_uu < 0 ? "-" : sprintf("%.1f", m_uu)), over, (m_busy < 0 ? "-" : sprintf("%.0f", m_busy)), m_ld,
-          ratio[1], ratio[2], ratio[3], errs[k]
+          ratio[1], ratio[2], ratio[3], vsfloor, errs[k]
       }
     }' "$WORK/wrk.tsv"
   echo
