@@ -361,22 +361,19 @@ done
           }
           ratio[x] = m ? sprintf("%.2f", med(b, m)) : "-"
         }
-        # CPU above the floor in the same round: what the proxy adds to a byte relay, with the
-        # kernel part taken out.
-        m = 0
+        # Against the floor in the same round: the CPU above it (what the proxy adds to a byte
+        # relay, with the kernel part taken out) and the req/s over it (near 1, the rig limits
+        # the proxy, not its own work).
+        m = 0; mf = 0
         for (r = 1; r <= n; r++) {
           e = byround[t, c, r]; f = byround["floor", c, r]
-          if (e && f && R[e, "us"] >= 0 && R[f, "us"] >= 0) b[++m] = R[e, "us"] - R[f, "us"]
+          if (!e || !f) continue
+          if (R[e, "us"] >= 0 && R[f, "us"] >= 0) b[++m] = R[e, "us"] - R[f, "us"]
+          if (R[f, "rps"] > 0) vf[++mf] = R[e, "rps"] / R[f, "rps"]
         }
-        over = (m && t != "floor" && t != "direct") ? sprintf("%.1f", med(b, m)) : "-"
-        # req/s against the floor in the same round: near 1, the rig limits the proxy, not its
-        # own work.
-        m = 0
-        for (r = 1; r <= n; r++) {
-          e = byround[t, c, r]; f = byround["floor", c, r]
-          if (e && f && R[f, "rps"] > 0) b[++m] = R[e, "rps"] / R[f, "rps"]
-        }
-        vsfloor = (m && t != "floor" && t != "direct") ? sprintf("%.2f", med(b, m)) : "-"
+        rel = t != "floor" && t != "direct"
+        over = (m && rel) ? sprintf("%.1f", med(b, m)) : "-"
+        vsfloor = (mf && rel) ? sprintf("%.2f", med(vf, mf)) : "-"
         printf "| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n", t, c, m_rps, m_p50, m_p99,
           (m_us < 0 ? "-" : sprintf("%.1f", m_us)), (m_uu < 0 ? "-" : sprintf("%.1f", m_uu)), over, (m_busy < 0 ? "-" : sprintf("%.0f", m_busy)), m_ld,
           ratio[1], ratio[2], ratio[3], vsfloor, errs[k]
